@@ -1,0 +1,567 @@
+//! VantageEdge configuration schema.
+//!
+//! Plain serde types for everything the gateway is configured with — the proxy's own
+//! settings ([`ServerSettings`]), tenants, origins and routes — plus [`Config::validate`],
+//! which reports every bad field with its path (`routes[3].path_pattern: ...`).
+//!
+//! The same types are read from a YAML file by the proxy and (later) written to Postgres by
+//! the admin service, so both sides accept exactly the same configurations. This crate has
+//! no Pingora in it on purpose: the admin service builds fast and cannot drift.
+
+mod pattern;
+mod validate;
+
+pub use pattern::{PathPattern, PatternError, Segment};
+pub use validate::{FieldError, ValidationErrors};
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// A whole configuration file: the proxy's own settings plus the tenants, origins and
+/// routes it serves.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listener and process settings of the proxy (not stored in Postgres).
+    #[serde(default)]
+    pub server: ServerSettings,
+    /// Tenants, each found by `<subdomain>.<base_domain>` or one of its custom hosts.
+    #[serde(default)]
+    pub tenants: Vec<Tenant>,
+    /// Upstream pools. Each belongs to one tenant.
+    #[serde(default)]
+    pub origins: Vec<Origin>,
+    /// Routes. Each belongs to one tenant and forwards to one of that tenant's origins.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+/// Errors from reading a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The YAML is malformed or has unknown/mistyped fields.
+    #[error("{0}")]
+    Parse(String),
+    /// The YAML parsed but failed validation.
+    #[error("{0}")]
+    Invalid(#[from] ValidationErrors),
+}
+
+impl Config {
+    /// Parse a YAML document (no validation).
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+        serde_yaml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))
+    }
+
+    /// Parse and validate a YAML document.
+    pub fn from_yaml_validated(text: &str) -> Result<Config, ConfigError> {
+        let cfg = Self::from_yaml(text)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Read, parse and validate a YAML file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_yaml_validated(&text)
+    }
+
+    /// Check every field; on failure the error lists every problem with its path.
+    pub fn validate(&self) -> Result<(), ValidationErrors> {
+        validate::validate(self)
+    }
+}
+
+/// Process and listener settings of one proxy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Plain-HTTP listeners (HTTP/1.1, and HTTP/2 with prior knowledge when `h2c` is set).
+    /// Example: `["0.0.0.0:8080"]`.
+    pub listen: Vec<String>,
+    /// Accept HTTP/2 cleartext (prior knowledge) on the plain listeners. Example: `true`.
+    pub h2c: bool,
+    /// TLS listeners with their certificate files.
+    pub tls: Vec<TlsListener>,
+    /// Address of the ops listener (`/metrics`, `/healthz`, `/readyz`).
+    /// Example: `"127.0.0.1:9090"`. Empty string disables it.
+    pub ops_listen: String,
+    /// Worker threads of the proxy service. Example: `2`.
+    pub threads: usize,
+    /// Base domains under which tenants are found by subdomain.
+    /// Example: `["vantage.localhost"]` makes `acme.vantage.localhost` tenant `acme`.
+    pub base_domains: Vec<String>,
+    /// Seconds Pingora waits after SIGTERM before it starts closing listeners. Example: `1`.
+    pub grace_period_seconds: u64,
+    /// Upper bound, in seconds, for draining in-flight requests on shutdown. Example: `10`.
+    pub graceful_shutdown_timeout_seconds: u64,
+    /// Most request headers accepted; more is refused with 431. Example: `100`.
+    pub max_request_headers: usize,
+    /// Largest total size of request header names and values, in bytes; more is refused
+    /// with 431. Example: `32768`.
+    pub max_request_header_bytes: usize,
+    /// Watch the config file and reload when it changes (SIGHUP always reloads).
+    pub watch_config: bool,
+    /// Pingora's pid file (used by graceful upgrades). Example: `/run/vantage/proxy.pid`.
+    pub pid_file: String,
+    /// Pingora's upgrade socket (fd hand-off on graceful upgrade).
+    pub upgrade_sock: String,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: vec!["0.0.0.0:8080".into()],
+            h2c: false,
+            tls: Vec::new(),
+            ops_listen: "127.0.0.1:9090".into(),
+            threads: 2,
+            base_domains: vec!["vantage.localhost".into()],
+            grace_period_seconds: 1,
+            graceful_shutdown_timeout_seconds: 10,
+            max_request_headers: 100,
+            max_request_header_bytes: 32 * 1024,
+            watch_config: true,
+            pid_file: "/tmp/vantage-proxy.pid".into(),
+            upgrade_sock: "/tmp/vantage-proxy-upgrade.sock".into(),
+        }
+    }
+}
+
+/// A TLS-terminating listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListener {
+    /// Example: `"0.0.0.0:8443"`.
+    pub listen: String,
+    /// PEM certificate chain. Example: `/etc/vantage/tls/edge.crt`.
+    pub cert_file: String,
+    /// PEM private key. Example: `/etc/vantage/tls/edge.key`.
+    pub key_file: String,
+    /// Offer HTTP/2 through ALPN (default true).
+    #[serde(default = "yes")]
+    pub h2: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A customer of the gateway.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tenant {
+    /// Stable identifier (a UUID in Postgres; any `[A-Za-z0-9._-]` string in files).
+    /// Example: `acme`.
+    pub id: String,
+    /// Display name. Example: `Acme Corp`.
+    pub name: String,
+    /// DNS label under every base domain. Example: `acme` → `acme.vantage.localhost`.
+    pub subdomain: String,
+    /// Extra exact host names that belong to this tenant. Example: `["api.acme.test"]`.
+    #[serde(default)]
+    pub custom_hosts: Vec<String>,
+}
+
+/// Load-balancing algorithm of an origin.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LbAlgorithm {
+    /// Each healthy target in turn; weights are ignored.
+    #[default]
+    RoundRobin,
+    /// Smooth round robin in proportion to the targets' weights.
+    Weighted,
+    /// Random choice in proportion to the weights.
+    Random,
+    /// Ketama consistent hashing of the key given by `hash_key`.
+    ConsistentHash,
+    /// The healthy target with the fewest requests in flight (weights break ties).
+    LeastConnections,
+}
+
+/// Where the consistent-hashing key comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "snake_case", deny_unknown_fields)]
+pub enum HashKey {
+    /// A request header. Example: `{source: header, name: X-User-Id}`.
+    Header { name: String },
+    /// A request cookie. Example: `{source: cookie, name: session}`.
+    Cookie { name: String },
+    /// The client address.
+    ClientIp,
+    /// The request path (without query).
+    Path,
+}
+
+/// Upstream protocol.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 only.
+    #[default]
+    Http1,
+    /// HTTP/2 only: through ALPN for `https://`, prior knowledge (h2c) for `http://`.
+    /// Needed for gRPC.
+    Http2,
+    /// Offer both through ALPN (`https://` only; plain targets use HTTP/1.1).
+    Auto,
+}
+
+/// A pool of upstream targets.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Origin {
+    /// Example: `acme-api`.
+    pub id: String,
+    /// Owning tenant. Example: `acme`.
+    pub tenant_id: String,
+    /// Targets, at least one.
+    pub targets: Vec<Target>,
+    /// Example: `weighted`.
+    #[serde(default)]
+    pub lb: LbAlgorithm,
+    /// Key for `consistent_hash` (required then, refused otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_key: Option<HashKey>,
+    /// Active HTTP health check. Absent: targets are assumed healthy and only the circuit
+    /// breaker takes them out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+    /// Timeouts for talking to a target.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// How many other targets to try when connecting fails (idempotent requests only).
+    /// Example: `2`.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Passive failure counting per target.
+    #[serde(default)]
+    pub circuit_breaker: CircuitBreaker,
+    /// Upstream TLS settings for `https://` targets.
+    #[serde(default)]
+    pub tls: UpstreamTls,
+    /// Example: `http2` for a gRPC origin.
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+}
+
+fn default_retries() -> u32 {
+    1
+}
+
+/// One upstream address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// `http://host:port` or `https://host:port`. Example: `http://127.0.0.1:9001`.
+    pub url: String,
+    /// Relative share of traffic for `weighted`/`random` (1..=1000). Example: `3`.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// Active health check of each target of an origin.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheck {
+    /// Path probed with GET. Example: `/healthz`.
+    pub path: String,
+    /// Time between probes in milliseconds. Example: `1000`.
+    pub interval_ms: u64,
+    /// Connect and read budget of one probe in milliseconds. Example: `500`.
+    pub timeout_ms: u64,
+    /// Consecutive successes that bring a down target back. Example: `1`.
+    pub healthy_threshold: u32,
+    /// Consecutive failures that take a target out. Example: `2`.
+    pub unhealthy_threshold: u32,
+    /// Host header sent with the probe (default: the target's host).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            path: "/healthz".into(),
+            interval_ms: 2000,
+            timeout_ms: 1000,
+            healthy_threshold: 1,
+            unhealthy_threshold: 2,
+            host: None,
+        }
+    }
+}
+
+/// Upstream timeouts in milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// TCP connect. Example: `1000`.
+    pub connect_ms: u64,
+    /// Gap allowed between reads of the response. Example: `30000`.
+    pub read_ms: u64,
+    /// Gap allowed between writes of the request. Example: `30000`.
+    pub write_ms: u64,
+    /// Connect plus TLS handshake budget. Example: `3000`.
+    pub total_connect_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect_ms: 2000,
+            read_ms: 30_000,
+            write_ms: 30_000,
+            total_connect_ms: 5000,
+        }
+    }
+}
+
+/// Per-target circuit breaker: after `failure_threshold` consecutive failures the target is
+/// skipped for `open_ms`, then one probe request is let through (half-open); success closes
+/// the breaker, failure opens it again.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CircuitBreaker {
+    /// Example: `true`.
+    pub enabled: bool,
+    /// Example: `5`.
+    pub failure_threshold: u32,
+    /// Example: `10000`.
+    pub open_ms: u64,
+}
+
+impl Default for CircuitBreaker {
+    fn default() -> Self {
+        CircuitBreaker {
+            enabled: true,
+            failure_threshold: 5,
+            open_ms: 10_000,
+        }
+    }
+}
+
+/// TLS towards `https://` targets.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamTls {
+    /// Verify the target's certificate chain and host name. Example: `true`.
+    pub verify: bool,
+    /// SNI and verified host name (default: the target URL's host). Example: `api.internal`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+}
+
+impl Default for UpstreamTls {
+    fn default() -> Self {
+        UpstreamTls {
+            verify: true,
+            sni: None,
+        }
+    }
+}
+
+/// A route: which requests of a tenant go to which origin, and how they are changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Example: `acme-users`.
+    pub id: String,
+    /// Owning tenant. Example: `acme`.
+    pub tenant_id: String,
+    /// `/status` (exact), `/api/users/*` (prefix), `/users/:id` (parameter), or a mix.
+    pub path_pattern: String,
+    /// Allowed methods; empty means any. Example: `[GET, POST]`.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Header conditions, all of which must hold.
+    #[serde(default)]
+    pub headers: Vec<HeaderMatch>,
+    /// Higher wins over more specific. Example: `10`.
+    #[serde(default)]
+    pub priority: i32,
+    /// Destination origin (same tenant). Example: `acme-api`.
+    pub origin_id: String,
+    /// Remove this prefix from the path before forwarding. Example: `/api`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strip_prefix: Option<String>,
+    /// Rewrite the path with a regex (applied after `strip_prefix`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<PathRewrite>,
+    /// Changes to the request sent to the origin.
+    #[serde(default)]
+    pub request_headers: HeaderTransform,
+    /// Changes to the response sent to the client.
+    #[serde(default)]
+    pub response_headers: HeaderTransform,
+    /// Response compression.
+    #[serde(default)]
+    pub compression: Compression,
+}
+
+/// A header condition of a route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatch {
+    /// Example: `X-Api-Version`.
+    pub name: String,
+    /// Exact value; absent means the header only has to be present. Example: `"2"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+/// Regex path rewrite. Example: `{pattern: "^/v1/(.*)$", replacement: "/$1"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathRewrite {
+    pub pattern: String,
+    /// May use `$1`, `${name}`.
+    pub replacement: String,
+}
+
+/// Header changes, applied in the order remove, set, add.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeaderTransform {
+    /// Appended (kept alongside existing values). Example: `{X-Served-By: vantage}`.
+    pub add: BTreeMap<String, String>,
+    /// Replaces existing values. Example: `{Cache-Control: no-store}`.
+    pub set: BTreeMap<String, String>,
+    /// Removed. Example: `[X-Internal-Token]`.
+    pub remove: Vec<String>,
+}
+
+impl HeaderTransform {
+    /// True when the transform changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.set.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// Response compression of a route (gzip, brotli or zstd, as the client accepts).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Compression {
+    /// Example: `true`.
+    pub enabled: bool,
+    /// 1..=9, default 6. Example: `5`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub level: Option<u32>,
+}
+
+/// A parsed target URL: `http(s)://host[:port]`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TargetUrl {
+    /// `https://`.
+    pub tls: bool,
+    /// Host name or IP address (IPv6 without brackets).
+    pub host: String,
+    /// Explicit port, or 80/443.
+    pub port: u16,
+}
+
+impl TargetUrl {
+    /// Parse `http://host[:port]` or `https://host[:port]` (a trailing `/` is allowed; other
+    /// paths, queries and credentials are refused).
+    pub fn parse(url: &str) -> Result<TargetUrl, String> {
+        let (tls, rest) = if let Some(r) = url.strip_prefix("http://") {
+            (false, r)
+        } else if let Some(r) = url.strip_prefix("https://") {
+            (true, r)
+        } else {
+            return Err(format!("scheme must be http or https in '{url}'"));
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains(['/', '?', '#', '@']) {
+            return Err(format!(
+                "'{url}' must be scheme://host[:port] with no path, query or credentials"
+            ));
+        }
+        let default_port = if tls { 443 } else { 80 };
+        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+            let (h, after) = v6
+                .split_once(']')
+                .ok_or_else(|| format!("unclosed '[' in '{url}'"))?;
+            let port = match after.strip_prefix(':') {
+                Some(p) => p.parse().map_err(|_| format!("bad port in '{url}'"))?,
+                None if after.is_empty() => default_port,
+                None => return Err(format!("bad port in '{url}'")),
+            };
+            if h.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(format!("bad IPv6 address in '{url}'"));
+            }
+            (h.to_string(), port)
+        } else {
+            match rest.rsplit_once(':') {
+                Some((h, p)) => (
+                    h.to_string(),
+                    p.parse().map_err(|_| format!("bad port in '{url}'"))?,
+                ),
+                None => (rest.to_string(), default_port),
+            }
+        };
+        if host.is_empty() {
+            return Err(format!("no host in '{url}'"));
+        }
+        if port == 0 {
+            return Err(format!("port 0 in '{url}'"));
+        }
+        if host.parse::<std::net::IpAddr>().is_err() && !validate::valid_host(&host) {
+            return Err(format!("'{host}' is not a valid lower-case host name"));
+        }
+        Ok(TargetUrl { tls, host, port })
+    }
+
+    /// `host:port`, with brackets around an IPv6 address.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+#[cfg(test)]
+mod target_tests {
+    use super::TargetUrl;
+
+    #[test]
+    fn parses_target_urls() {
+        let t = TargetUrl::parse("http://127.0.0.1:9001").unwrap();
+        assert_eq!((t.tls, t.host.as_str(), t.port), (false, "127.0.0.1", 9001));
+        let t = TargetUrl::parse("https://api.example.test/").unwrap();
+        assert_eq!((t.tls, t.port), (true, 443));
+        assert_eq!(t.authority(), "api.example.test:443");
+        let t = TargetUrl::parse("http://[::1]:8080").unwrap();
+        assert_eq!(t.authority(), "[::1]:8080");
+        for bad in [
+            "ftp://x",
+            "http://",
+            "http://a/b",
+            "http://u@h",
+            "http://h:0",
+            "http://h:99999",
+            "http://UPPER",
+            "http://[::1",
+        ] {
+            assert!(TargetUrl::parse(bad).is_err(), "{bad} accepted");
+        }
+    }
+}

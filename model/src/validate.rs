@@ -1,0 +1,571 @@
+//! Field-precise validation of a [`Config`].
+
+use crate::{Config, HashKey, HeaderTransform, LbAlgorithm, PathPattern, TargetUrl};
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+/// One problem, with the path of the field it is about (`routes[3].path_pattern`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ValidationErrors(pub Vec<FieldError>);
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines: Vec<String> = self.0.iter().map(|e| e.to_string()).collect();
+        write!(f, "{}", lines.join("\n"))
+    }
+}
+
+#[derive(Default)]
+struct Collector(Vec<FieldError>);
+
+impl Collector {
+    fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Identifiers: 1..=64 of `[A-Za-z0-9._-]` (UUIDs qualify).
+pub(crate) fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// RFC 9110 token (header names, methods).
+pub(crate) fn valid_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
+                )
+        })
+}
+
+fn valid_header_value(s: &str) -> bool {
+    s.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
+fn valid_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// A lower-case DNS name of valid labels.
+pub(crate) fn valid_host(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(valid_label)
+}
+
+fn check_transform(c: &mut Collector, path: &str, t: &HeaderTransform) {
+    for (name, value) in t.add.iter().chain(t.set.iter()) {
+        let which = if t.add.contains_key(name) {
+            "add"
+        } else {
+            "set"
+        };
+        if !valid_token(name) {
+            c.err(
+                format!("{path}.{which}.{name}"),
+                "not a valid header name",
+            );
+        }
+        if !valid_header_value(value) {
+            c.err(
+                format!("{path}.{which}.{name}"),
+                "header value contains control characters",
+            );
+        }
+    }
+    for (i, name) in t.remove.iter().enumerate() {
+        if !valid_token(name) {
+            c.err(format!("{path}.remove[{i}]"), "not a valid header name");
+        }
+    }
+}
+
+pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
+    let mut c = Collector::default();
+    let s = &cfg.server;
+
+    if s.listen.is_empty() && s.tls.is_empty() {
+        c.err("server.listen", "at least one listener (listen or tls) is needed");
+    }
+    for (i, a) in s.listen.iter().enumerate() {
+        if a.parse::<std::net::SocketAddr>().is_err() {
+            c.err(
+                format!("server.listen[{i}]"),
+                format!("'{a}' is not an address like 0.0.0.0:8080"),
+            );
+        }
+    }
+    for (i, t) in s.tls.iter().enumerate() {
+        if t.listen.parse::<std::net::SocketAddr>().is_err() {
+            c.err(
+                format!("server.tls[{i}].listen"),
+                format!("'{}' is not an address like 0.0.0.0:8443", t.listen),
+            );
+        }
+        if t.cert_file.is_empty() {
+            c.err(format!("server.tls[{i}].cert_file"), "must not be empty");
+        }
+        if t.key_file.is_empty() {
+            c.err(format!("server.tls[{i}].key_file"), "must not be empty");
+        }
+    }
+    if !s.ops_listen.is_empty() && s.ops_listen.parse::<std::net::SocketAddr>().is_err() {
+        c.err(
+            "server.ops_listen",
+            format!("'{}' is not an address like 127.0.0.1:9090", s.ops_listen),
+        );
+    }
+    if s.threads == 0 || s.threads > 256 {
+        c.err("server.threads", "must be between 1 and 256");
+    }
+    for (i, d) in s.base_domains.iter().enumerate() {
+        if !valid_host(d) {
+            c.err(
+                format!("server.base_domains[{i}]"),
+                format!("'{d}' is not a lower-case host name"),
+            );
+        }
+    }
+    if s.max_request_headers == 0 {
+        c.err("server.max_request_headers", "must be at least 1");
+    }
+    if s.max_request_header_bytes < 1024 {
+        c.err("server.max_request_header_bytes", "must be at least 1024");
+    }
+
+    // Tenants.
+    let mut tenant_ids: HashMap<&str, usize> = HashMap::new();
+    let mut subdomains: HashMap<&str, usize> = HashMap::new();
+    let mut hosts: HashMap<String, usize> = HashMap::new();
+    for (i, t) in cfg.tenants.iter().enumerate() {
+        let p = format!("tenants[{i}]");
+        if !valid_id(&t.id) {
+            c.err(
+                format!("{p}.id"),
+                "must be 1-64 characters of A-Z a-z 0-9 . _ -",
+            );
+        } else if let Some(j) = tenant_ids.insert(&t.id, i) {
+            c.err(
+                format!("{p}.id"),
+                format!("'{}' is already used by tenants[{j}]", t.id),
+            );
+        }
+        if t.name.trim().is_empty() {
+            c.err(format!("{p}.name"), "must not be empty");
+        }
+        if !valid_label(&t.subdomain) {
+            c.err(
+                format!("{p}.subdomain"),
+                "must be a lower-case DNS label (a-z, 0-9, '-', at most 63)",
+            );
+        } else if let Some(j) = subdomains.insert(&t.subdomain, i) {
+            c.err(
+                format!("{p}.subdomain"),
+                format!("'{}' is already used by tenants[{j}]", t.subdomain),
+            );
+        }
+        for (k, h) in t.custom_hosts.iter().enumerate() {
+            let hp = format!("{p}.custom_hosts[{k}]");
+            if !valid_host(h) {
+                c.err(hp, format!("'{h}' is not a lower-case host name"));
+            } else if let Some(j) = hosts.insert(h.clone(), i) {
+                c.err(hp, format!("'{h}' is already used by tenants[{j}]"));
+            }
+        }
+    }
+
+    // Origins.
+    let mut origin_ids: HashMap<&str, (usize, &str)> = HashMap::new();
+    for (i, o) in cfg.origins.iter().enumerate() {
+        let p = format!("origins[{i}]");
+        if !valid_id(&o.id) {
+            c.err(
+                format!("{p}.id"),
+                "must be 1-64 characters of A-Z a-z 0-9 . _ -",
+            );
+        } else if let Some((j, _)) = origin_ids.insert(&o.id, (i, &o.tenant_id)) {
+            c.err(
+                format!("{p}.id"),
+                format!("'{}' is already used by origins[{j}]", o.id),
+            );
+        }
+        if !tenant_ids.contains_key(o.tenant_id.as_str()) {
+            c.err(
+                format!("{p}.tenant_id"),
+                format!("no tenant has id '{}'", o.tenant_id),
+            );
+        }
+        if o.targets.is_empty() {
+            c.err(format!("{p}.targets"), "at least one target is needed");
+        }
+        let mut seen = HashSet::new();
+        for (k, t) in o.targets.iter().enumerate() {
+            match TargetUrl::parse(&t.url) {
+                Err(e) => c.err(format!("{p}.targets[{k}].url"), e),
+                Ok(u) => {
+                    if !seen.insert((u.host.clone(), u.port)) {
+                        c.err(
+                            format!("{p}.targets[{k}].url"),
+                            format!("'{}' is listed twice", t.url),
+                        );
+                    }
+                }
+            }
+            if t.weight == 0 || t.weight > 1000 {
+                c.err(
+                    format!("{p}.targets[{k}].weight"),
+                    "must be between 1 and 1000",
+                );
+            }
+        }
+        match (&o.lb, &o.hash_key) {
+            (LbAlgorithm::ConsistentHash, None) => c.err(
+                format!("{p}.hash_key"),
+                "consistent_hash needs a hash_key (header, cookie, client_ip or path)",
+            ),
+            (LbAlgorithm::ConsistentHash, Some(HashKey::Header { name }))
+            | (LbAlgorithm::ConsistentHash, Some(HashKey::Cookie { name }))
+                if !valid_token(name) =>
+            {
+                c.err(format!("{p}.hash_key.name"), "not a valid name")
+            }
+            (LbAlgorithm::ConsistentHash, _) => {}
+            (_, Some(_)) => c.err(
+                format!("{p}.hash_key"),
+                "only used with lb: consistent_hash",
+            ),
+            (_, None) => {}
+        }
+        if let Some(h) = &o.health_check {
+            if !h.path.starts_with('/') {
+                c.err(format!("{p}.health_check.path"), "must start with '/'");
+            }
+            if h.interval_ms < 50 {
+                c.err(
+                    format!("{p}.health_check.interval_ms"),
+                    "must be at least 50",
+                );
+            }
+            if h.timeout_ms == 0 {
+                c.err(format!("{p}.health_check.timeout_ms"), "must be at least 1");
+            }
+            if h.healthy_threshold == 0 {
+                c.err(
+                    format!("{p}.health_check.healthy_threshold"),
+                    "must be at least 1",
+                );
+            }
+            if h.unhealthy_threshold == 0 {
+                c.err(
+                    format!("{p}.health_check.unhealthy_threshold"),
+                    "must be at least 1",
+                );
+            }
+        }
+        for (name, v) in [
+            ("connect_ms", o.timeouts.connect_ms),
+            ("read_ms", o.timeouts.read_ms),
+            ("write_ms", o.timeouts.write_ms),
+            ("total_connect_ms", o.timeouts.total_connect_ms),
+        ] {
+            if v == 0 {
+                c.err(format!("{p}.timeouts.{name}"), "must be at least 1");
+            }
+        }
+        if o.retries > 10 {
+            c.err(format!("{p}.retries"), "must be at most 10");
+        }
+        if o.circuit_breaker.enabled {
+            if o.circuit_breaker.failure_threshold == 0 {
+                c.err(
+                    format!("{p}.circuit_breaker.failure_threshold"),
+                    "must be at least 1",
+                );
+            }
+            if o.circuit_breaker.open_ms == 0 {
+                c.err(format!("{p}.circuit_breaker.open_ms"), "must be at least 1");
+            }
+        }
+        if let Some(sni) = &o.tls.sni {
+            if !valid_host(sni) {
+                c.err(format!("{p}.tls.sni"), "not a lower-case host name");
+            }
+        }
+    }
+
+    // Routes.
+    let mut route_ids: HashMap<&str, usize> = HashMap::new();
+    let mut signatures: HashMap<String, usize> = HashMap::new();
+    for (i, r) in cfg.routes.iter().enumerate() {
+        let p = format!("routes[{i}]");
+        if !valid_id(&r.id) {
+            c.err(
+                format!("{p}.id"),
+                "must be 1-64 characters of A-Z a-z 0-9 . _ -",
+            );
+        } else if let Some(j) = route_ids.insert(&r.id, i) {
+            c.err(
+                format!("{p}.id"),
+                format!("'{}' is already used by routes[{j}]", r.id),
+            );
+        }
+        if !tenant_ids.contains_key(r.tenant_id.as_str()) {
+            c.err(
+                format!("{p}.tenant_id"),
+                format!("no tenant has id '{}'", r.tenant_id),
+            );
+        }
+        let pattern = match PathPattern::parse(&r.path_pattern) {
+            Ok(pat) => Some(pat),
+            Err(e) => {
+                c.err(format!("{p}.path_pattern"), format!("'{}': {e}", r.path_pattern));
+                None
+            }
+        };
+        let mut methods = Vec::new();
+        for (k, m) in r.methods.iter().enumerate() {
+            if !valid_token(m) || m.bytes().any(|b| b.is_ascii_lowercase()) {
+                c.err(
+                    format!("{p}.methods[{k}]"),
+                    format!("'{m}' is not an upper-case HTTP method"),
+                );
+            } else if methods.contains(m) {
+                c.err(format!("{p}.methods[{k}]"), format!("'{m}' is listed twice"));
+            } else {
+                methods.push(m.clone());
+            }
+        }
+        for (k, h) in r.headers.iter().enumerate() {
+            if !valid_token(&h.name) {
+                c.err(format!("{p}.headers[{k}].name"), "not a valid header name");
+            }
+            if h.value.as_deref().is_some_and(|v| !valid_header_value(v)) {
+                c.err(
+                    format!("{p}.headers[{k}].value"),
+                    "contains control characters",
+                );
+            }
+        }
+        match origin_ids.get(r.origin_id.as_str()) {
+            None => c.err(
+                format!("{p}.origin_id"),
+                format!("no origin has id '{}'", r.origin_id),
+            ),
+            Some((_, t)) if *t != r.tenant_id => c.err(
+                format!("{p}.origin_id"),
+                format!(
+                    "origin '{}' belongs to tenant '{t}', not '{}'",
+                    r.origin_id, r.tenant_id
+                ),
+            ),
+            Some(_) => {}
+        }
+        if let Some(sp) = &r.strip_prefix {
+            if !sp.starts_with('/') || sp.len() < 2 {
+                c.err(
+                    format!("{p}.strip_prefix"),
+                    "must start with '/' and be longer than '/'",
+                );
+            }
+        }
+        if let Some(rw) = &r.rewrite {
+            if let Err(e) = regex::Regex::new(&rw.pattern) {
+                c.err(format!("{p}.rewrite.pattern"), format!("invalid regex: {e}"));
+            }
+            if rw.replacement.is_empty() {
+                c.err(format!("{p}.rewrite.replacement"), "must not be empty");
+            }
+        }
+        check_transform(&mut c, &format!("{p}.request_headers"), &r.request_headers);
+        check_transform(&mut c, &format!("{p}.response_headers"), &r.response_headers);
+        if let Some(l) = r.compression.level {
+            if !(1..=9).contains(&l) {
+                c.err(format!("{p}.compression.level"), "must be between 1 and 9");
+            }
+        }
+        if let Some(pat) = pattern {
+            let mut m = methods.clone();
+            m.sort();
+            let mut h: Vec<String> = r
+                .headers
+                .iter()
+                .map(|h| {
+                    format!(
+                        "{}={:?}",
+                        h.name.to_ascii_lowercase(),
+                        h.value.as_deref()
+                    )
+                })
+                .collect();
+            h.sort();
+            let sig = format!("{}|{}|{m:?}|{h:?}|{}", r.tenant_id, pat, r.priority);
+            if let Some(j) = signatures.insert(sig, i) {
+                c.err(
+                    format!("{p}.path_pattern"),
+                    format!(
+                        "routes[{j}] already has the same pattern, methods, headers and priority; one of them could never match"
+                    ),
+                );
+            }
+        }
+    }
+
+    if c.0.is_empty() {
+        Ok(())
+    } else {
+        Err(crate::ValidationErrors(c.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Config;
+
+    const GOOD: &str = r#"
+server:
+  listen: ["127.0.0.1:8080"]
+  base_domains: [vantage.localhost]
+tenants:
+  - {id: acme, name: Acme, subdomain: acme, custom_hosts: [api.acme.test]}
+  - {id: globex, name: Globex, subdomain: globex}
+origins:
+  - id: acme-api
+    tenant_id: acme
+    lb: weighted
+    targets:
+      - {url: "http://127.0.0.1:9001", weight: 3}
+      - {url: "http://127.0.0.1:9002"}
+  - id: globex-api
+    tenant_id: globex
+    lb: consistent_hash
+    hash_key: {source: header, name: X-User}
+    targets: [{url: "https://api.globex.test"}]
+routes:
+  - {id: r1, tenant_id: acme, path_pattern: "/api/*", origin_id: acme-api}
+  - {id: r2, tenant_id: acme, path_pattern: "/users/:id", methods: [GET], origin_id: acme-api}
+  - {id: r3, tenant_id: globex, path_pattern: "/", origin_id: globex-api}
+"#;
+
+    fn errors(yaml: &str) -> Vec<String> {
+        let cfg = Config::from_yaml(yaml).expect("parses");
+        match cfg.validate() {
+            Ok(()) => vec![],
+            Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn good_config_passes() {
+        assert_eq!(errors(GOOD), Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_demo_config_is_valid() {
+        let text = include_str!("../../conf/demo.yaml");
+        Config::from_yaml_validated(text).expect("conf/demo.yaml must validate");
+    }
+
+    #[test]
+    fn reports_every_bad_field_with_its_path() {
+        let bad = GOOD
+            .replace("path_pattern: \"/users/:id\"", "path_pattern: \"users/:id\"")
+            .replace("weight: 3", "weight: 0")
+            .replace("subdomain: globex", "subdomain: Globex!")
+            .replace("origin_id: globex-api", "origin_id: acme-api")
+            .replace("methods: [GET]", "methods: [get]");
+        let errs = errors(&bad);
+        let expect = [
+            "routes[1].path_pattern: 'users/:id': must start with '/'",
+            "origins[0].targets[0].weight: must be between 1 and 1000",
+            "tenants[1].subdomain: must be a lower-case DNS label",
+            "routes[2].origin_id: origin 'acme-api' belongs to tenant 'acme', not 'globex'",
+            "routes[1].methods[0]: 'get' is not an upper-case HTTP method",
+        ];
+        for e in expect {
+            assert!(
+                errs.iter().any(|x| x.starts_with(e)),
+                "missing {e:?} in {errs:#?}"
+            );
+        }
+        assert_eq!(errs.len(), expect.len(), "{errs:#?}");
+    }
+
+    #[test]
+    fn refuses_duplicates_and_dangling_references() {
+        let bad = GOOD
+            .replace("id: globex, name", "id: acme, name")
+            .replace("subdomain: globex", "subdomain: acme");
+        let errs = errors(&bad);
+        assert!(errs.iter().any(|e| e.starts_with("tenants[1].id: 'acme' is already used by tenants[0]")));
+        assert!(errs.iter().any(|e| e.starts_with("tenants[1].subdomain: 'acme' is already used")));
+
+        let bad = GOOD.replace("origin_id: acme-api}\n  - {id: r2", "origin_id: nope}\n  - {id: r2");
+        assert_eq!(errors(&bad), vec!["routes[0].origin_id: no origin has id 'nope'"]);
+
+        let bad = GOOD.replace("path_pattern: \"/\"", "path_pattern: \"/api/*\"").replace(
+            "{id: r3, tenant_id: globex, path_pattern: \"/api/*\", origin_id: globex-api}",
+            "{id: r3, tenant_id: acme, path_pattern: \"/api//*\", origin_id: acme-api}",
+        );
+        let errs = errors(&bad);
+        assert!(errs[0].starts_with("routes[2].path_pattern: routes[0] already has"), "{errs:?}");
+    }
+
+    #[test]
+    fn target_urls_and_algorithms() {
+        let bad = GOOD
+            .replace("http://127.0.0.1:9002", "ftp://127.0.0.1:9002")
+            .replace("lb: consistent_hash\n    hash_key: {source: header, name: X-User}", "lb: consistent_hash");
+        let errs = errors(&bad);
+        assert!(errs.iter().any(|e| e.starts_with("origins[0].targets[1].url: scheme must be http or https")), "{errs:?}");
+        assert!(errs.iter().any(|e| e.starts_with("origins[1].hash_key: consistent_hash needs")), "{errs:?}");
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_by_the_parser() {
+        let err = Config::from_yaml(&GOOD.replace("priority", "x").replace("lb: weighted", "lb: weighted\n    colour: red"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `colour`"), "{err}");
+        let err = Config::from_yaml(&GOOD.replace("lb: weighted", "lb: fastest")).unwrap_err().to_string();
+        assert!(err.contains("unknown variant `fastest`"), "{err}");
+    }
+}
