@@ -113,6 +113,8 @@ pub struct ServerSettings {
     pub max_request_header_bytes: usize,
     /// Watch the config file and reload when it changes (SIGHUP always reloads).
     pub watch_config: bool,
+    /// Write one JSON access-log line per request to stdout. Example: `true`.
+    pub access_log: bool,
     /// Pingora's pid file (used by graceful upgrades). Example: `/run/vantage/proxy.pid`.
     pub pid_file: String,
     /// Pingora's upgrade socket (fd hand-off on graceful upgrade).
@@ -133,6 +135,7 @@ impl Default for ServerSettings {
             max_request_headers: 100,
             max_request_header_bytes: 32 * 1024,
             watch_config: true,
+            access_log: true,
             pid_file: "/tmp/vantage-proxy.pid".into(),
             upgrade_sock: "/tmp/vantage-proxy-upgrade.sock".into(),
         }
@@ -255,6 +258,10 @@ pub struct Origin {
     /// Example: `http2` for a gRPC origin.
     #[serde(default)]
     pub protocol: UpstreamProtocol,
+    /// Forward the client's Host header unchanged. Default `false`: the origin sees the
+    /// target's own host (and the client's host in `X-Forwarded-Host`).
+    #[serde(default)]
+    pub preserve_host: bool,
 }
 
 fn default_retries() -> u32 {

@@ -48,7 +48,10 @@ impl PathPattern {
         if !text.starts_with('/') {
             return Err(PatternError::NoLeadingSlash);
         }
-        if text.chars().any(|c| c == '?' || c == '#' || c.is_whitespace()) {
+        if text
+            .chars()
+            .any(|c| c == '?' || c == '#' || c.is_whitespace())
+        {
             return Err(PatternError::BadCharacter);
         }
         let parts: Vec<&str> = text.split('/').filter(|s| !s.is_empty()).collect();
@@ -167,11 +170,7 @@ mod tests {
 
     #[test]
     fn displays_normalised() {
-        for (input, out) in [
-            ("/a//b/", "/a/b"),
-            ("/", "/"),
-            ("/x/:id/*", "/x/:id/*"),
-        ] {
+        for (input, out) in [("/a//b/", "/a/b"), ("/", "/"), ("/x/:id/*", "/x/:id/*")] {
             assert_eq!(PathPattern::parse(input).unwrap().to_string(), out);
         }
     }

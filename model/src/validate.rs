@@ -100,10 +100,7 @@ fn check_transform(c: &mut Collector, path: &str, t: &HeaderTransform) {
             "set"
         };
         if !valid_token(name) {
-            c.err(
-                format!("{path}.{which}.{name}"),
-                "not a valid header name",
-            );
+            c.err(format!("{path}.{which}.{name}"), "not a valid header name");
         }
         if !valid_header_value(value) {
             c.err(
@@ -124,7 +121,10 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
     let s = &cfg.server;
 
     if s.listen.is_empty() && s.tls.is_empty() {
-        c.err("server.listen", "at least one listener (listen or tls) is needed");
+        c.err(
+            "server.listen",
+            "at least one listener (listen or tls) is needed",
+        );
     }
     for (i, a) in s.listen.iter().enumerate() {
         if a.parse::<std::net::SocketAddr>().is_err() {
@@ -357,7 +357,10 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
         let pattern = match PathPattern::parse(&r.path_pattern) {
             Ok(pat) => Some(pat),
             Err(e) => {
-                c.err(format!("{p}.path_pattern"), format!("'{}': {e}", r.path_pattern));
+                c.err(
+                    format!("{p}.path_pattern"),
+                    format!("'{}': {e}", r.path_pattern),
+                );
                 None
             }
         };
@@ -369,7 +372,10 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
                     format!("'{m}' is not an upper-case HTTP method"),
                 );
             } else if methods.contains(m) {
-                c.err(format!("{p}.methods[{k}]"), format!("'{m}' is listed twice"));
+                c.err(
+                    format!("{p}.methods[{k}]"),
+                    format!("'{m}' is listed twice"),
+                );
             } else {
                 methods.push(m.clone());
             }
@@ -409,14 +415,21 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
         }
         if let Some(rw) = &r.rewrite {
             if let Err(e) = regex::Regex::new(&rw.pattern) {
-                c.err(format!("{p}.rewrite.pattern"), format!("invalid regex: {e}"));
+                c.err(
+                    format!("{p}.rewrite.pattern"),
+                    format!("invalid regex: {e}"),
+                );
             }
             if rw.replacement.is_empty() {
                 c.err(format!("{p}.rewrite.replacement"), "must not be empty");
             }
         }
         check_transform(&mut c, &format!("{p}.request_headers"), &r.request_headers);
-        check_transform(&mut c, &format!("{p}.response_headers"), &r.response_headers);
+        check_transform(
+            &mut c,
+            &format!("{p}.response_headers"),
+            &r.response_headers,
+        );
         if let Some(l) = r.compression.level {
             if !(1..=9).contains(&l) {
                 c.err(format!("{p}.compression.level"), "must be between 1 and 9");
@@ -428,13 +441,7 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
             let mut h: Vec<String> = r
                 .headers
                 .iter()
-                .map(|h| {
-                    format!(
-                        "{}={:?}",
-                        h.name.to_ascii_lowercase(),
-                        h.value.as_deref()
-                    )
-                })
+                .map(|h| format!("{}={:?}", h.name.to_ascii_lowercase(), h.value.as_deref()))
                 .collect();
             h.sort();
             let sig = format!("{}|{}|{m:?}|{h:?}|{}", r.tenant_id, pat, r.priority);
@@ -507,7 +514,10 @@ routes:
     #[test]
     fn reports_every_bad_field_with_its_path() {
         let bad = GOOD
-            .replace("path_pattern: \"/users/:id\"", "path_pattern: \"users/:id\"")
+            .replace(
+                "path_pattern: \"/users/:id\"",
+                "path_pattern: \"users/:id\"",
+            )
             .replace("weight: 3", "weight: 0")
             .replace("subdomain: globex", "subdomain: Globex!")
             .replace("origin_id: globex-api", "origin_id: acme-api")
@@ -535,37 +545,69 @@ routes:
             .replace("id: globex, name", "id: acme, name")
             .replace("subdomain: globex", "subdomain: acme");
         let errs = errors(&bad);
-        assert!(errs.iter().any(|e| e.starts_with("tenants[1].id: 'acme' is already used by tenants[0]")));
-        assert!(errs.iter().any(|e| e.starts_with("tenants[1].subdomain: 'acme' is already used")));
+        assert!(errs
+            .iter()
+            .any(|e| e.starts_with("tenants[1].id: 'acme' is already used by tenants[0]")));
+        assert!(errs
+            .iter()
+            .any(|e| e.starts_with("tenants[1].subdomain: 'acme' is already used")));
 
-        let bad = GOOD.replace("origin_id: acme-api}\n  - {id: r2", "origin_id: nope}\n  - {id: r2");
-        assert_eq!(errors(&bad), vec!["routes[0].origin_id: no origin has id 'nope'"]);
-
-        let bad = GOOD.replace("path_pattern: \"/\"", "path_pattern: \"/api/*\"").replace(
-            "{id: r3, tenant_id: globex, path_pattern: \"/api/*\", origin_id: globex-api}",
-            "{id: r3, tenant_id: acme, path_pattern: \"/api//*\", origin_id: acme-api}",
+        let bad = GOOD.replace(
+            "origin_id: acme-api}\n  - {id: r2",
+            "origin_id: nope}\n  - {id: r2",
         );
+        assert_eq!(
+            errors(&bad),
+            vec!["routes[0].origin_id: no origin has id 'nope'"]
+        );
+
+        let bad = GOOD
+            .replace("path_pattern: \"/\"", "path_pattern: \"/api/*\"")
+            .replace(
+                "{id: r3, tenant_id: globex, path_pattern: \"/api/*\", origin_id: globex-api}",
+                "{id: r3, tenant_id: acme, path_pattern: \"/api//*\", origin_id: acme-api}",
+            );
         let errs = errors(&bad);
-        assert!(errs[0].starts_with("routes[2].path_pattern: routes[0] already has"), "{errs:?}");
+        assert!(
+            errs[0].starts_with("routes[2].path_pattern: routes[0] already has"),
+            "{errs:?}"
+        );
     }
 
     #[test]
     fn target_urls_and_algorithms() {
         let bad = GOOD
             .replace("http://127.0.0.1:9002", "ftp://127.0.0.1:9002")
-            .replace("lb: consistent_hash\n    hash_key: {source: header, name: X-User}", "lb: consistent_hash");
+            .replace(
+                "lb: consistent_hash\n    hash_key: {source: header, name: X-User}",
+                "lb: consistent_hash",
+            );
         let errs = errors(&bad);
-        assert!(errs.iter().any(|e| e.starts_with("origins[0].targets[1].url: scheme must be http or https")), "{errs:?}");
-        assert!(errs.iter().any(|e| e.starts_with("origins[1].hash_key: consistent_hash needs")), "{errs:?}");
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("origins[0].targets[1].url: scheme must be http or https")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("origins[1].hash_key: consistent_hash needs")),
+            "{errs:?}"
+        );
     }
 
     #[test]
     fn unknown_fields_are_refused_by_the_parser() {
-        let err = Config::from_yaml(&GOOD.replace("priority", "x").replace("lb: weighted", "lb: weighted\n    colour: red"))
+        let err = Config::from_yaml(
+            &GOOD
+                .replace("priority", "x")
+                .replace("lb: weighted", "lb: weighted\n    colour: red"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("unknown field `colour`"), "{err}");
+        let err = Config::from_yaml(&GOOD.replace("lb: weighted", "lb: fastest"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("unknown field `colour`"), "{err}");
-        let err = Config::from_yaml(&GOOD.replace("lb: weighted", "lb: fastest")).unwrap_err().to_string();
         assert!(err.contains("unknown variant `fastest`"), "{err}");
     }
 }

@@ -1,0 +1,454 @@
+//! The request path: one Pingora `ProxyHttp` implementation whose phase methods read as a
+//! table of contents. Each phase calls into the module that owns the concern.
+
+use crate::errors::{self, Reply};
+use crate::metrics::METRICS;
+use crate::safety::{self, Limits};
+use crate::snapshot::{RouteRt, Snapshot};
+use crate::upstream::{backend_id, InflightGuard, Pool, Selection, TargetState};
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use http::Method;
+use pingora::modules::http::compression::ResponseCompression;
+use pingora::prelude::*;
+use pingora::protocols::l4::socket::SocketAddr;
+use pingora::proxy::FailToProxy;
+use pingora::ErrorSource;
+use std::sync::Arc;
+use std::time::Instant;
+use vantage_model::HashKey;
+
+/// The gateway: reads the current snapshot for every request.
+pub struct Gateway {
+    state: Arc<ArcSwap<Snapshot>>,
+    limits: Limits,
+    access_log: bool,
+}
+
+impl Gateway {
+    /// A gateway serving whatever snapshot `state` holds.
+    pub fn new(state: Arc<ArcSwap<Snapshot>>, limits: Limits, access_log: bool) -> Gateway {
+        Gateway {
+            state,
+            limits,
+            access_log,
+        }
+    }
+}
+
+/// Decrements the in-flight gauge when the request context is dropped.
+pub struct ActiveGuard;
+
+impl ActiveGuard {
+    fn new() -> ActiveGuard {
+        METRICS.active_requests.inc();
+        ActiveGuard
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        METRICS.active_requests.dec();
+    }
+}
+
+/// Per-request state.
+pub struct Ctx {
+    /// The configuration this request sees from start to end.
+    snapshot: Arc<Snapshot>,
+    started: Instant,
+    _active: ActiveGuard,
+    request_id: String,
+    tenant: Option<Arc<str>>,
+    route: Option<Arc<RouteRt>>,
+    /// Targets already tried (retries go elsewhere).
+    tried: Vec<usize>,
+    target: Option<(Arc<TargetState>, InflightGuard)>,
+    retries_left: u32,
+    upstream_started: Option<Instant>,
+    upstream_status: Option<u16>,
+    /// An error decided by the gateway, answered by `fail_to_proxy`.
+    reply: Option<Reply>,
+}
+
+fn idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+fn valid_request_id(v: &[u8]) -> bool {
+    !v.is_empty() && v.len() <= 128 && v.iter().all(|b| b.is_ascii_graphic())
+}
+
+fn request_host(session: &Session) -> Option<&str> {
+    let req = session.req_header();
+    req.uri.host().or_else(|| {
+        req.headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+    })
+}
+
+fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
+    match session.client_addr() {
+        Some(SocketAddr::Inet(a)) => Some(a.ip()),
+        _ => None,
+    }
+}
+
+fn cookie<'a>(session: &'a Session, name: &str) -> Option<&'a [u8]> {
+    session
+        .req_header()
+        .headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+        .find_map(|pair| {
+            let pair = pair.trim_ascii();
+            let eq = pair.iter().position(|b| *b == b'=')?;
+            (pair[..eq].trim_ascii() == name.as_bytes()).then(|| pair[eq + 1..].trim_ascii())
+        })
+}
+
+impl Gateway {
+    /// Tenant and route lookup; `Err` is the reply to send.
+    fn route(&self, session: &Session, ctx: &mut Ctx) -> Result<(), Reply> {
+        let host = request_host(session)
+            .ok_or_else(|| Reply::new(400, "bad_request", "the request has no Host header"))?;
+        let tenant = ctx.snapshot.tenant_for_host(host).ok_or_else(|| {
+            Reply::new(
+                404,
+                "unknown_tenant",
+                format!("no tenant serves host '{host}'"),
+            )
+        })?;
+        ctx.tenant = Some(tenant.id.clone());
+        let req = session.req_header();
+        let route = tenant
+            .router
+            .find(req.uri.path(), &req.method, &req.headers)
+            .ok_or_else(|| {
+                Reply::new(
+                    404,
+                    "no_route",
+                    format!("no route matches {} {}", req.method, req.uri.path()),
+                )
+            })?;
+        ctx.retries_left = route.pool.spec.retries;
+        ctx.route = Some(route.clone());
+        Ok(())
+    }
+
+    fn enable_compression(session: &mut Session, level: u32) {
+        let req = session.downstream_session.req_header().clone();
+        if let Some(c) = session
+            .downstream_modules_ctx
+            .get_mut::<ResponseCompression>()
+        {
+            if c.is_header_phase() {
+                c.adjust_level(level);
+                // The module skipped Accept-Encoding while it was disabled.
+                c.request_filter(&req);
+            }
+        }
+    }
+
+    fn hash_key(session: &Session, key: Option<&HashKey>) -> Vec<u8> {
+        match key {
+            None => Vec::new(),
+            Some(HashKey::Header { name }) => session.get_header_bytes(name.as_str()).to_vec(),
+            Some(HashKey::Cookie { name }) => cookie(session, name).unwrap_or_default().to_vec(),
+            Some(HashKey::ClientIp) => client_ip(session)
+                .map(|ip| ip.to_string().into_bytes())
+                .unwrap_or_default(),
+            Some(HashKey::Path) => session.req_header().uri.path().as_bytes().to_vec(),
+        }
+    }
+
+    fn forwarded_headers(
+        session: &Session,
+        ctx: &Ctx,
+        req: &mut RequestHeader,
+    ) -> pingora::Result<()> {
+        if let Some(ip) = client_ip(session) {
+            let xff = match req
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(prev) => format!("{prev}, {ip}"),
+                None => ip.to_string(),
+            };
+            req.insert_header("x-forwarded-for", xff)?;
+        }
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        req.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+        if let Some(host) = request_host(session) {
+            let host = host.to_string();
+            req.insert_header("x-forwarded-host", host)?;
+        }
+        req.insert_header("x-request-id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            snapshot: self.state.load_full(),
+            started: Instant::now(),
+            _active: ActiveGuard::new(),
+            request_id: String::new(),
+            tenant: None,
+            route: None,
+            tried: Vec::new(),
+            target: None,
+            retries_left: 0,
+            upstream_started: None,
+            upstream_status: None,
+            reply: None,
+        }
+    }
+
+    /// Request id → HTTP safety → tenant → route → per-route modules.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
+        let given = session.get_header_bytes("x-request-id");
+        ctx.request_id = if valid_request_id(given) {
+            String::from_utf8_lossy(given).into_owned()
+        } else {
+            uuid::Uuid::new_v4().to_string()
+        };
+        let decision = safety::check(session.req_header(), self.limits)
+            .inspect_err(|r| {
+                METRICS.refused.with_label_values(&[r.code]).inc();
+            })
+            .and_then(|()| self.route(session, ctx));
+        if let Err(reply) = decision {
+            errors::respond(session, &reply, &ctx.request_id).await?;
+            return Ok(true);
+        }
+        if let Some(level) = ctx.route.as_ref().and_then(|r| r.compression) {
+            Self::enable_compression(session, level);
+        }
+        Ok(false)
+    }
+
+    /// The route's pool picks a healthy target whose breaker is closed and that this request
+    /// has not tried yet.
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        let Some(route) = ctx.route.clone() else {
+            return Err(Error::explain(InternalError, "no route in context"));
+        };
+        let pool = &route.pool;
+        if let Some((previous, _guard)) = ctx.target.take() {
+            // A retry: the previous attempt failed.
+            pool.record(&previous, false);
+        }
+        let key = Self::hash_key(session, pool.hash_key());
+        match pool.select(&key, &ctx.tried) {
+            Selection::Target(backend, state) => {
+                ctx.tried.push(backend_id(&backend));
+                let peer = pool.peer(&backend, &state);
+                ctx.target = Some((state.clone(), Pool::track(&state)));
+                ctx.upstream_started.get_or_insert_with(Instant::now);
+                Ok(Box::new(peer))
+            }
+            Selection::NoneAvailable if ctx.tried.is_empty() => {
+                ctx.reply = Some(Reply::new(
+                    503,
+                    "no_healthy_upstream",
+                    format!("no healthy target in origin '{}'", pool.id),
+                ));
+                Err(Error::explain(HTTPStatus(503), "no healthy upstream"))
+            }
+            Selection::NoneAvailable => {
+                ctx.reply = Some(Reply::new(
+                    502,
+                    "upstream_unreachable",
+                    format!("no target of origin '{}' could be reached", pool.id),
+                ));
+                Err(Error::explain(HTTPStatus(502), "all tried targets failed"))
+            }
+        }
+    }
+
+    /// Path rewrite, header transforms, X-Forwarded-*, request id, Host.
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        let Some(route) = ctx.route.clone() else {
+            return Ok(());
+        };
+        if let Some(pq) = upstream.uri.path_and_query().map(|p| p.as_str()) {
+            if let Some(new) = route.path.apply(pq) {
+                let uri = new
+                    .parse::<http::Uri>()
+                    .map_err(|e| Error::because(InternalError, "rewritten path is not a URI", e))?;
+                upstream.set_uri(uri);
+            }
+        }
+        Self::forwarded_headers(session, ctx, upstream)?;
+        if !route.pool.spec.preserve_host {
+            if let Some((t, _)) = &ctx.target {
+                upstream.insert_header(http::header::HOST, t.host_header.as_str())?;
+            }
+        }
+        route.request_headers.apply_request(upstream);
+        Ok(())
+    }
+
+    /// Response header transforms and the request id.
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        ctx.upstream_status = Some(resp.status.as_u16());
+        if let Some(route) = &ctx.route {
+            route.response_headers.apply_response(resp);
+        }
+        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    /// A failed connect is retried on another target for idempotent requests, at most
+    /// `retries` times.
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let retry = ctx.retries_left > 0
+            && idempotent(&session.req_header().method)
+            && ctx
+                .route
+                .as_ref()
+                .is_some_and(|r| ctx.tried.len() < r.pool.len());
+        if retry {
+            ctx.retries_left -= 1;
+            if let Some(r) = &ctx.route {
+                METRICS.retries.with_label_values(&[&r.pool.id]).inc();
+            }
+        }
+        e.set_retry(retry);
+        e
+    }
+
+    /// JSON 502/503/504 (or the gateway's own decision) with the request id.
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let reply = ctx.reply.take().or_else(|| match e.esource() {
+            ErrorSource::Downstream => match e.etype() {
+                ReadError | WriteError | ConnectionClosed => None,
+                ReadTimedout => Some(Reply::new(
+                    408,
+                    "request_timeout",
+                    "the client was too slow",
+                )),
+                _ => Some(Reply::new(
+                    400,
+                    "bad_request",
+                    "the request could not be read",
+                )),
+            },
+            ErrorSource::Upstream => Some(match e.etype() {
+                ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => {
+                    Reply::new(504, "upstream_timeout", "the origin did not answer in time")
+                }
+                _ => Reply::new(502, "upstream_error", "the origin failed to answer"),
+            }),
+            _ => Some(match e.etype() {
+                HTTPStatus(code) => Reply::new(*code, "gateway_error", e.to_string()),
+                _ => Reply::new(
+                    500,
+                    "internal_error",
+                    "the gateway failed to handle the request",
+                ),
+            }),
+        });
+        let code = match reply {
+            Some(reply) => {
+                let status = reply.status;
+                if session.response_written().is_none() {
+                    if let Err(err) = errors::respond(session, &reply, &ctx.request_id).await {
+                        tracing::debug!("could not send error response: {err}");
+                    }
+                }
+                status
+            }
+            None => 0,
+        };
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// Metrics, breaker accounting and the JSON access log.
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let route_id = ctx.route.as_ref().map(|r| r.id.clone());
+        let origin_id = ctx.route.as_ref().map(|r| r.pool.id.clone());
+        let mut target_label = None;
+        if let (Some((target, _guard)), Some(route)) = (ctx.target.take(), &ctx.route) {
+            let upstream_failed = e.is_some_and(|e| e.esource() == &ErrorSource::Upstream)
+                || ctx.upstream_status.is_some_and(|s| s >= 500);
+            route.pool.record(&target, !upstream_failed);
+            target_label = Some(target.label.clone());
+        }
+        let elapsed = ctx.started.elapsed();
+        let tenant = ctx.tenant.as_deref().unwrap_or("-");
+        let route = route_id.as_deref().unwrap_or("-");
+        METRICS
+            .requests
+            .with_label_values(&[tenant, route, &status.to_string()])
+            .inc();
+        METRICS
+            .request_duration
+            .with_label_values(&[tenant, route])
+            .observe(elapsed.as_secs_f64());
+        let upstream_ms = ctx.upstream_started.map(|t| {
+            let d = t.elapsed();
+            if let Some(o) = &origin_id {
+                METRICS
+                    .upstream_duration
+                    .with_label_values(&[o])
+                    .observe(d.as_secs_f64());
+            }
+            d.as_secs_f64() * 1000.0
+        });
+        if self.access_log {
+            let req = session.req_header();
+            tracing::info!(
+                target: "access",
+                request_id = %ctx.request_id,
+                client = client_ip(session).map(|ip| ip.to_string()),
+                method = %req.method,
+                host = request_host(session).unwrap_or("-"),
+                path = %req.uri.path(),
+                status,
+                tenant,
+                route,
+                origin = origin_id.as_deref().unwrap_or("-"),
+                upstream = target_label.as_deref().unwrap_or("-"),
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                upstream_ms,
+                error = e.map(|e| e.to_string()),
+            );
+        }
+    }
+}

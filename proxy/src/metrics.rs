@@ -1,0 +1,107 @@
+//! Prometheus metrics of the proxy (default registry, served on the ops listener).
+
+use prometheus::{
+    register_gauge_vec, register_histogram_vec, register_int_counter_vec, register_int_gauge,
+    register_int_gauge_vec, GaugeVec, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+};
+use std::sync::LazyLock;
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// All metrics, registered once.
+pub struct Metrics {
+    /// `vantage_requests_total{tenant,route,status}`.
+    pub requests: IntCounterVec,
+    /// `vantage_request_duration_seconds{tenant,route}`: downstream request to last byte.
+    pub request_duration: HistogramVec,
+    /// `vantage_upstream_duration_seconds{origin}`: upstream connect to response end.
+    pub upstream_duration: HistogramVec,
+    /// `vantage_active_requests`: requests in flight.
+    pub active_requests: IntGauge,
+    /// `vantage_upstream_target_healthy{origin,target}`: 1 healthy, 0 down.
+    pub target_healthy: IntGaugeVec,
+    /// `vantage_upstream_breaker_open{origin,target}`: 1 while the breaker is open.
+    pub breaker_open: GaugeVec,
+    /// `vantage_upstream_retries_total{origin}`.
+    pub retries: IntCounterVec,
+    /// `vantage_config_version`: version of the configuration being served.
+    pub config_version: IntGauge,
+    /// `vantage_config_reloads_total{result}`: `ok` or `error`.
+    pub reloads: IntCounterVec,
+    /// `vantage_refused_requests_total{reason}`: refused before routing (smuggling, limits).
+    pub refused: IntCounterVec,
+}
+
+/// The process-wide metrics.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
+    requests: register_int_counter_vec!(
+        "vantage_requests_total",
+        "Requests answered, by tenant, route and status",
+        &["tenant", "route", "status"]
+    )
+    .expect("register vantage_requests_total"),
+    request_duration: register_histogram_vec!(
+        "vantage_request_duration_seconds",
+        "Time from request to the end of the response",
+        &["tenant", "route"],
+        LATENCY_BUCKETS.to_vec()
+    )
+    .expect("register vantage_request_duration_seconds"),
+    upstream_duration: register_histogram_vec!(
+        "vantage_upstream_duration_seconds",
+        "Time spent on the upstream, by origin",
+        &["origin"],
+        LATENCY_BUCKETS.to_vec()
+    )
+    .expect("register vantage_upstream_duration_seconds"),
+    active_requests: register_int_gauge!("vantage_active_requests", "Requests in flight")
+        .expect("register vantage_active_requests"),
+    target_healthy: register_int_gauge_vec!(
+        "vantage_upstream_target_healthy",
+        "Health of each upstream target (1 healthy, 0 down)",
+        &["origin", "target"]
+    )
+    .expect("register vantage_upstream_target_healthy"),
+    breaker_open: register_gauge_vec!(
+        "vantage_upstream_breaker_open",
+        "1 while a target's circuit breaker is open",
+        &["origin", "target"]
+    )
+    .expect("register vantage_upstream_breaker_open"),
+    retries: register_int_counter_vec!(
+        "vantage_upstream_retries_total",
+        "Requests retried on another target",
+        &["origin"]
+    )
+    .expect("register vantage_upstream_retries_total"),
+    config_version: register_int_gauge!(
+        "vantage_config_version",
+        "Version of the configuration being served"
+    )
+    .expect("register vantage_config_version"),
+    reloads: register_int_counter_vec!(
+        "vantage_config_reloads_total",
+        "Configuration reloads by result",
+        &["result"]
+    )
+    .expect("register vantage_config_reloads_total"),
+    refused: register_int_counter_vec!(
+        "vantage_refused_requests_total",
+        "Requests refused before routing, by reason",
+        &["reason"]
+    )
+    .expect("register vantage_refused_requests_total"),
+});
+
+/// Text exposition of every registered metric.
+pub fn render() -> Vec<u8> {
+    use prometheus::Encoder;
+    let mut buf = Vec::new();
+    let encoder = prometheus::TextEncoder::new();
+    if let Err(e) = encoder.encode(&prometheus::gather(), &mut buf) {
+        tracing::error!("encoding metrics failed: {e}");
+    }
+    buf
+}

@@ -1,0 +1,168 @@
+//! Wiring: the Pingora server with the proxy service, the ops listener, the config reloader
+//! and (for the demo) the demo origins.
+
+use crate::demo_origin::DemoOrigin;
+use crate::gateway::Gateway;
+use crate::ops::Ops;
+use crate::reload::Reloader;
+use crate::safety::Limits;
+use crate::snapshot::Snapshot;
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use pingora::apps::http_app::HttpServer;
+use pingora::apps::HttpServerOptions;
+use pingora::listeners::tls::TlsSettings;
+use pingora::proxy::ProxyServiceBuilder;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::Server;
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use vantage_model::{Config, TargetUrl};
+
+/// How to run.
+pub struct RunOptions {
+    /// The file to watch and reload; None for the embedded demo configuration.
+    pub config_path: Option<PathBuf>,
+    /// The validated configuration to start with.
+    pub config: Config,
+    /// Also serve a demo origin on every plain-HTTP loopback target of the configuration.
+    pub demo_origins: bool,
+    /// Take the listening sockets over from a running old process (graceful upgrade).
+    pub upgrade: bool,
+    /// Detach into the background.
+    pub daemon: bool,
+}
+
+/// Loopback `http://` target addresses of a configuration (for `--demo-origins`).
+pub fn demo_origin_addresses(config: &Config) -> BTreeSet<String> {
+    config
+        .origins
+        .iter()
+        .flat_map(|o| o.targets.iter())
+        .filter_map(|t| TargetUrl::parse(&t.url).ok())
+        .filter(|u| !u.tls && u.host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()))
+        .map(|u| u.authority())
+        .collect()
+}
+
+/// Run a Pingora server with only demo origins on `listen` addresses.
+pub fn run_demo_origins(listen: &[String], name: &str) -> anyhow::Result<()> {
+    let opt = Opt::default();
+    let conf = ServerConf {
+        threads: 1,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
+        pid_file: format!("/tmp/vantage-demo-origin-{}.pid", std::process::id()),
+        upgrade_sock: format!("/tmp/vantage-demo-origin-{}.sock", std::process::id()),
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+    for addr in listen {
+        let mut svc = Service::new(
+            format!("demo-origin {addr}"),
+            HttpServer::new_app(DemoOrigin::new(name)),
+        );
+        svc.add_tcp(addr);
+        server.add_service(svc);
+    }
+    server.run_forever()
+}
+
+/// Build the first snapshot and run the proxy until it is told to stop.
+pub fn run(opts: RunOptions) -> anyhow::Result<()> {
+    let settings = opts.config.server.clone();
+    // The first snapshot (and its first health checks) is built before any listener opens.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting a runtime")?;
+    let snapshot = rt
+        .block_on(Snapshot::build(opts.config.clone(), 1, None))
+        .context("compiling the configuration")?;
+    drop(rt);
+    let state = Arc::new(ArcSwap::from_pointee(snapshot));
+
+    let opt = Opt {
+        upgrade: opts.upgrade,
+        daemon: opts.daemon,
+        ..Default::default()
+    };
+    let conf = ServerConf {
+        threads: settings.threads,
+        grace_period_seconds: Some(settings.grace_period_seconds),
+        graceful_shutdown_timeout_seconds: Some(settings.graceful_shutdown_timeout_seconds),
+        pid_file: settings.pid_file.clone(),
+        upgrade_sock: settings.upgrade_sock.clone(),
+        daemon: opts.daemon,
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let gateway = Gateway::new(
+        state.clone(),
+        Limits {
+            max_headers: settings.max_request_headers,
+            max_header_bytes: settings.max_request_header_bytes,
+        },
+        settings.access_log,
+    );
+    let mut server_options = HttpServerOptions::default();
+    server_options.h2c = settings.h2c;
+    let mut proxy = ProxyServiceBuilder::new(&server.configuration, gateway)
+        .name("vantage-proxy")
+        .server_options(server_options)
+        .build();
+    for addr in &settings.listen {
+        proxy.add_tcp(addr);
+    }
+    for t in &settings.tls {
+        let mut tls = TlsSettings::intermediate(&t.cert_file, &t.key_file)
+            .map_err(|e| anyhow::anyhow!("TLS listener {}: {e}", t.listen))?;
+        if t.h2 {
+            tls.enable_h2();
+        }
+        proxy.add_tls_with_settings(&t.listen, None, tls);
+    }
+    server.add_service(proxy);
+
+    if !settings.ops_listen.is_empty() {
+        let mut ops = Service::new(
+            "ops".to_string(),
+            HttpServer::new_app(Ops::new(state.clone())),
+        );
+        ops.add_tcp(&settings.ops_listen);
+        ops.threads = Some(1);
+        server.add_service(ops);
+    }
+
+    let reloader = Reloader::new(opts.config_path.clone(), settings.watch_config, state);
+    server.add_service(background_service("config-reloader", reloader));
+
+    if opts.demo_origins {
+        for addr in demo_origin_addresses(&opts.config) {
+            let name = format!("demo-{}", addr.rsplit(':').next().unwrap_or("origin"));
+            let mut svc = Service::new(
+                format!("demo-origin {addr}"),
+                HttpServer::new_app(DemoOrigin::new(name)),
+            );
+            svc.add_tcp(&addr);
+            svc.threads = Some(1);
+            server.add_service(svc);
+        }
+    }
+
+    tracing::info!(
+        listen = ?settings.listen,
+        ops = %settings.ops_listen,
+        tenants = opts.config.tenants.len(),
+        routes = opts.config.routes.len(),
+        "vantage-proxy starting"
+    );
+    server.run_forever()
+}

@@ -1,0 +1,238 @@
+//! The immutable, compiled form of a configuration that requests read.
+//!
+//! A [`Snapshot`] is built off the request path from a validated [`Config`] and swapped in
+//! whole. Each request holds an `Arc` of the snapshot it started with.
+
+use crate::router::{Conditions, Router};
+use crate::transform::{HeaderOps, PathOps};
+use crate::upstream::{Pool, PoolError};
+use http::{HeaderName, HeaderValue, Method};
+use std::collections::HashMap;
+use std::sync::Arc;
+use vantage_model::{Config, PathPattern};
+
+/// A compiled route.
+pub struct RouteRt {
+    pub id: Arc<str>,
+    pub pool: Arc<Pool>,
+    pub path: PathOps,
+    pub request_headers: HeaderOps,
+    pub response_headers: HeaderOps,
+    /// Compression level when enabled.
+    pub compression: Option<u32>,
+}
+
+/// A compiled tenant.
+pub struct TenantRt {
+    pub id: Arc<str>,
+    pub router: Router<Arc<RouteRt>>,
+}
+
+/// Why a configuration could not be compiled.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error("route {route}: {reason}")]
+    Route { route: String, reason: String },
+}
+
+/// Everything a request needs to know, immutable.
+pub struct Snapshot {
+    /// Increases with every successful load.
+    pub version: u64,
+    /// The configuration it was compiled from.
+    pub config: Config,
+    tenants: Vec<TenantRt>,
+    by_host: HashMap<String, usize>,
+    by_subdomain: HashMap<String, usize>,
+    base_domains: Vec<String>,
+    pools: HashMap<String, Arc<Pool>>,
+}
+
+impl Snapshot {
+    /// Compile `config` (already validated). Pools whose origin configuration did not change
+    /// are taken over from `previous` with their health and breaker state.
+    pub async fn build(
+        config: Config,
+        version: u64,
+        previous: Option<&Snapshot>,
+    ) -> Result<Snapshot, BuildError> {
+        let mut pools = HashMap::new();
+        for o in &config.origins {
+            let reused = previous
+                .and_then(|p| p.pools.get(&o.id))
+                .filter(|p| p.spec == *o)
+                .cloned();
+            let pool = match reused {
+                Some(p) => p,
+                None => Pool::build(o).await?,
+            };
+            pools.insert(o.id.clone(), pool);
+        }
+
+        let mut tenants = Vec::with_capacity(config.tenants.len());
+        let mut by_host = HashMap::new();
+        let mut by_subdomain = HashMap::new();
+        let mut index = HashMap::new();
+        for (i, t) in config.tenants.iter().enumerate() {
+            tenants.push(TenantRt {
+                id: t.id.as_str().into(),
+                router: Router::default(),
+            });
+            index.insert(t.id.as_str(), i);
+            by_subdomain.insert(t.subdomain.clone(), i);
+            for h in &t.custom_hosts {
+                by_host.insert(h.clone(), i);
+            }
+        }
+
+        for r in &config.routes {
+            let err = |reason: String| BuildError::Route {
+                route: r.id.clone(),
+                reason,
+            };
+            let (Some(&ti), Some(pool)) =
+                (index.get(r.tenant_id.as_str()), pools.get(&r.origin_id))
+            else {
+                return Err(err("unknown tenant or origin".into()));
+            };
+            let pattern = PathPattern::parse(&r.path_pattern).map_err(|e| err(e.to_string()))?;
+            let conditions = Conditions {
+                methods: r
+                    .methods
+                    .iter()
+                    .map(|m| Method::from_bytes(m.as_bytes()).map_err(|e| err(e.to_string())))
+                    .collect::<Result<_, _>>()?,
+                headers: r
+                    .headers
+                    .iter()
+                    .map(|h| {
+                        let name = HeaderName::from_bytes(h.name.as_bytes())
+                            .map_err(|e| err(e.to_string()))?;
+                        let value = match &h.value {
+                            Some(v) => {
+                                Some(HeaderValue::from_str(v).map_err(|e| err(e.to_string()))?)
+                            }
+                            None => None,
+                        };
+                        Ok((name, value))
+                    })
+                    .collect::<Result<_, BuildError>>()?,
+            };
+            let rt = RouteRt {
+                id: r.id.as_str().into(),
+                pool: pool.clone(),
+                path: PathOps::compile(r.strip_prefix.as_deref(), r.rewrite.as_ref())
+                    .map_err(|e| err(e.to_string()))?,
+                request_headers: HeaderOps::compile(&r.request_headers)
+                    .map_err(|e| err(e.to_string()))?,
+                response_headers: HeaderOps::compile(&r.response_headers)
+                    .map_err(|e| err(e.to_string()))?,
+                compression: r
+                    .compression
+                    .enabled
+                    .then(|| r.compression.level.unwrap_or(6)),
+            };
+            tenants[ti]
+                .router
+                .insert(&pattern, r.priority, conditions, Arc::new(rt));
+        }
+
+        Ok(Snapshot {
+            version,
+            base_domains: config.server.base_domains.clone(),
+            config,
+            tenants,
+            by_host,
+            by_subdomain,
+            pools,
+        })
+    }
+
+    /// The tenant a Host header (or `:authority`) belongs to. Matching is case-insensitive
+    /// and ignores a port and a trailing dot.
+    pub fn tenant_for_host(&self, host: &str) -> Option<&TenantRt> {
+        let host = strip_port(host).trim_end_matches('.');
+        let lower;
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lower = host.to_ascii_lowercase();
+            lower.as_str()
+        } else {
+            host
+        };
+        if let Some(&i) = self.by_host.get(host) {
+            return self.tenants.get(i);
+        }
+        for base in &self.base_domains {
+            if let Some(label) = host
+                .strip_suffix(base.as_str())
+                .and_then(|r| r.strip_suffix('.'))
+            {
+                if let Some(&i) = self.by_subdomain.get(label) {
+                    return self.tenants.get(i);
+                }
+            }
+        }
+        None
+    }
+
+    /// Every pool, to start health checks after a swap.
+    pub fn pools(&self) -> impl Iterator<Item = &Arc<Pool>> {
+        self.pools.values()
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CFG: &str = r#"
+server: {base_domains: [vantage.localhost, edge.test]}
+tenants:
+  - {id: acme, name: Acme, subdomain: acme, custom_hosts: [api.acme.test]}
+  - {id: globex, name: Globex, subdomain: globex}
+origins:
+  - {id: o1, tenant_id: acme, targets: [{url: "http://127.0.0.1:1"}]}
+  - {id: o2, tenant_id: globex, targets: [{url: "http://127.0.0.1:2"}]}
+routes:
+  - {id: r1, tenant_id: acme, path_pattern: "/*", origin_id: o1}
+  - {id: r2, tenant_id: globex, path_pattern: "/*", origin_id: o2}
+"#;
+
+    #[tokio::test]
+    async fn finds_tenants_by_subdomain_and_custom_host() {
+        let cfg = Config::from_yaml_validated(CFG).unwrap();
+        let s = Snapshot::build(cfg, 1, None).await.unwrap();
+        let id = |h: &str| s.tenant_for_host(h).map(|t| t.id.to_string());
+        assert_eq!(id("acme.vantage.localhost").as_deref(), Some("acme"));
+        assert_eq!(id("ACME.vantage.localhost:8080").as_deref(), Some("acme"));
+        assert_eq!(id("globex.edge.test.").as_deref(), Some("globex"));
+        assert_eq!(id("api.acme.test").as_deref(), Some("acme"));
+        assert_eq!(id("x.acme.vantage.localhost"), None);
+        assert_eq!(id("vantage.localhost"), None);
+        assert_eq!(id("nobody.vantage.localhost"), None);
+        assert_eq!(id("acme.other.test"), None);
+    }
+
+    #[tokio::test]
+    async fn unchanged_origins_keep_their_pool() {
+        let cfg = Config::from_yaml_validated(CFG).unwrap();
+        let a = Snapshot::build(cfg.clone(), 1, None).await.unwrap();
+        let mut changed = cfg.clone();
+        changed.origins[1].targets[0].url = "http://127.0.0.1:3".into();
+        let b = Snapshot::build(changed, 2, Some(&a)).await.unwrap();
+        assert!(Arc::ptr_eq(&a.pools["o1"], &b.pools["o1"]));
+        assert!(!Arc::ptr_eq(&a.pools["o2"], &b.pools["o2"]));
+    }
+}

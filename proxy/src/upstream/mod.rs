@@ -1,0 +1,382 @@
+//! Origin pools: target membership, selection, health checks and circuit breakers.
+//!
+//! Like `pingora-load-balancing`, the pieces are separate: [`breaker`] (passive failure
+//! counting per target), [`health`] (the active HTTP probe), and [`Pool`], which joins a
+//! Pingora `LoadBalancer` (selection + health state) with per-target runtime state
+//! (in-flight count, breaker, peer settings) carried in each `Backend`'s extensions.
+
+pub mod breaker;
+mod health;
+
+use crate::metrics::METRICS;
+use breaker::{now_ms, Breaker};
+use pingora::lb::discovery::Static;
+use pingora::lb::selection::{Consistent, Random, RoundRobin};
+use pingora::lb::{Backend, Backends, LoadBalancer};
+use pingora::protocols::ALPN;
+use pingora::upstreams::peer::HttpPeer;
+use std::collections::BTreeSet;
+use std::net::ToSocketAddrs;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use vantage_model::{HashKey, LbAlgorithm, Origin, TargetUrl, UpstreamProtocol};
+
+/// Why a pool could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("origin {origin}: target {url}: {reason}")]
+    Target {
+        origin: String,
+        url: String,
+        reason: String,
+    },
+}
+
+/// Runtime state of one target, shared by every clone of its `Backend`.
+#[derive(Debug)]
+pub struct TargetState {
+    /// `host:port` as configured (for logs and metrics).
+    pub label: String,
+    /// Host name the target was configured with (SNI / Host default).
+    pub host: String,
+    /// `https://`.
+    pub tls: bool,
+    /// Host header for this target: `host`, or `host:port` for a non-default port.
+    pub host_header: String,
+    /// Requests in flight to this target.
+    pub inflight: AtomicUsize,
+    /// Passive failure counting.
+    pub breaker: Breaker,
+    /// Result of the last active probe.
+    pub last_probe_ok: AtomicBool,
+}
+
+/// Holds a target's in-flight count up while alive.
+#[derive(Debug)]
+pub struct InflightGuard(Arc<TargetState>);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+enum Selector {
+    RoundRobin(Arc<LoadBalancer<RoundRobin>>),
+    Random(Arc<LoadBalancer<Random>>),
+    Consistent(Arc<LoadBalancer<Consistent>>),
+}
+
+/// The outcome of [`Pool::select`].
+pub enum Selection {
+    /// A target to send the request to.
+    Target(Backend, Arc<TargetState>),
+    /// Every target is down (health check or open breaker) or was already tried.
+    NoneAvailable,
+}
+
+/// A compiled origin.
+pub struct Pool {
+    /// The configuration it was built from; a reload reuses the pool when this is equal.
+    pub spec: Origin,
+    /// Origin id (metrics label).
+    pub id: Arc<str>,
+    selector: Selector,
+    targets: Vec<(Backend, Arc<TargetState>)>,
+    least_connections: bool,
+    cursor: AtomicUsize,
+    health_started: AtomicBool,
+    stop: watch::Sender<bool>,
+}
+
+impl Pool {
+    /// Build a pool from its configuration: resolve targets (blocking DNS for host names),
+    /// set up the selector and health check, and — when a health check is configured — probe
+    /// every target until its state is known, so a new pool never sends traffic to a target
+    /// that is already down.
+    pub async fn build(spec: &Origin) -> Result<Arc<Pool>, PoolError> {
+        let weighted = matches!(
+            spec.lb,
+            LbAlgorithm::Weighted | LbAlgorithm::Random | LbAlgorithm::LeastConnections
+        );
+        let mut set = BTreeSet::new();
+        let mut targets = Vec::new();
+        for t in &spec.targets {
+            let err = |reason: String| PoolError::Target {
+                origin: spec.id.clone(),
+                url: t.url.clone(),
+                reason,
+            };
+            let url = TargetUrl::parse(&t.url).map_err(err)?;
+            let addr = (url.host.as_str(), url.port)
+                .to_socket_addrs()
+                .map_err(|e| err(format!("cannot resolve: {e}")))?
+                .next()
+                .ok_or_else(|| err("resolves to no address".into()))?;
+            let weight = if weighted { t.weight as usize } else { 1 };
+            let mut backend = Backend::new_with_weight(&addr.to_string(), weight)
+                .map_err(|e| err(e.to_string()))?;
+            let state = Arc::new(TargetState {
+                label: url.authority(),
+                host: url.host.clone(),
+                tls: url.tls,
+                host_header: if url.port == if url.tls { 443 } else { 80 } {
+                    url.host.clone()
+                } else {
+                    url.authority()
+                },
+                inflight: AtomicUsize::new(0),
+                breaker: Breaker::new(
+                    spec.circuit_breaker.enabled,
+                    spec.circuit_breaker.failure_threshold,
+                    Duration::from_millis(spec.circuit_breaker.open_ms),
+                ),
+                last_probe_ok: AtomicBool::new(true),
+            });
+            backend.ext.insert(state.clone());
+            set.insert(backend.clone());
+            targets.push((backend, state));
+        }
+
+        let probe = spec
+            .health_check
+            .as_ref()
+            .map(|hc| health::probe(&spec.id, hc, &spec.tls, &targets));
+        let selector = match spec.lb {
+            LbAlgorithm::RoundRobin | LbAlgorithm::Weighted | LbAlgorithm::LeastConnections => {
+                Selector::RoundRobin(Arc::new(make_lb(set, probe).await))
+            }
+            LbAlgorithm::Random => Selector::Random(Arc::new(make_lb(set, probe).await)),
+            LbAlgorithm::ConsistentHash => {
+                Selector::Consistent(Arc::new(make_lb(set, probe).await))
+            }
+        };
+        let (stop, _) = watch::channel(false);
+        let pool = Arc::new(Pool {
+            spec: spec.clone(),
+            id: spec.id.as_str().into(),
+            selector,
+            targets,
+            least_connections: spec.lb == LbAlgorithm::LeastConnections,
+            cursor: AtomicUsize::new(0),
+            health_started: AtomicBool::new(false),
+            stop,
+        });
+        for (_, s) in &pool.targets {
+            METRICS
+                .target_healthy
+                .with_label_values(&[&spec.id, &s.label])
+                .set(1);
+            METRICS
+                .breaker_open
+                .with_label_values(&[&spec.id, &s.label])
+                .set(0.0);
+        }
+        if let Some(hc) = &spec.health_check {
+            // Pingora starts every backend healthy; probe until each target either passed
+            // its last probe or has been marked down.
+            for _ in 0..hc.unhealthy_threshold.max(1) {
+                pool.run_health_check().await;
+                let undecided = pool.targets.iter().any(|(b, s)| {
+                    !s.last_probe_ok.load(Ordering::Acquire) && pool.backends().ready(b)
+                });
+                if !undecided {
+                    break;
+                }
+            }
+        }
+        Ok(pool)
+    }
+
+    fn backends(&self) -> &Backends {
+        match &self.selector {
+            Selector::RoundRobin(lb) => lb.backends(),
+            Selector::Random(lb) => lb.backends(),
+            Selector::Consistent(lb) => lb.backends(),
+        }
+    }
+
+    async fn run_health_check(&self) {
+        self.backends().run_health_check(true).await
+    }
+
+    /// Start the periodic health check (once; a no-op without a health check). Must be
+    /// called inside a tokio runtime. The loop ends when the pool is dropped.
+    pub fn start_health_checks(self: &Arc<Self>) {
+        let Some(hc) = &self.spec.health_check else {
+            return;
+        };
+        if self.health_started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let interval = Duration::from_millis(hc.interval_ms);
+        let mut stop = self.stop.subscribe();
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => {}
+                    _ = stop.changed() => return,
+                }
+                let Some(pool) = weak.upgrade() else { return };
+                pool.run_health_check().await;
+            }
+        });
+    }
+
+    /// Is the target up as far as the active health check knows?
+    pub fn is_healthy(&self, backend: &Backend) -> bool {
+        self.backends().ready(backend)
+    }
+
+    /// Pick a target: healthy, breaker allows, not in `tried`.
+    pub fn select(&self, key: &[u8], tried: &[usize]) -> Selection {
+        let now = now_ms();
+        let accept = |b: &Backend, healthy: bool| -> bool {
+            healthy
+                && !tried.contains(&backend_id(b))
+                && b.ext
+                    .get::<Arc<TargetState>>()
+                    .is_some_and(|s| s.breaker.allow(now))
+        };
+        let max = 16 + 4 * self.targets.len();
+        let chosen = if self.least_connections {
+            self.least_loaded(&accept)
+        } else {
+            match &self.selector {
+                Selector::RoundRobin(lb) => lb.select_with(key, max, accept),
+                Selector::Random(lb) => lb.select_with(key, max, accept),
+                Selector::Consistent(lb) => lb.select_with(key, max, accept),
+            }
+        };
+        match chosen {
+            Some(b) => match b.ext.get::<Arc<TargetState>>() {
+                Some(s) => {
+                    let s = s.clone();
+                    Selection::Target(b, s)
+                }
+                None => Selection::NoneAvailable,
+            },
+            None => Selection::NoneAvailable,
+        }
+    }
+
+    fn least_loaded(&self, accept: &dyn Fn(&Backend, bool) -> bool) -> Option<Backend> {
+        let n = self.targets.len();
+        let start = self.cursor.fetch_add(1, Ordering::Relaxed) % n.max(1);
+        // Fewest in flight per unit of weight first; a rotating start spreads ties.
+        let mut order: Vec<(u128, usize, usize)> = self
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(i, (b, s))| {
+                let load = s.inflight.load(Ordering::Acquire) as u128 * 1000 / b.weight as u128;
+                (load, (i + n - start) % n, i)
+            })
+            .collect();
+        order.sort_unstable();
+        order.into_iter().find_map(|(_, _, i)| {
+            let b = &self.targets[i].0;
+            accept(b, self.is_healthy(b)).then(|| b.clone())
+        })
+    }
+
+    /// The Pingora peer for a selected target, with this origin's timeouts and TLS.
+    pub fn peer(&self, backend: &Backend, state: &TargetState) -> HttpPeer {
+        let sni = if state.tls {
+            self.spec
+                .tls
+                .sni
+                .clone()
+                .unwrap_or_else(|| state.host.clone())
+        } else {
+            String::new()
+        };
+        let mut peer = HttpPeer::new(backend, state.tls, sni);
+        let t = &self.spec.timeouts;
+        let o = &mut peer.options;
+        o.connection_timeout = Some(Duration::from_millis(t.connect_ms));
+        o.total_connection_timeout = Some(Duration::from_millis(t.total_connect_ms));
+        o.read_timeout = Some(Duration::from_millis(t.read_ms));
+        o.write_timeout = Some(Duration::from_millis(t.write_ms));
+        o.idle_timeout = Some(Duration::from_secs(60));
+        o.verify_cert = self.spec.tls.verify;
+        o.verify_hostname = self.spec.tls.verify;
+        o.alpn = match self.spec.protocol {
+            UpstreamProtocol::Http1 => ALPN::H1,
+            UpstreamProtocol::Http2 => ALPN::H2,
+            UpstreamProtocol::Auto if state.tls => ALPN::H2H1,
+            UpstreamProtocol::Auto => ALPN::H1,
+        };
+        peer
+    }
+
+    /// Count one request in flight on a target until the guard drops.
+    pub fn track(state: &Arc<TargetState>) -> InflightGuard {
+        state.inflight.fetch_add(1, Ordering::AcqRel);
+        InflightGuard(state.clone())
+    }
+
+    /// Passive accounting of a finished attempt.
+    pub fn record(&self, state: &TargetState, ok: bool) {
+        if ok {
+            if state.breaker.on_success() {
+                tracing::warn!(origin = %self.id, target = %state.label, "circuit breaker closed");
+                METRICS
+                    .breaker_open
+                    .with_label_values(&[&*self.id, state.label.as_str()])
+                    .set(0.0);
+            }
+        } else if state.breaker.on_failure(now_ms()) {
+            tracing::warn!(origin = %self.id, target = %state.label, "circuit breaker opened");
+            METRICS
+                .breaker_open
+                .with_label_values(&[&*self.id, state.label.as_str()])
+                .set(1.0);
+        }
+    }
+
+    /// Which hash key this pool wants (consistent hashing only).
+    pub fn hash_key(&self) -> Option<&HashKey> {
+        self.spec.hash_key.as_ref()
+    }
+
+    /// Number of targets.
+    pub fn len(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// True when the pool has no target (never, for a validated origin).
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// Stable identity of a backend within a pool (for the "already tried" list).
+pub fn backend_id(b: &Backend) -> usize {
+    b.ext
+        .get::<Arc<TargetState>>()
+        .map_or(0, |s| Arc::as_ptr(s) as usize)
+}
+
+async fn make_lb<S>(set: BTreeSet<Backend>, probe: Option<Box<health::Probe>>) -> LoadBalancer<S>
+where
+    S: pingora::lb::selection::BackendSelection + 'static,
+    S::Iter: pingora::lb::selection::BackendIter,
+{
+    let mut lb = LoadBalancer::<S>::from_backends(Backends::new(Static::new(set)));
+    if let Some(p) = probe {
+        lb.set_health_check(p);
+    }
+    // Static discovery cannot fail.
+    let _ = lb.update().await;
+    lb
+}
