@@ -223,7 +223,14 @@ impl ProxyHttp for Gateway {
         } else {
             uuid::Uuid::new_v4().to_string()
         };
-        let decision = safety::check(session.req_header(), self.limits)
+        let raw_content_length = session
+            .req_header()
+            .headers
+            .contains_key(http::header::TRANSFER_ENCODING)
+            && session
+                .as_http1()
+                .is_some_and(|h1| safety::raw_has_content_length(&h1.get_headers_raw_bytes()));
+        let decision = safety::check(session.req_header(), raw_content_length, self.limits)
             .inspect_err(|r| {
                 METRICS.refused.with_label_values(&[r.code]).inc();
             })

@@ -177,7 +177,12 @@ impl<T> Router<T> {
 mod tests {
     use super::*;
 
-    type Spec<'a> = (&'a str, i32, &'a [&'a str], &'a [(&'a str, Option<&'a str>)]);
+    type Spec<'a> = (
+        &'a str,
+        i32,
+        &'a [&'a str],
+        &'a [(&'a str, Option<&'a str>)],
+    );
 
     fn router(routes: &[Spec<'_>]) -> Router<usize> {
         let mut r = Router::default();

@@ -18,8 +18,18 @@ pub struct Limits {
     pub max_header_bytes: usize,
 }
 
-/// Check a request head; `Err` is the reply to send.
-pub fn check(req: &RequestHeader, limits: Limits) -> Result<(), Reply> {
+/// Does a raw HTTP/1 request head contain a Content-Length field? Pingora drops the field
+/// from the parsed header when Transfer-Encoding is present, so the raw bytes are the only
+/// witness.
+pub fn raw_has_content_length(raw: &[u8]) -> bool {
+    raw.split(|b| *b == b'\n')
+        .skip(1)
+        .any(|line| line.len() >= 15 && line[..15].eq_ignore_ascii_case(b"content-length:"))
+}
+
+/// Check a request head; `Err` is the reply to send. `raw_content_length` tells whether
+/// the raw head carried Content-Length (see [`raw_has_content_length`]).
+pub fn check(req: &RequestHeader, raw_content_length: bool, limits: Limits) -> Result<(), Reply> {
     if req.headers.len() > limits.max_headers {
         return Err(Reply::new(
             431,
@@ -58,7 +68,7 @@ pub fn check(req: &RequestHeader, limits: Limits) -> Result<(), Reply> {
         )
         .closing());
     }
-    if req.headers.contains_key(header::CONTENT_LENGTH) {
+    if raw_content_length || req.headers.contains_key(header::CONTENT_LENGTH) {
         return Err(Reply::new(
             400,
             "bad_request",
@@ -101,7 +111,19 @@ mod tests {
     }
 
     fn status(r: &RequestHeader) -> Option<u16> {
-        check(r, LIMITS).err().map(|e| e.status)
+        check(r, false, LIMITS).err().map(|e| e.status)
+    }
+
+    #[test]
+    fn content_length_seen_in_raw_head() {
+        assert!(raw_has_content_length(
+            b"POST / HTTP/1.1\r\nHost: a\r\ncontent-LENGTH: 4\r\n\r\n"
+        ));
+        assert!(!raw_has_content_length(
+            b"POST / HTTP/1.1\r\nHost: a\r\nX-Content-Length: 4\r\n\r\n"
+        ));
+        let te = req(Version::HTTP_11, &[("transfer-encoding", "chunked")]);
+        assert_eq!(check(&te, true, LIMITS).unwrap_err().status, 400);
     }
 
     #[test]

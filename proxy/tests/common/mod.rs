@@ -1,0 +1,472 @@
+//! Test support: spawns the real `vantage-proxy` binary and real demo origins (the same
+//! binary's `demo-origin` subcommand) on free loopback ports, and talks plain HTTP/1.1 to
+//! them over TCP.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_vantage-proxy");
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A fresh directory under the system temp dir.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "vantage-test-{}-{}-{}",
+        std::process::id(),
+        tag,
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Poll `f` until it returns Some, or panic with `what` after `secs`.
+pub fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn port_open(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A demo origin process.
+pub struct Origin {
+    pub port: u16,
+    pub name: String,
+    child: Option<Child>,
+}
+
+impl Origin {
+    /// Start an origin named `name` on a free port.
+    pub fn start(name: &str) -> Origin {
+        let mut o = Origin {
+            port: free_port(),
+            name: name.to_string(),
+            child: None,
+        };
+        o.restart();
+        o
+    }
+
+    /// An origin that is not running (a port nothing listens on).
+    pub fn dead(name: &str) -> Origin {
+        Origin {
+            port: free_port(),
+            name: name.to_string(),
+            child: None,
+        }
+    }
+
+    /// (Re)start on the same port.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "origin {} already running", self.name);
+        let child = Command::new(BIN)
+            .args([
+                "demo-origin",
+                "--listen",
+                &format!("127.0.0.1:{}", self.port),
+                "--name",
+                &self.name,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn demo origin");
+        self.child = Some(child);
+        let port = self.port;
+        wait_for(&format!("origin {} on {port}", self.name), 20, || {
+            port_open(port).then_some(())
+        });
+    }
+
+    /// Kill it (connections to its port are then refused).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill(&mut c);
+        }
+        let port = self.port;
+        wait_for("origin port to close", 10, || {
+            (!port_open(port)).then_some(())
+        });
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill(&mut c);
+        }
+    }
+}
+
+/// A running `vantage-proxy`.
+pub struct Proxy {
+    pub port: u16,
+    pub ops_port: u16,
+    pub dir: PathBuf,
+    pub config_path: PathBuf,
+    child: Option<Child>,
+}
+
+/// The `server:` section every test proxy uses, plus `extra` lines inside it.
+pub fn server_section(dir: &Path, port: u16, ops_port: u16, extra: &str) -> String {
+    format!(
+        "server:\n  listen: [\"127.0.0.1:{port}\"]\n  ops_listen: \"127.0.0.1:{ops_port}\"\n  threads: 2\n  base_domains: [test.local]\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 5\n  pid_file: {d}/proxy.pid\n  upgrade_sock: {d}/upgrade.sock\n{extra}",
+        d = dir.display()
+    )
+}
+
+impl Proxy {
+    /// Start with `body` (tenants, origins, routes) under a generated server section.
+    pub fn start(body: &str) -> Proxy {
+        Self::start_with(body, "")
+    }
+
+    /// Like [`Proxy::start`], with extra `server:` lines (indented by two spaces).
+    pub fn start_with(body: &str, server_extra: &str) -> Proxy {
+        let dir = temp_dir("proxy");
+        let port = free_port();
+        let ops_port = free_port();
+        let config_path = dir.join("config.yaml");
+        let text = format!(
+            "{}\n{body}",
+            server_section(&dir, port, ops_port, server_extra)
+        );
+        std::fs::write(&config_path, text).expect("write config");
+        let log = std::fs::File::create(dir.join("proxy.log")).expect("log file");
+        let child = Command::new(BIN)
+            .arg("--config")
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn proxy");
+        let mut p = Proxy {
+            port,
+            ops_port,
+            dir,
+            config_path,
+            child: Some(child),
+        };
+        p.wait_ready();
+        p
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!("proxy exited early ({status}); log:\n{}", self.log());
+                }
+            }
+            if let Ok(r) = try_request(self.ops_port, "GET", "ops", "/readyz", &[], b"") {
+                if r.status == 200 && port_open(self.port) {
+                    return;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("proxy not ready; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The proxy's output so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("proxy.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Send a signal (`HUP`, `TERM`, ...) with kill(1).
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([format!("-{sig}"), self.pid().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Replace the tenants/origins/routes part of the config file (same server section).
+    pub fn write_body(&self, body: &str) {
+        self.write_raw(&format!(
+            "{}\n{body}",
+            server_section(&self.dir, self.port, self.ops_port, "")
+        ));
+    }
+
+    /// Replace the whole config file atomically (rename).
+    pub fn write_raw(&self, text: &str) {
+        let tmp = self.dir.join("config.yaml.tmp");
+        std::fs::write(&tmp, text).expect("write config");
+        std::fs::rename(&tmp, &self.config_path).expect("rename config");
+    }
+
+    /// The configuration version being served (from the ops listener).
+    pub fn version(&self) -> u64 {
+        let r = request(self.ops_port, "GET", "ops", "/config/version", &[], b"");
+        r.json()["version"].as_u64().expect("version")
+    }
+
+    /// Wait until the served version is at least `v`.
+    pub fn wait_version(&self, v: u64) {
+        wait_for(&format!("config version {v}"), 20, || {
+            (self.version() >= v).then_some(())
+        });
+    }
+
+    /// The ops listener's `/metrics` text.
+    pub fn metrics(&self) -> String {
+        request(self.ops_port, "GET", "ops", "/metrics", &[], b"").text()
+    }
+
+    /// GET `path` on tenant host `host`.
+    pub fn get(&self, host: &str, path: &str) -> Response {
+        request(self.port, "GET", host, path, &[], b"")
+    }
+
+    /// Any request through the proxy.
+    pub fn send(
+        &self,
+        method: &str,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
+        request(self.port, method, host, path, headers, body)
+    }
+
+    /// Wait for the process to exit by itself; returns whether it did within `secs`.
+    pub fn wait_exit(&mut self, secs: u64) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(_)) = c.try_wait() {
+                    self.child = None;
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill(&mut c);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A parsed HTTP/1.1 response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// First value of a header (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    /// The `X-Origin` of the demo origin that answered.
+    pub fn origin(&self) -> String {
+        self.header("x-origin").unwrap_or("-").to_string()
+    }
+
+    /// Assert the gateway's JSON error shape with `status` and `code`; returns the body.
+    pub fn assert_error(&self, status: u16, code: &str) -> serde_json::Value {
+        assert_eq!(self.status, status, "body: {}", self.text());
+        let v = self.json();
+        assert_eq!(v["error"]["code"], code, "body: {v}");
+        assert!(v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+        let rid = v["error"]["request_id"].as_str().expect("request_id");
+        assert!(!rid.is_empty());
+        assert_eq!(self.header("x-request-id"), Some(rid));
+        assert_eq!(self.header("content-type"), Some("application/json"));
+        v
+    }
+}
+
+/// Send one request with `Connection: close` and read the whole response.
+pub fn request(
+    port: u16,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    try_request(port, method, host, path, headers, body)
+        .unwrap_or_else(|e| panic!("{method} http://{host}{path} on port {port}: {e}"))
+}
+
+/// Like [`request`], returning errors instead of panicking.
+pub fn try_request(
+    port: u16,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Response> {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (n, v) in headers {
+        head.push_str(&format!("{n}: {v}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" || method == "PUT" {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    let mut raw = head.into_bytes();
+    raw.extend_from_slice(body);
+    let bytes = raw_exchange(port, &raw)?;
+    parse_response(&bytes, method == "HEAD").ok_or_else(|| {
+        std::io::Error::other(format!(
+            "unparsable response: {:?}",
+            String::from_utf8_lossy(&bytes)
+        ))
+    })
+}
+
+/// Write raw bytes and read until the server closes (or 10 s pass).
+pub fn raw_exchange(port: u16, raw: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(raw)?;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16384];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && !out.is_empty() => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// Parse one response (Content-Length, chunked, or until close).
+pub fn parse_response(bytes: &[u8], head_only: bool) -> Option<Response> {
+    let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&bytes[..end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status: u16 = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let rest = &bytes[end + 4..];
+    let get = |n: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.clone())
+    };
+    let body = if head_only {
+        Vec::new()
+    } else if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        let mut out = Vec::new();
+        let mut r = rest;
+        loop {
+            let nl = r.windows(2).position(|w| w == b"\r\n")?;
+            let size = usize::from_str_radix(
+                std::str::from_utf8(&r[..nl])
+                    .ok()?
+                    .split(';')
+                    .next()?
+                    .trim(),
+                16,
+            )
+            .ok()?;
+            r = &r[nl + 2..];
+            if size == 0 {
+                break;
+            }
+            out.extend_from_slice(r.get(..size)?);
+            r = r.get(size + 2..)?;
+        }
+        out
+    } else if let Some(len) = get("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        rest.get(..len)?.to_vec()
+    } else {
+        rest.to_vec()
+    };
+    Some(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// Count responses per `X-Origin`.
+pub fn tally(
+    responses: impl IntoIterator<Item = Response>,
+) -> std::collections::BTreeMap<String, usize> {
+    let mut m = std::collections::BTreeMap::new();
+    for r in responses {
+        assert_eq!(r.status, 200, "{}", r.text());
+        *m.entry(r.origin()).or_insert(0) += 1;
+    }
+    m
+}
