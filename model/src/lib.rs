@@ -102,9 +102,11 @@ pub struct ServerSettings {
     /// Base domains under which tenants are found by subdomain.
     /// Example: `["vantage.localhost"]` makes `acme.vantage.localhost` tenant `acme`.
     pub base_domains: Vec<String>,
-    /// Seconds Pingora waits after SIGTERM before it starts closing listeners. Example: `1`.
+    /// Upper bound, in seconds, for draining in-flight requests after SIGTERM: the proxy
+    /// stops accepting at once and exits as soon as no request is in flight, or when this
+    /// many seconds have passed. Example: `10`.
     pub grace_period_seconds: u64,
-    /// Upper bound, in seconds, for draining in-flight requests on shutdown. Example: `10`.
+    /// After the grace period, how long Pingora's runtimes get to stop. Example: `5`.
     pub graceful_shutdown_timeout_seconds: u64,
     /// Most request headers accepted; more is refused with 431. Example: `100`.
     pub max_request_headers: usize,
@@ -130,8 +132,8 @@ impl Default for ServerSettings {
             ops_listen: "127.0.0.1:9090".into(),
             threads: 2,
             base_domains: vec!["vantage.localhost".into()],
-            grace_period_seconds: 1,
-            graceful_shutdown_timeout_seconds: 10,
+            grace_period_seconds: 10,
+            graceful_shutdown_timeout_seconds: 5,
             max_request_headers: 100,
             max_request_header_bytes: 32 * 1024,
             watch_config: true,

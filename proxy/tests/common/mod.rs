@@ -144,7 +144,7 @@ pub struct Proxy {
 /// The `server:` section every test proxy uses, plus `extra` lines inside it.
 pub fn server_section(dir: &Path, port: u16, ops_port: u16, extra: &str) -> String {
     format!(
-        "server:\n  listen: [\"127.0.0.1:{port}\"]\n  ops_listen: \"127.0.0.1:{ops_port}\"\n  threads: 2\n  base_domains: [test.local]\n  grace_period_seconds: 0\n  graceful_shutdown_timeout_seconds: 5\n  pid_file: {d}/proxy.pid\n  upgrade_sock: {d}/upgrade.sock\n{extra}",
+        "server:\n  listen: [\"127.0.0.1:{port}\"]\n  ops_listen: \"127.0.0.1:{ops_port}\"\n  threads: 2\n  base_domains: [test.local]\n  grace_period_seconds: 10\n  graceful_shutdown_timeout_seconds: 1\n  pid_file: {d}/proxy.pid\n  upgrade_sock: {d}/upgrade.sock\n{extra}",
         d = dir.display()
     )
 }

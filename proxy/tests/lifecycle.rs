@@ -1,0 +1,275 @@
+//! Reloads, shutdown, TLS and HTTP/2, through the real binary.
+
+mod common;
+use common::*;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+fn body(origins: &[&Origin], generation: usize) -> String {
+    let targets: String = origins
+        .iter()
+        .map(|o| format!("{{url: \"{}\"}}, ", o.url()))
+        .collect();
+    format!(
+        r#"
+tenants: [{{id: t, name: T, subdomain: t}}]
+origins:
+  - {{id: o, tenant_id: t, targets: [{targets}], health_check: {{path: /healthz, interval_ms: 200, timeout_ms: 300}}}}
+routes:
+  - {{id: r, tenant_id: t, path_pattern: "/*", origin_id: o, response_headers: {{set: {{X-Generation: "{generation}"}}}}}}
+  - {{id: extra-{generation}, tenant_id: t, path_pattern: "/gen/{generation}", origin_id: o}}
+"#
+    )
+}
+
+#[test]
+fn reload_under_continuous_load_fails_no_request() {
+    let a = Origin::start("a");
+    let b = Origin::start("b");
+    let p = Proxy::start(&body(&[&a], 1));
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let port = p.port;
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+            std::thread::spawn(move || {
+                // Bounded: stops when told, or after 20,000 requests.
+                for _ in 0..20_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    match try_request(port, "GET", "t.test.local", "/load", &[], b"") {
+                        Ok(r) if r.status == 200 => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(r) => failed
+                            .lock()
+                            .unwrap()
+                            .push(format!("{} {}", r.status, r.text())),
+                        Err(e) => failed.lock().unwrap().push(e.to_string()),
+                    }
+                }
+            })
+        })
+        .collect();
+
+    // Six reloads: by file watch and by SIGHUP, changing routes and the origin's targets.
+    for generation in 2..=7 {
+        let origins: Vec<&Origin> = if generation % 2 == 0 {
+            vec![&a, &b]
+        } else {
+            vec![&b]
+        };
+        p.write_body(&body(&origins, generation));
+        if generation % 3 == 0 {
+            p.signal("HUP");
+        }
+        p.wait_version(generation as u64);
+        assert_eq!(
+            p.get("t.test.local", &format!("/gen/{generation}")).status,
+            200
+        );
+        let r = p.get("t.test.local", "/x");
+        assert_eq!(
+            r.header("x-generation"),
+            Some(generation.to_string().as_str())
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let failed = failed.lock().unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} failed requests, e.g. {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    assert!(
+        ok.load(Ordering::Relaxed) > 50,
+        "load ran: {}",
+        ok.load(Ordering::Relaxed)
+    );
+    // The last generation has only b.
+    assert!((0..6).all(|_| p.get("t.test.local", "/").origin() == "b"));
+    assert!(p
+        .metrics()
+        .contains("vantage_config_reloads_total{result=\"ok\"} 6"));
+}
+
+#[test]
+fn an_in_flight_request_finishes_on_the_snapshot_it_started_with() {
+    let a = Origin::start("a");
+    let p = Proxy::start(&body(&[&a], 1));
+    let port = p.port;
+    let slow =
+        std::thread::spawn(move || request(port, "GET", "t.test.local", "/delay/1500", &[], b""));
+    wait_for("slow request in flight", 10, || {
+        p.metrics()
+            .contains("vantage_active_requests 1")
+            .then_some(())
+    });
+    p.write_body(&body(&[&a], 2));
+    p.wait_version(2);
+    assert_eq!(
+        p.get("t.test.local", "/x").header("x-generation"),
+        Some("2")
+    );
+    let r = slow.join().unwrap();
+    assert_eq!((r.status, r.header("x-generation")), (200, Some("1")));
+}
+
+#[test]
+fn an_invalid_reload_is_refused_and_traffic_continues() {
+    let a = Origin::start("a");
+    let p = Proxy::start(&body(&[&a], 1));
+    assert_eq!(
+        p.get("t.test.local", "/x").header("x-generation"),
+        Some("1")
+    );
+
+    // Field errors (validation) and broken YAML (parsing): both refused, old config stays.
+    let invalid = body(&[&a], 2).replace("path_pattern: \"/*\"", "path_pattern: \"no-slash\"");
+    p.write_body(&invalid);
+    p.signal("HUP");
+    wait_for("refused reload", 10, || {
+        p.metrics()
+            .contains("vantage_config_reloads_total{result=\"error\"}")
+            .then_some(())
+    });
+    p.write_raw("tenants: [unclosed");
+    p.signal("HUP");
+    wait_for("second refused reload", 10, || {
+        p.metrics()
+            .contains("vantage_config_reloads_total{result=\"error\"} 2")
+            .then_some(())
+    });
+    assert!(p
+        .log()
+        .contains("routes[0].path_pattern: 'no-slash': must start with '/'"));
+    assert_eq!(p.version(), 1);
+    for _ in 0..10 {
+        let r = p.get("t.test.local", "/x");
+        assert_eq!((r.status, r.header("x-generation")), (200, Some("1")));
+    }
+    // A good file is picked up again afterwards.
+    p.write_body(&body(&[&a], 3));
+    p.wait_version(2);
+    assert_eq!(
+        p.get("t.test.local", "/x").header("x-generation"),
+        Some("3")
+    );
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests_within_the_bound() {
+    let a = Origin::start("a");
+    let mut p = Proxy::start(&body(&[&a], 1));
+    let port = p.port;
+    let slow =
+        std::thread::spawn(move || request(port, "GET", "t.test.local", "/delay/1000", &[], b""));
+    wait_for("slow request in flight", 10, || {
+        p.metrics()
+            .contains("vantage_active_requests 1")
+            .then_some(())
+    });
+    p.signal("TERM");
+    let r = slow.join().unwrap();
+    assert_eq!(r.status, 200, "the in-flight request finished");
+    // The proxy exits once idle; grace_period_seconds (10 in tests) is only the upper bound,
+    // and Pingora's 300 s default must not apply.
+    assert!(
+        p.wait_exit(30),
+        "proxy did not exit after SIGTERM; log:\n{}",
+        p.log()
+    );
+    assert!(
+        p.log().contains("no request in flight, exiting"),
+        "{}",
+        p.log()
+    );
+    assert!(
+        try_request(port, "GET", "t.test.local", "/", &[], b"").is_err(),
+        "still accepting"
+    );
+}
+
+fn openssl_cert(dir: &std::path::Path) -> Option<(String, String)> {
+    let cert = dir.join("edge.crt");
+    let key = dir.join("edge.key");
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=t.test.local",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .ok()?
+        .status
+        .success();
+    ok.then(|| (cert.display().to_string(), key.display().to_string()))
+}
+
+#[test]
+fn tls_termination_with_http2_and_h2c() {
+    let a = Origin::start("a");
+    let dir = temp_dir("tls");
+    let (cert, key) = openssl_cert(&dir).expect("openssl is installed by scripts/test.sh");
+    let tls_port = free_port();
+    let extra = format!(
+        "  h2c: true\n  tls:\n    - {{listen: \"127.0.0.1:{tls_port}\", cert_file: \"{cert}\", key_file: \"{key}\"}}\n"
+    );
+    let p = Proxy::start_with(&body(&[&a], 1), &extra);
+    let curl = |args: &[&str]| {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-k",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_version} %{http_code}",
+            ])
+            .args(args)
+            .output()
+            .expect("curl is installed by scripts/test.sh");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let resolve = format!("t.test.local:{tls_port}:127.0.0.1");
+    let url = format!("https://t.test.local:{tls_port}/x");
+    assert_eq!(curl(&["--http2", "--resolve", &resolve, &url]), "2 200");
+    assert_eq!(curl(&["--http1.1", "--resolve", &resolve, &url]), "1.1 200");
+    // h2c with prior knowledge on the plain listener.
+    let plain = format!("http://127.0.0.1:{}/x", p.port);
+    assert_eq!(
+        curl(&[
+            "--http2-prior-knowledge",
+            "-H",
+            "Host: t.test.local",
+            &plain
+        ]),
+        "2 200"
+    );
+    // The origin is told the request came over HTTPS.
+    let out = Command::new("curl")
+        .args(["-s", "-k", "--resolve", &resolve, &url])
+        .output()
+        .unwrap();
+    let echo: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(echo["headers"]["x-forwarded-proto"], "https");
+    let _ = std::fs::remove_dir_all(dir);
+}
