@@ -1,23 +1,15 @@
 # Installs what building and testing VantageEdge needs on a fresh Debian machine.
-# Sourced by scripts/demo.sh and scripts/test.sh; installs nothing that is already there.
+# Sourced by scripts/demo.sh, scripts/test.sh and loadtest/bench.sh; installs only what is
+# missing. Extra needs are given as COMMAND:PACKAGE pairs, e.g. `ensure_packages wrk:wrk`.
 
 ensure_packages() {
-  local missing=()
-  command -v cmake >/dev/null 2>&1 || missing+=(cmake)
-  command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
-  command -v curl >/dev/null 2>&1 || missing+=(curl)
-  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
-  command -v cc >/dev/null 2>&1 || missing+=(build-essential)
-  [ -f /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
-  [ -f /usr/include/zlib.h ] || missing+=(zlib1g-dev)
-  missing+=("$@")
   local need=()
-  for p in "${missing[@]}"; do
-    case "$p" in
-      cmake|pkg-config|curl|openssl|build-essential|libssl-dev|zlib1g-dev) need+=("$p") ;;
-      *) dpkg -s "$p" >/dev/null 2>&1 || need+=("$p") ;;
-    esac
+  local pair
+  for pair in cmake:cmake pkg-config:pkg-config curl:curl openssl:openssl cc:build-essential "$@"; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
   done
+  [ -f /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
+  [ -f /usr/include/zlib.h ] || need+=(zlib1g-dev)
   [ ${#need[@]} -eq 0 ] && return 0
   echo "installing: ${need[*]}" >&2
   local sudo=""

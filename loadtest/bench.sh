@@ -1,0 +1,229 @@
+#!/usr/bin/env bash
+# VantageEdge benchmark: one invocation measures, with the same load, on this machine:
+#   (a) the upstream directly           (nginx `return 200`, a 12-byte JSON body)
+#   (b) nginx as a plain reverse proxy  (keepalive to the upstream, access log off)
+#   (c) bare Pingora                    (loadtest/bare-pingora: one pool, no filters)
+#   (d) vantage-proxy, 1 tenant, 1 route
+#   (e) vantage-proxy, 1,000 tenants and 10,000 routes loaded
+# Layout (see ../shared/reference/benchmarking.md): the proxy under test alone on CPU 0 with
+# one worker; upstream and load generator on CPU 1. Saturation with wrk (closed loop, 64
+# keep-alive connections); latency with oha at a fixed rate (open loop). Rounds interleave
+# the targets so drift hits all of them alike; report ratios, not absolute figures.
+#
+# Usage: loadtest/bench.sh            (ROUNDS=3 DURATION=10 RATE=5000 by default)
+# Output: a Markdown report on stdout and in loadtest/results/latest.md
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib/deps.sh
+ensure_packages nginx:nginx-light wrk:wrk jq:jq
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+RATE=${RATE:-5000}
+CONNS=64
+PROXY_CPU=${PROXY_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+PATH_UNDER_TEST=/svc5/items/42
+
+if ! command -v oha >/dev/null 2>&1; then
+  echo "installing oha from crates.io (a few minutes, once)" >&2
+  cargo install oha --locked >/dev/null
+fi
+OHA=$(command -v oha || echo "$HOME/.cargo/bin/oha")
+cargo build --release -q -p vantage-proxy -p bare-pingora
+BIN=target/release
+
+work=$(mktemp -d /tmp/vantage-bench.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 0.3
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+UP=18080 NGX=18081 BARE=18082 VP1=18083 VP1K=18084
+
+wait_port() {
+  for _ in $(seq 1 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "port $1 never opened" >&2
+  return 1
+}
+
+# --- upstream and nginx -------------------------------------------------------------------
+cat >"$work/upstream.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $work/upstream.pid;
+error_log $work/upstream.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 100000000;
+  server {
+    listen 127.0.0.1:$UP;
+    location / { default_type application/json; return 200 '{"ok":true}\n'; }
+  }
+}
+EOF
+cat >"$work/nginx-proxy.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $work/nginx-proxy.pid;
+error_log $work/nginx-proxy.err warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 100000000;
+  upstream up { server 127.0.0.1:$UP; keepalive 64; }
+  server {
+    listen 127.0.0.1:$NGX;
+    location / {
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
+
+# --- vantage configs -----------------------------------------------------------------------
+server_yaml() {
+  cat <<EOF
+server:
+  listen: ["127.0.0.1:$1"]
+  ops_listen: "127.0.0.1:$2"
+  threads: 1
+  base_domains: [bench.local]
+  access_log: false
+  watch_config: false
+  grace_period_seconds: 0
+  graceful_shutdown_timeout_seconds: 1
+  pid_file: $work/vp-$1.pid
+  upgrade_sock: $work/vp-$1.sock
+EOF
+}
+{
+  server_yaml $VP1 19083
+  cat <<EOF
+tenants: [{id: t5, name: T5, subdomain: t5}]
+origins: [{id: o5, tenant_id: t5, targets: [{url: "http://127.0.0.1:$UP"}], circuit_breaker: {enabled: false}}]
+routes: [{id: r5, tenant_id: t5, path_pattern: "/*", origin_id: o5}]
+EOF
+} >"$work/vp1.yaml"
+{
+  server_yaml $VP1K 19084
+  echo "tenants:"
+  for t in $(seq 0 999); do echo "  - {id: t$t, name: T$t, subdomain: t$t}"; done
+  echo "origins:"
+  for t in $(seq 0 999); do
+    echo "  - {id: o$t, tenant_id: t$t, targets: [{url: \"http://127.0.0.1:$UP\"}], circuit_breaker: {enabled: false}}"
+  done
+  echo "routes:"
+  for t in $(seq 0 999); do
+    for s in $(seq 0 4); do
+      echo "  - {id: t$t-svc$s-item, tenant_id: t$t, path_pattern: \"/svc$s/items/:id\", methods: [GET], origin_id: o$t}"
+      echo "  - {id: t$t-svc$s-all, tenant_id: t$t, path_pattern: \"/svc$s/*\", origin_id: o$t}"
+    done
+  done
+} >"$work/vp1k.yaml"
+# (e) hits /svc5/... which only exists in (d)'s catch-all; give tenant t500 its route too.
+sed -i "s|^routes:|routes:\n  - {id: t500-svc5, tenant_id: t500, path_pattern: \"/svc5/items/:id\", origin_id: o500}|" "$work/vp1k.yaml"
+"$BIN/vantage-proxy" --config "$work/vp1k.yaml" --check >&2
+
+taskset -c "$LOAD_CPU" nginx -c "$work/upstream.conf" -p "$work" & pids+=($!)
+taskset -c "$PROXY_CPU" nginx -c "$work/nginx-proxy.conf" -p "$work" & pids+=($!)
+taskset -c "$PROXY_CPU" "$BIN/bare-pingora" "127.0.0.1:$BARE" "127.0.0.1:$UP" 1 >"$work/bare.log" 2>&1 & pids+=($!)
+taskset -c "$PROXY_CPU" "$BIN/vantage-proxy" --config "$work/vp1.yaml" >"$work/vp1.log" 2>&1 & pids+=($!)
+taskset -c "$PROXY_CPU" "$BIN/vantage-proxy" --config "$work/vp1k.yaml" >"$work/vp1k.log" 2>&1 & pids+=($!)
+for p in $UP $NGX $BARE $VP1 $VP1K; do wait_port "$p"; done
+
+names=(upstream nginx bare-pingora vantage-1route vantage-10k-routes)
+labels=("(a) upstream directly" "(b) nginx reverse proxy" "(c) bare Pingora" "(d) vantage-proxy, 1 tenant / 1 route" "(e) vantage-proxy, 1,000 tenants / 10,000 routes")
+ports=($UP $NGX $BARE $VP1 $VP1K)
+hosts=(up.bench.local up.bench.local up.bench.local t5.bench.local t500.bench.local)
+pidof_target=("${pids[0]}" "${pids[1]}" "${pids[2]}" "${pids[3]}" "${pids[4]}")
+
+# Sanity: every target answers 200 with the upstream's body.
+for i in "${!names[@]}"; do
+  body=$(curl -s -H "Host: ${hosts[$i]}" "http://127.0.0.1:${ports[$i]}$PATH_UNDER_TEST")
+  [ "$body" = '{"ok":true}' ] || { echo "${names[$i]} answered: $body" >&2; exit 1; }
+done
+
+# CPU ticks (utime+stime) of a process and its children.
+cpu_ticks() {
+  local total=0 p
+  for p in "$1" $(pgrep -P "$1" || true); do
+    [ -r "/proc/$p/stat" ] || continue
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$total"
+}
+HZ=$(getconf CLK_TCK)
+
+declare -A reqs cpu secs errs
+for i in "${!names[@]}"; do reqs[$i]=0; cpu[$i]=0; secs[$i]=0; errs[$i]=0; done
+
+for round in $(seq 1 "$ROUNDS"); do
+  for i in "${!names[@]}"; do
+    # warm-up
+    taskset -c "$LOAD_CPU" wrk -t1 -c$CONNS -d1s -H "Host: ${hosts[$i]}" "http://127.0.0.1:${ports[$i]}$PATH_UNDER_TEST" >/dev/null
+    before=$(cpu_ticks "${pidof_target[$i]}")
+    out=$(taskset -c "$LOAD_CPU" wrk -t1 -c$CONNS -d"${DURATION}s" -H "Host: ${hosts[$i]}" "http://127.0.0.1:${ports[$i]}$PATH_UNDER_TEST")
+    after=$(cpu_ticks "${pidof_target[$i]}")
+    n=$(echo "$out" | awk '/requests in/ {print $1}')
+    bad=$(echo "$out" | awk '/Non-2xx/ {print $5}')
+    sockerr=$(echo "$out" | awk '/Socket errors/ {gsub(",", ""); print $4+$6+$8+$10}')
+    reqs[$i]=$((reqs[$i] + n))
+    cpu[$i]=$((cpu[$i] + after - before))
+    secs[$i]=$((secs[$i] + DURATION))
+    errs[$i]=$((errs[$i] + ${bad:-0} + ${sockerr:-0}))
+    echo "round $round ${names[$i]}: $n requests" >&2
+  done
+done
+
+declare -A p50 p99
+for i in "${!names[@]}"; do
+  json=$(taskset -c "$LOAD_CPU" "$OHA" -z "${DURATION}s" -q "$RATE" -c $CONNS --latency-correction --no-tui --output-format json \
+    -H "Host: ${hosts[$i]}" "http://127.0.0.1:${ports[$i]}$PATH_UNDER_TEST" 2>/dev/null || true)
+  p50[$i]=$(echo "$json" | jq -r '.latencyPercentiles.p50 * 1000 | . * 1000 | round / 1000' 2>/dev/null || echo "-")
+  p99[$i]=$(echo "$json" | jq -r '.latencyPercentiles.p99 * 1000 | . * 1000 | round / 1000' 2>/dev/null || echo "-")
+done
+
+cpu_us() { # µs of CPU per request for target $1
+  awk -v t="${cpu[$1]}" -v hz="$HZ" -v n="${reqs[$1]}" 'BEGIN { if (n == 0) print 0; else printf "%.2f", t / hz * 1e6 / n }'
+}
+report="loadtest/results/latest.md"
+mkdir -p loadtest/results
+{
+  echo "# Benchmark — $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo
+  echo "Machine: $(nproc) vCPU ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(free -g | awk '/Mem:/ {print $2}') GiB,"
+  echo "$(uname -sr). $(nginx -v 2>&1 | sed 's|nginx version: ||'), $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}'), oha $("$OHA" --version | awk '{print $2}')."
+  echo "Proxy on CPU $PROXY_CPU with one worker; upstream (nginx \`return 200\`, 12-byte body) and"
+  echo "load generator on CPU $LOAD_CPU. wrk -t1 -c$CONNS, $ROUNDS interleaved rounds × ${DURATION}s;"
+  echo "latency: oha at a fixed $RATE req/s for ${DURATION}s (open loop, latency-corrected)."
+  echo "Request: GET $PATH_UNDER_TEST. Access logs off everywhere; upstream keep-alive everywhere."
+  echo
+  echo "| target | req/s | CPU µs/req | util % | p50 ms | p99 ms | CPU/req ÷ nginx | CPU/req ÷ bare Pingora | errors |"
+  echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+  for i in "${!names[@]}"; do
+    rps=$(awk -v n="${reqs[$i]}" -v s="${secs[$i]}" 'BEGIN { printf "%.0f", n / s }')
+    util=$(awk -v t="${cpu[$i]}" -v hz="$HZ" -v s="${secs[$i]}" 'BEGIN { printf "%.0f", t / hz / s * 100 }')
+    if [ "$i" -eq 0 ]; then
+      vs_nginx="–"; vs_bare="–"; c="–"; util="–"
+    else
+      c=$(cpu_us "$i")
+      vs_nginx=$(awk -v a="$c" -v b="$(cpu_us 1)" 'BEGIN { printf "%.2f", a / b }')
+      vs_bare=$(awk -v a="$c" -v b="$(cpu_us 2)" 'BEGIN { printf "%.2f", a / b }')
+    fi
+    echo "| ${labels[$i]} | $rps | $c | $util | ${p50[$i]} | ${p99[$i]} | $vs_nginx | $vs_bare | ${errs[$i]} |"
+  done
+  echo
+  echo "util % ≈ 100 means the proxy's core was saturated; lower means the client or upstream"
+  echo "was the limit, and CPU µs/req is the figure to compare."
+} | tee "$report"
