@@ -178,6 +178,7 @@ mod tests {
         assert!(
             check(
                 &req(Version::HTTP_10, &[("transfer-encoding", "chunked")]),
+                false,
                 LIMITS
             )
             .unwrap_err()
