@@ -445,6 +445,7 @@ impl ProxyHttp for Gateway {
                 request_id = %ctx.request_id,
                 client = client_ip(session).map(|ip| ip.to_string()),
                 method = %req.method,
+                version = ?req.version,
                 host = request_host(session).unwrap_or("-"),
                 path = %req.uri.path(),
                 status,

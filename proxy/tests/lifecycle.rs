@@ -273,3 +273,74 @@ fn tls_termination_with_http2_and_h2c() {
     assert_eq!(echo["headers"]["x-forwarded-proto"], "https");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn upstream_tls_verification_and_http2_to_origins() {
+    // Proxy "edge-a" terminates TLS (self-signed) and h2c in front of a demo origin; proxy
+    // "edge-b" uses edge-a as its origin over https (verified or not) and over h2c.
+    let a = Origin::start("a");
+    let dir = temp_dir("up-tls");
+    let (cert, key) = openssl_cert(&dir).expect("openssl is installed by scripts/test.sh");
+    let tls_port = free_port();
+    let extra = format!(
+        "  h2c: true\n  tls:\n    - {{listen: \"127.0.0.1:{tls_port}\", cert_file: \"{cert}\", key_file: \"{key}\"}}\n"
+    );
+    let edge_a = Proxy::start_with(&body(&[&a], 1), &extra);
+    let b_body = format!(
+        r#"
+tenants: [{{id: t, name: T, subdomain: t}}]
+origins:
+  - {{id: unverified, tenant_id: t, preserve_host: true, targets: [{{url: "https://127.0.0.1:{tls_port}"}}], tls: {{verify: false, sni: t.test.local}}, protocol: auto}}
+  - {{id: verified, tenant_id: t, preserve_host: true, retries: 0, targets: [{{url: "https://127.0.0.1:{tls_port}"}}], tls: {{verify: true, sni: t.test.local}}}}
+  - {{id: h2c, tenant_id: t, preserve_host: true, targets: [{{url: "http://127.0.0.1:{plain}"}}], protocol: http2}}
+routes:
+  - {{id: r-unverified, tenant_id: t, path_pattern: /unverified/*, origin_id: unverified}}
+  - {{id: r-verified, tenant_id: t, path_pattern: /verified/*, origin_id: verified}}
+  - {{id: r-h2c, tenant_id: t, path_pattern: /h2c/*, origin_id: h2c}}
+"#,
+        plain = edge_a.port
+    );
+    let edge_b = Proxy::start(&b_body);
+
+    let r = edge_b.get("t.test.local", "/unverified/x");
+    assert_eq!(
+        (r.status, r.origin()),
+        (200, "a".to_string()),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        r.json()["headers"]["x-forwarded-proto"],
+        "https",
+        "edge-a saw TLS"
+    );
+    // A self-signed certificate fails verification: 502, nothing reaches the origin.
+    edge_b
+        .get("t.test.local", "/verified/x")
+        .assert_error(502, "upstream_error");
+
+    let r = edge_b.get("t.test.local", "/h2c/x");
+    assert_eq!(
+        (r.status, r.origin()),
+        (200, "a".to_string()),
+        "{}",
+        r.text()
+    );
+    let log = edge_a.log();
+    let access: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| l.contains("\"target\":\"access\""))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let versions: Vec<&str> = access
+        .iter()
+        .filter_map(|v| v["fields"]["version"].as_str())
+        .collect();
+    // `protocol: auto` negotiated h2 by ALPN over TLS; `protocol: http2` spoke h2c.
+    assert_eq!(
+        versions,
+        vec!["HTTP/2.0", "HTTP/2.0"],
+        "edge-a saw HTTP/2 from edge-b"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
