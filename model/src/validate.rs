@@ -165,11 +165,39 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
             );
         }
     }
-    if s.max_request_headers == 0 {
-        c.err("server.max_request_headers", "must be at least 1");
+    // Pingora's own parser refuses more than 256 fields or 1 MiB with a bare 400, so larger
+    // limits would never answer 431.
+    if s.max_request_headers == 0 || s.max_request_headers > 256 {
+        c.err("server.max_request_headers", "must be between 1 and 256");
     }
-    if s.max_request_header_bytes < 1024 {
-        c.err("server.max_request_header_bytes", "must be at least 1024");
+    if s.max_request_header_bytes < 1024 || s.max_request_header_bytes > 1 << 20 {
+        c.err(
+            "server.max_request_header_bytes",
+            "must be between 1024 and 1048576",
+        );
+    }
+    let mut addresses: HashMap<std::net::SocketAddr, String> = HashMap::new();
+    let all = s
+        .listen
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (format!("server.listen[{i}]"), a))
+        .chain(
+            s.tls
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (format!("server.tls[{i}].listen"), &t.listen)),
+        )
+        .chain(std::iter::once((
+            "server.ops_listen".to_string(),
+            &s.ops_listen,
+        )));
+    for (path, a) in all {
+        if let Ok(addr) = a.parse::<std::net::SocketAddr>() {
+            if let Some(first) = addresses.insert(addr, path.clone()) {
+                c.err(path, format!("'{a}' is already used by {first}"));
+            }
+        }
     }
 
     // Tenants.
@@ -276,6 +304,27 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
             (_, None) => {}
         }
         if let Some(h) = &o.health_check {
+            let urls: Vec<TargetUrl> = o
+                .targets
+                .iter()
+                .filter_map(|t| TargetUrl::parse(&t.url).ok())
+                .collect();
+            if urls.windows(2).any(|w| w[0].tls != w[1].tls) {
+                c.err(
+                    format!("{p}.health_check"),
+                    "all targets of a health-checked origin must use the same scheme",
+                );
+            } else if urls.first().is_some_and(|u| u.tls)
+                && o.tls.verify
+                && o.tls.sni.is_none()
+                && h.host.is_none()
+                && urls.windows(2).any(|w| w[0].host != w[1].host)
+            {
+                c.err(
+                    format!("{p}.tls.sni"),
+                    "https targets with different host names need tls.sni (or health_check.host) for verified health checks",
+                );
+            }
             if !h.path.starts_with('/') {
                 c.err(format!("{p}.health_check.path"), "must start with '/'");
             }
@@ -422,6 +471,15 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
             }
             if rw.replacement.is_empty() {
                 c.err(format!("{p}.rewrite.replacement"), "must not be empty");
+            } else if rw
+                .replacement
+                .chars()
+                .any(|ch| ch.is_whitespace() || ch.is_control() || !ch.is_ascii() || ch == '#')
+            {
+                c.err(
+                    format!("{p}.rewrite.replacement"),
+                    "must be a URI path: no spaces, control or non-ASCII characters, no '#'",
+                );
             }
         }
         check_transform(&mut c, &format!("{p}.request_headers"), &r.request_headers);
@@ -593,6 +651,39 @@ routes:
                 .any(|e| e.starts_with("origins[1].hash_key: consistent_hash needs")),
             "{errs:?}"
         );
+    }
+
+    #[test]
+    fn server_addresses_limits_and_health_check_targets() {
+        let bad = GOOD.replace(
+            "  listen: [\"127.0.0.1:8080\"]",
+            "  listen: [\"127.0.0.1:8080\"]\n  ops_listen: \"127.0.0.1:8080\"\n  max_request_headers: 1000",
+        );
+        let errs = errors(&bad);
+        assert!(
+            errs.contains(
+                &"server.ops_listen: '127.0.0.1:8080' is already used by server.listen[0]"
+                    .to_string()
+            ),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("server.max_request_headers: must be between 1 and 256")),
+            "{errs:?}"
+        );
+
+        let bad = GOOD.replace(
+            "      - {url: \"http://127.0.0.1:9002\"}",
+            "      - {url: \"https://127.0.0.1:9002\"}\n    health_check: {path: /healthz}",
+        );
+        assert_eq!(errors(&bad), vec!["origins[0].health_check: all targets of a health-checked origin must use the same scheme"]);
+
+        let bad = GOOD.replace(
+            "origin_id: acme-api}\n  - {id: r2",
+            "origin_id: acme-api, rewrite: {pattern: \"^/a\", replacement: \"/b c\"}}\n  - {id: r2",
+        );
+        assert_eq!(errors(&bad), vec!["routes[0].rewrite.replacement: must be a URI path: no spaces, control or non-ASCII characters, no '#'"]);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use crate::snapshot::{RouteRt, Snapshot};
 use crate::upstream::{backend_id, InflightGuard, Pool, Selection, TargetState};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use http::Method;
+use http::{HeaderValue, Method};
 use pingora::modules::http::compression::ResponseCompression;
 use pingora::prelude::*;
 use pingora::protocols::l4::socket::SocketAddr;
@@ -58,12 +58,14 @@ pub struct Ctx {
     snapshot: Arc<Snapshot>,
     started: Instant,
     _active: ActiveGuard,
-    request_id: String,
+    /// Given by the client (when valid) or generated.
+    request_id: HeaderValue,
     tenant: Option<Arc<str>>,
     route: Option<Arc<RouteRt>>,
-    /// Targets already tried (retries go elsewhere).
+    /// Targets whose connect failed (retries go elsewhere).
     tried: Vec<usize>,
-    target: Option<(Arc<TargetState>, InflightGuard)>,
+    /// The current attempt's target, its identity, and its in-flight count.
+    target: Option<(Arc<TargetState>, usize, InflightGuard)>,
     retries_left: u32,
     upstream_started: Option<Instant>,
     upstream_status: Option<u16>,
@@ -78,8 +80,29 @@ fn idempotent(m: &Method) -> bool {
     )
 }
 
+const X_REQUEST_ID: &str = "x-request-id";
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
+const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+const X_FORWARDED_HOST: &str = "x-forwarded-host";
+
 fn valid_request_id(v: &[u8]) -> bool {
     !v.is_empty() && v.len() <= 128 && v.iter().all(|b| b.is_ascii_graphic())
+}
+
+/// The client's `X-Request-Id` when it is 1–128 visible ASCII characters, else a new UUID.
+fn request_id(given: Option<&HeaderValue>) -> HeaderValue {
+    if let Some(v) = given.filter(|v| valid_request_id(v.as_bytes())) {
+        return v.clone();
+    }
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("-"))
+}
+
+impl Ctx {
+    fn request_id(&self) -> &str {
+        self.request_id.to_str().unwrap_or("-")
+    }
 }
 
 fn request_host(session: &Session) -> Option<&str> {
@@ -167,29 +190,36 @@ impl Gateway {
         }
     }
 
+    /// X-Forwarded-For (appended to every earlier hop), -Proto, -Host and the request id.
     fn forwarded_headers(
         session: &Session,
         ctx: &Ctx,
         req: &mut RequestHeader,
     ) -> pingora::Result<()> {
         if let Some(ip) = client_ip(session) {
-            let xff = match req
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(prev) => format!("{prev}, {ip}"),
-                None => ip.to_string(),
-            };
-            req.insert_header("x-forwarded-for", xff)?;
+            let mut xff = String::new();
+            for prev in req.headers.get_all(X_FORWARDED_FOR) {
+                if let Ok(prev) = prev.to_str() {
+                    xff.push_str(prev);
+                    xff.push_str(", ");
+                }
+            }
+            xff.push_str(&ip.to_string());
+            req.insert_header(X_FORWARDED_FOR, xff)?;
         }
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        req.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
-        if let Some(host) = request_host(session) {
-            let host = host.to_string();
-            req.insert_header("x-forwarded-host", host)?;
+        req.insert_header(
+            X_FORWARDED_PROTO,
+            HeaderValue::from_static(if tls { "https" } else { "http" }),
+        )?;
+        let host = match req.headers.get(http::header::HOST) {
+            Some(h) => Some(h.clone()),
+            None => req.uri.host().and_then(|h| HeaderValue::from_str(h).ok()),
+        };
+        if let Some(host) = host {
+            req.insert_header(X_FORWARDED_HOST, host)?;
         }
-        req.insert_header("x-request-id", ctx.request_id.as_str())?;
+        req.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
         Ok(())
     }
 }
@@ -203,7 +233,7 @@ impl ProxyHttp for Gateway {
             snapshot: self.state.load_full(),
             started: Instant::now(),
             _active: ActiveGuard::new(),
-            request_id: String::new(),
+            request_id: HeaderValue::from_static(""),
             tenant: None,
             route: None,
             tried: Vec::new(),
@@ -217,12 +247,7 @@ impl ProxyHttp for Gateway {
 
     /// Request id → HTTP safety → tenant → route → per-route modules.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
-        let given = session.get_header_bytes("x-request-id");
-        ctx.request_id = if valid_request_id(given) {
-            String::from_utf8_lossy(given).into_owned()
-        } else {
-            uuid::Uuid::new_v4().to_string()
-        };
+        ctx.request_id = request_id(session.req_header().headers.get(X_REQUEST_ID));
         let raw_content_length = session
             .req_header()
             .headers
@@ -236,7 +261,7 @@ impl ProxyHttp for Gateway {
             })
             .and_then(|()| self.route(session, ctx));
         if let Err(reply) = decision {
-            errors::respond(session, &reply, &ctx.request_id).await?;
+            errors::respond(session, &reply, ctx.request_id()).await?;
             return Ok(true);
         }
         if let Some(level) = ctx.route.as_ref().and_then(|r| r.compression) {
@@ -256,16 +281,14 @@ impl ProxyHttp for Gateway {
             return Err(Error::explain(InternalError, "no route in context"));
         };
         let pool = &route.pool;
-        if let Some((previous, _guard)) = ctx.target.take() {
-            // A retry: the previous attempt failed.
-            pool.record(&previous, false);
-        }
+        // Called again when Pingora retries on its own (a pooled keep-alive connection the
+        // origin had closed): that is no failure of the target, so nothing is recorded.
+        ctx.target = None;
         let key = Self::hash_key(session, pool.hash_key());
         match pool.select(&key, &ctx.tried) {
             Selection::Target(backend, state) => {
-                ctx.tried.push(backend_id(&backend));
                 let peer = pool.peer(&backend, &state);
-                ctx.target = Some((state.clone(), Pool::track(&state)));
+                ctx.target = Some((state.clone(), backend_id(&backend), Pool::track(&state)));
                 ctx.upstream_started.get_or_insert_with(Instant::now);
                 Ok(Box::new(peer))
             }
@@ -308,8 +331,8 @@ impl ProxyHttp for Gateway {
         }
         Self::forwarded_headers(session, ctx, upstream)?;
         if !route.pool.spec.preserve_host {
-            if let Some((t, _)) = &ctx.target {
-                upstream.insert_header(http::header::HOST, t.host_header.as_str())?;
+            if let Some((t, _, _)) = &ctx.target {
+                upstream.insert_header(http::header::HOST, t.host_header.clone())?;
             }
         }
         route.request_headers.apply_request(upstream);
@@ -327,12 +350,12 @@ impl ProxyHttp for Gateway {
         if let Some(route) = &ctx.route {
             route.response_headers.apply_response(resp);
         }
-        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        resp.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
         Ok(())
     }
 
-    /// A failed connect is retried on another target for idempotent requests, at most
-    /// `retries` times.
+    /// A failed connect counts against the target's breaker and is retried on another
+    /// target for idempotent requests, at most `retries` times.
     fn fail_to_connect(
         &self,
         session: &mut Session,
@@ -340,6 +363,10 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        if let (Some((target, id, _guard)), Some(route)) = (ctx.target.take(), &ctx.route) {
+            route.pool.record(&target, false);
+            ctx.tried.push(id);
+        }
         let retry = ctx.retries_left > 0
             && idempotent(&session.req_header().method)
             && ctx
@@ -391,7 +418,7 @@ impl ProxyHttp for Gateway {
             Some(reply) => {
                 let status = reply.status;
                 if session.response_written().is_none() {
-                    if let Err(err) = errors::respond(session, &reply, &ctx.request_id).await {
+                    if let Err(err) = errors::respond(session, &reply, ctx.request_id()).await {
                         tracing::debug!("could not send error response: {err}");
                     }
                 }
@@ -411,7 +438,7 @@ impl ProxyHttp for Gateway {
         let route_id = ctx.route.as_ref().map(|r| r.id.clone());
         let origin_id = ctx.route.as_ref().map(|r| r.pool.id.clone());
         let mut target_label = None;
-        if let (Some((target, _guard)), Some(route)) = (ctx.target.take(), &ctx.route) {
+        if let (Some((target, _, _guard)), Some(route)) = (ctx.target.take(), &ctx.route) {
             let upstream_failed = e.is_some_and(|e| e.esource() == &ErrorSource::Upstream)
                 || ctx.upstream_status.is_some_and(|s| s >= 500);
             route.pool.record(&target, !upstream_failed);
@@ -442,7 +469,7 @@ impl ProxyHttp for Gateway {
             let req = session.req_header();
             tracing::info!(
                 target: "access",
-                request_id = %ctx.request_id,
+                request_id = ctx.request_id(),
                 client = client_ip(session).map(|ip| ip.to_string()),
                 method = %req.method,
                 version = ?req.version,

@@ -105,3 +105,11 @@ pub fn render() -> Vec<u8> {
     }
     buf
 }
+
+/// Drop the per-target series of a target that left the configuration.
+pub fn forget_target(origin: &str, target: &str) {
+    let _ = METRICS
+        .target_healthy
+        .remove_label_values(&[origin, target]);
+    let _ = METRICS.breaker_open.remove_label_values(&[origin, target]);
+}

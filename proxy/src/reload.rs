@@ -58,13 +58,16 @@ impl Reloader {
                 );
             }
             let version = current.version + 1;
-            let snap = Snapshot::build(config, version, Some(&current))
-                .await
-                .map_err(|e| e.to_string())?;
+            let snap = Arc::new(
+                Snapshot::build(config, version, Some(&current), true)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
             for pool in snap.pools() {
                 pool.start_health_checks();
             }
-            self.state.store(Arc::new(snap));
+            self.state.store(snap.clone());
+            current.retire_pools(&snap);
             Ok(version)
         }
         .await;

@@ -27,9 +27,43 @@ pub fn raw_has_content_length(raw: &[u8]) -> bool {
         .any(|line| line.len() >= 15 && line[..15].eq_ignore_ascii_case(b"content-length:"))
 }
 
+/// Is `segment` `.` or `..`, also percent-encoded (`%2e`, `.%2E`, ...)?
+fn is_dot_segment(segment: &[u8]) -> bool {
+    let mut dots = 0;
+    let mut i = 0;
+    while i < segment.len() {
+        if segment[i] == b'.' {
+            i += 1;
+        } else if segment[i] == b'%'
+            && segment.get(i + 1) == Some(&b'2')
+            && matches!(segment.get(i + 2), Some(b'e' | b'E'))
+        {
+            i += 3;
+        } else {
+            return false;
+        }
+        dots += 1;
+    }
+    (1..=2).contains(&dots)
+}
+
+/// Refuse paths with `.` or `..` segments: routes match the raw path, and an origin that
+/// normalises `/public/../admin` would serve a path no route allowed.
+pub fn check_path(path: &str) -> Result<(), Reply> {
+    if path.split('/').any(|s| is_dot_segment(s.as_bytes())) {
+        return Err(Reply::new(
+            400,
+            "bad_request",
+            "the path must not contain '.' or '..' segments",
+        ));
+    }
+    Ok(())
+}
+
 /// Check a request head; `Err` is the reply to send. `raw_content_length` tells whether
 /// the raw head carried Content-Length (see [`raw_has_content_length`]).
 pub fn check(req: &RequestHeader, raw_content_length: bool, limits: Limits) -> Result<(), Reply> {
+    check_path(req.uri.path())?;
     if req.headers.len() > limits.max_headers {
         return Err(Reply::new(
             431,
@@ -184,6 +218,30 @@ mod tests {
             .unwrap_err()
             .close
         );
+    }
+
+    #[test]
+    fn dot_segments_are_refused() {
+        for bad in [
+            "/a/../b",
+            "/..",
+            "/a/./b",
+            "/a/%2e%2E/b",
+            "/a/.%2e",
+            "/%2E/x",
+        ] {
+            assert_eq!(check_path(bad).unwrap_err().status, 400, "{bad}");
+        }
+        for good in [
+            "/a/b",
+            "/a/.well-known/x",
+            "/a/...",
+            "/v1.2/x",
+            "/a/%2e%2e%2e",
+            "/",
+        ] {
+            assert!(check_path(good).is_ok(), "{good}");
+        }
     }
 
     #[test]

@@ -73,16 +73,44 @@ pub fn run_demo_origins(listen: &[String], name: &str) -> anyhow::Result<()> {
     server.run_forever()
 }
 
+/// Fail early, with a clear message, when a listening address is taken: Pingora would
+/// panic inside a service task and keep running without that listener.
+fn check_addresses_free(addresses: &[String]) -> anyhow::Result<()> {
+    for addr in addresses {
+        std::net::TcpListener::bind(addr.as_str())
+            .with_context(|| format!("cannot listen on {addr}"))?;
+    }
+    Ok(())
+}
+
 /// Build the first snapshot and run the proxy until it is told to stop.
 pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let settings = opts.config.server.clone();
+    let demo_addresses: Vec<String> = if opts.demo_origins {
+        demo_origin_addresses(&opts.config).into_iter().collect()
+    } else {
+        Vec::new()
+    };
+    if !opts.upgrade {
+        let mut all: Vec<String> = settings.listen.clone();
+        all.extend(settings.tls.iter().map(|t| t.listen.clone()));
+        all.extend(std::iter::once(settings.ops_listen.clone()).filter(|a| !a.is_empty()));
+        all.extend(demo_addresses.iter().cloned());
+        check_addresses_free(&all)?;
+    }
     // The first snapshot (and its first health checks) is built before any listener opens.
+    // The demo origins only start with the server, so the demo skips that first probe.
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting a runtime")?;
     let snapshot = rt
-        .block_on(Snapshot::build(opts.config.clone(), 1, None))
+        .block_on(Snapshot::build(
+            opts.config.clone(),
+            1,
+            None,
+            !opts.demo_origins,
+        ))
         .context("compiling the configuration")?;
     drop(rt);
     let state = Arc::new(ArcSwap::from_pointee(snapshot));
@@ -145,7 +173,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     server.add_service(background_service("config-reloader", reloader));
 
     if opts.demo_origins {
-        for addr in demo_origin_addresses(&opts.config) {
+        for addr in demo_addresses {
             let name = format!("demo-{}", addr.rsplit(':').next().unwrap_or("origin"));
             let mut svc = Service::new(
                 format!("demo-origin {addr}"),

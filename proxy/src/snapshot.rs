@@ -52,11 +52,13 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Compile `config` (already validated). Pools whose origin configuration did not change
-    /// are taken over from `previous` with their health and breaker state.
+    /// are taken over from `previous` with their health and breaker state; new pools are
+    /// probed before they take traffic when `probe_new` is set.
     pub async fn build(
         config: Config,
         version: u64,
         previous: Option<&Snapshot>,
+        probe_new: bool,
     ) -> Result<Snapshot, BuildError> {
         let mut pools = HashMap::new();
         for o in &config.origins {
@@ -66,7 +68,7 @@ impl Snapshot {
                 .cloned();
             let pool = match reused {
                 Some(p) => p,
-                None => Pool::build(o).await?,
+                None => Pool::build(o, probe_new).await?,
             };
             pools.insert(o.id.clone(), pool);
         }
@@ -181,6 +183,27 @@ impl Snapshot {
     pub fn pools(&self) -> impl Iterator<Item = &Arc<Pool>> {
         self.pools.values()
     }
+
+    /// After `next` replaced this snapshot: stop the health checks of pools `next` did not
+    /// take over, and drop the metric series of targets that no longer exist.
+    pub fn retire_pools(&self, next: &Snapshot) {
+        let live: std::collections::HashSet<(&str, &str)> = next
+            .pools
+            .values()
+            .flat_map(|p| p.target_labels().map(move |t| (&*p.id, t)))
+            .collect();
+        for (id, pool) in &self.pools {
+            if next.pools.get(id).is_some_and(|p| Arc::ptr_eq(p, pool)) {
+                continue;
+            }
+            pool.stop_health_checks();
+            for target in pool.target_labels() {
+                if !live.contains(&(&*pool.id, target)) {
+                    crate::metrics::forget_target(&pool.id, target);
+                }
+            }
+        }
+    }
 }
 
 fn strip_port(host: &str) -> &str {
@@ -213,7 +236,7 @@ routes:
     #[tokio::test]
     async fn finds_tenants_by_subdomain_and_custom_host() {
         let cfg = Config::from_yaml_validated(CFG).unwrap();
-        let s = Snapshot::build(cfg, 1, None).await.unwrap();
+        let s = Snapshot::build(cfg, 1, None, true).await.unwrap();
         let id = |h: &str| s.tenant_for_host(h).map(|t| t.id.to_string());
         assert_eq!(id("acme.vantage.localhost").as_deref(), Some("acme"));
         assert_eq!(id("ACME.vantage.localhost:8080").as_deref(), Some("acme"));
@@ -228,10 +251,10 @@ routes:
     #[tokio::test]
     async fn unchanged_origins_keep_their_pool() {
         let cfg = Config::from_yaml_validated(CFG).unwrap();
-        let a = Snapshot::build(cfg.clone(), 1, None).await.unwrap();
+        let a = Snapshot::build(cfg.clone(), 1, None, true).await.unwrap();
         let mut changed = cfg.clone();
         changed.origins[1].targets[0].url = "http://127.0.0.1:3".into();
-        let b = Snapshot::build(changed, 2, Some(&a)).await.unwrap();
+        let b = Snapshot::build(changed, 2, Some(&a), true).await.unwrap();
         assert!(Arc::ptr_eq(&a.pools["o1"], &b.pools["o1"]));
         assert!(!Arc::ptr_eq(&a.pools["o2"], &b.pools["o2"]));
     }

@@ -124,9 +124,10 @@ fn an_in_flight_request_finishes_on_the_snapshot_it_started_with() {
 }
 
 #[test]
-fn an_invalid_reload_is_refused_and_traffic_continues() {
+fn sighup_reloads_and_an_invalid_reload_is_refused_while_traffic_continues() {
     let a = Origin::start("a");
-    let p = Proxy::start(&body(&[&a], 1));
+    // No file watching: only SIGHUP reloads here.
+    let p = Proxy::start_with(&body(&[&a], 1), "  watch_config: false\n");
     assert_eq!(
         p.get("t.test.local", "/x").header("x-generation"),
         Some("1")
@@ -156,8 +157,15 @@ fn an_invalid_reload_is_refused_and_traffic_continues() {
         let r = p.get("t.test.local", "/x");
         assert_eq!((r.status, r.header("x-generation")), (200, Some("1")));
     }
-    // A good file is picked up again afterwards.
+    // A good file is picked up on the next SIGHUP, and not before.
     p.write_body(&body(&[&a], 3));
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    assert_eq!(
+        p.version(),
+        1,
+        "watch_config: false does not watch the file"
+    );
+    p.signal("HUP");
     p.wait_version(2);
     assert_eq!(
         p.get("t.test.local", "/x").header("x-generation"),

@@ -270,6 +270,7 @@ fn request_smuggling_vectors_are_refused_and_the_connection_closed() {
     let follow = "GET /after HTTP/1.1\r\nHost: t.test.local\r\n\r\n";
     let cases = [
         ("POST / HTTP/1.1\r\nHost: t.test.local\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+        // HTTP/1.0 with Transfer-Encoding: Pingora's parser already refuses it (bare 400).
         ("POST / HTTP/1.0\r\nHost: t.test.local\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
         ("POST / HTTP/1.1\r\nHost: t.test.local\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
         // A final coding other than chunked is refused by Pingora's parser itself (400).
@@ -315,6 +316,27 @@ fn request_smuggling_vectors_are_refused_and_the_connection_closed() {
     assert!(p
         .metrics()
         .contains("vantage_refused_requests_total{reason=\"too_many_headers\"} 1"));
+}
+
+#[test]
+fn dot_segments_cannot_escape_a_route() {
+    let o = Origin::start("o");
+    let body = format!(
+        "tenants: [{{id: t, name: T, subdomain: t}}]\norigins: [{{id: o, tenant_id: t, targets: [{{url: \"{}\"}}]}}]\nroutes: [{{id: r, tenant_id: t, path_pattern: \"/public/*\", origin_id: o}}]\n",
+        o.url()
+    );
+    let p = Proxy::start(&body);
+    assert_eq!(p.get("t.test.local", "/public/a").status, 200);
+    for path in [
+        "/public/../admin",
+        "/public/%2e%2e/admin",
+        "/public/./a",
+        "/public/.%2E/admin",
+    ] {
+        p.get("t.test.local", path).assert_error(400, "bad_request");
+    }
+    p.get("t.test.local", "/admin")
+        .assert_error(404, "no_route");
 }
 
 #[test]

@@ -71,11 +71,18 @@ impl Breaker {
         }
     }
 
-    /// A request to this target succeeded. Returns true when this closed an open breaker.
+    /// A request to this target succeeded. Returns true when this closed the breaker: only
+    /// the half-open probe closes it; a late success of a request sent before the breaker
+    /// opened does not.
     pub fn on_success(&self) -> bool {
-        self.failures.store(0, Ordering::Release);
-        self.probing.store(false, Ordering::Release);
-        self.open_until.swap(0, Ordering::AcqRel) != 0
+        if self.probing.swap(false, Ordering::AcqRel) {
+            self.failures.store(0, Ordering::Release);
+            return self.open_until.swap(0, Ordering::AcqRel) != 0;
+        }
+        if self.open_until.load(Ordering::Acquire) == 0 {
+            self.failures.store(0, Ordering::Release);
+        }
+        false
     }
 
     /// A request to this target failed. Returns true when this opened the breaker.
@@ -128,6 +135,20 @@ mod tests {
         b.on_success();
         assert!(!b.on_failure(2));
         assert_eq!(b.state(3), BreakerState::Closed);
+    }
+
+    #[test]
+    fn a_late_success_does_not_close_an_open_breaker() {
+        let b = Breaker::new(true, 1, Duration::from_millis(100));
+        assert!(b.on_failure(10));
+        assert!(
+            !b.on_success(),
+            "success of a request sent before it opened"
+        );
+        assert_eq!(b.state(20), BreakerState::Open);
+        assert!(b.allow(110), "probe");
+        assert!(b.on_success());
+        assert_eq!(b.state(111), BreakerState::Closed);
     }
 
     #[test]

@@ -44,7 +44,7 @@ pub struct TargetState {
     /// `https://`.
     pub tls: bool,
     /// Host header for this target: `host`, or `host:port` for a non-default port.
-    pub host_header: String,
+    pub host_header: http::HeaderValue,
     /// Requests in flight to this target.
     pub inflight: AtomicUsize,
     /// Passive failure counting.
@@ -96,7 +96,7 @@ impl Pool {
     /// set up the selector and health check, and — when a health check is configured — probe
     /// every target until its state is known, so a new pool never sends traffic to a target
     /// that is already down.
-    pub async fn build(spec: &Origin) -> Result<Arc<Pool>, PoolError> {
+    pub async fn build(spec: &Origin, probe_first: bool) -> Result<Arc<Pool>, PoolError> {
         let weighted = matches!(
             spec.lb,
             LbAlgorithm::Weighted | LbAlgorithm::Random | LbAlgorithm::LeastConnections
@@ -122,11 +122,15 @@ impl Pool {
                 label: url.authority(),
                 host: url.host.clone(),
                 tls: url.tls,
-                host_header: if url.port == if url.tls { 443 } else { 80 } {
-                    url.host.clone()
-                } else {
-                    url.authority()
-                },
+                host_header: http::HeaderValue::from_str(&match (
+                    url.port == if url.tls { 443 } else { 80 },
+                    url.host.contains(':'),
+                ) {
+                    (true, false) => url.host.clone(),
+                    (true, true) => format!("[{}]", url.host),
+                    (false, _) => url.authority(),
+                })
+                .map_err(|e| err(e.to_string()))?,
                 inflight: AtomicUsize::new(0),
                 breaker: Breaker::new(
                     spec.circuit_breaker.enabled,
@@ -174,7 +178,7 @@ impl Pool {
                 .with_label_values(&[&spec.id, &s.label])
                 .set(0.0);
         }
-        if let Some(hc) = &spec.health_check {
+        if let Some(hc) = spec.health_check.as_ref().filter(|_| probe_first) {
             // Pingora starts every backend healthy; probe until each target either passed
             // its last probe or has been marked down.
             for _ in 0..hc.unhealthy_threshold.max(1) {
@@ -224,6 +228,16 @@ impl Pool {
                 pool.run_health_check().await;
             }
         });
+    }
+
+    /// Stop the periodic health check (the pool was replaced by a reload).
+    pub fn stop_health_checks(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// `host:port` of every target (metric labels).
+    pub fn target_labels(&self) -> impl Iterator<Item = &str> {
+        self.targets.iter().map(|(_, s)| s.label.as_str())
     }
 
     /// Is the target up as far as the active health check knows?

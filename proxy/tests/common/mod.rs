@@ -138,6 +138,7 @@ pub struct Proxy {
     pub ops_port: u16,
     pub dir: PathBuf,
     pub config_path: PathBuf,
+    server_extra: String,
     child: Option<Child>,
 }
 
@@ -180,6 +181,7 @@ impl Proxy {
             ops_port,
             dir,
             config_path,
+            server_extra: server_extra.to_string(),
             child: Some(child),
         };
         p.wait_ready();
@@ -229,7 +231,7 @@ impl Proxy {
     pub fn write_body(&self, body: &str) {
         self.write_raw(&format!(
             "{}\n{body}",
-            server_section(&self.dir, self.port, self.ops_port, "")
+            server_section(&self.dir, self.port, self.ops_port, &self.server_extra)
         ));
     }
 
