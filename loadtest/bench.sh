@@ -5,6 +5,7 @@
 #   (c) bare Pingora                    (loadtest/bare-pingora: one pool, no filters)
 #   (d) vantage-proxy, 1 tenant, 1 route
 #   (e) vantage-proxy, 1,000 tenants and 10,000 routes loaded
+#   (d') as (d) without X-Forwarded-* headers (shows what those header inserts cost)
 # Layout (see ../shared/reference/benchmarking.md): the proxy under test alone on CPU 0 with
 # one worker; upstream and load generator on CPU 1. Saturation with wrk (closed loop, 64
 # keep-alive connections); latency with oha at a fixed rate (open loop). Rounds interleave
@@ -43,7 +44,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-UP=18080 NGX=18081 BARE=18082 VP1=18083 VP1K=18084
+UP=18080 NGX=18081 BARE=18082 VP1=18083 VP1K=18084 VP1NF=18085
 
 wait_port() {
   for _ in $(seq 1 200); do
@@ -115,6 +116,7 @@ origins: [{id: o5, tenant_id: t5, targets: [{url: "http://127.0.0.1:$UP"}], circ
 routes: [{id: r5, tenant_id: t5, path_pattern: "/*", origin_id: o5}]
 EOF
 } >"$work/vp1.yaml"
+sed -e "s/$VP1/$VP1NF/g; s/19083/19085/; s/  access_log: false/  access_log: false\n  forwarded_headers: false/" "$work/vp1.yaml" >"$work/vp1nf.yaml"
 {
   server_yaml $VP1K 19084
   echo "tenants:"
@@ -140,13 +142,14 @@ taskset -c "$PROXY_CPU" nginx -c "$work/nginx-proxy.conf" -p "$work" & pids+=($!
 taskset -c "$PROXY_CPU" "$BIN/bare-pingora" "127.0.0.1:$BARE" "127.0.0.1:$UP" 1 >"$work/bare.log" 2>&1 & pids+=($!)
 taskset -c "$PROXY_CPU" "$BIN/vantage-proxy" --config "$work/vp1.yaml" >"$work/vp1.log" 2>&1 & pids+=($!)
 taskset -c "$PROXY_CPU" "$BIN/vantage-proxy" --config "$work/vp1k.yaml" >"$work/vp1k.log" 2>&1 & pids+=($!)
-for p in $UP $NGX $BARE $VP1 $VP1K; do wait_port "$p"; done
+taskset -c "$PROXY_CPU" "$BIN/vantage-proxy" --config "$work/vp1nf.yaml" >"$work/vp1nf.log" 2>&1 & pids+=($!)
+for p in $UP $NGX $BARE $VP1 $VP1K $VP1NF; do wait_port "$p"; done
 
-names=(upstream nginx bare-pingora vantage-1route vantage-10k-routes)
-labels=("(a) upstream directly" "(b) nginx reverse proxy" "(c) bare Pingora" "(d) vantage-proxy, 1 tenant / 1 route" "(e) vantage-proxy, 1,000 tenants / 10,000 routes")
-ports=($UP $NGX $BARE $VP1 $VP1K)
-hosts=(up.bench.local up.bench.local up.bench.local t5.bench.local t500.bench.local)
-pidof_target=("${pids[0]}" "${pids[1]}" "${pids[2]}" "${pids[3]}" "${pids[4]}")
+names=(upstream nginx bare-pingora vantage-1route vantage-10k-routes vantage-1route-no-xff)
+labels=("(a) upstream directly" "(b) nginx reverse proxy" "(c) bare Pingora" "(d) vantage-proxy, 1 tenant / 1 route" "(e) vantage-proxy, 1,000 tenants / 10,000 routes" "(d′) as (d), \`forwarded_headers: false\`")
+ports=($UP $NGX $BARE $VP1 $VP1K $VP1NF)
+hosts=(up.bench.local up.bench.local up.bench.local t5.bench.local t500.bench.local t5.bench.local)
+pidof_target=("${pids[0]}" "${pids[1]}" "${pids[2]}" "${pids[3]}" "${pids[4]}" "${pids[5]}")
 
 # Sanity: every target answers 200 with the upstream's body.
 for i in "${!names[@]}"; do

@@ -117,6 +117,9 @@ pub struct ServerSettings {
     pub watch_config: bool,
     /// Write one JSON access-log line per request to stdout. Example: `true`.
     pub access_log: bool,
+    /// Add `X-Forwarded-For`, `X-Forwarded-Proto` and `X-Forwarded-Host` to requests sent to
+    /// origins. Example: `false` when a balancer in front already sets them.
+    pub forwarded_headers: bool,
     /// Pingora's pid file (used by graceful upgrades). Example: `/run/vantage/proxy.pid`.
     pub pid_file: String,
     /// Pingora's upgrade socket (fd hand-off on graceful upgrade).
@@ -138,6 +141,7 @@ impl Default for ServerSettings {
             max_request_header_bytes: 32 * 1024,
             watch_config: true,
             access_log: true,
+            forwarded_headers: true,
             pid_file: "/tmp/vantage-proxy.pid".into(),
             upgrade_sock: "/tmp/vantage-proxy-upgrade.sock".into(),
         }
@@ -186,13 +190,13 @@ pub enum LbAlgorithm {
     /// Each healthy target in turn; weights are ignored.
     #[default]
     RoundRobin,
-    /// Smooth round robin in proportion to the targets' weights.
+    /// Round robin in proportion to the weights: each target takes `weight` turns in a row.
     Weighted,
     /// Random choice in proportion to the weights.
     Random,
     /// Ketama consistent hashing of the key given by `hash_key`.
     ConsistentHash,
-    /// The healthy target with the fewest requests in flight (weights break ties).
+    /// The healthy target with the fewest requests in flight per unit of weight; ties rotate.
     LeastConnections,
 }
 

@@ -23,15 +23,22 @@ pub struct Gateway {
     state: Arc<ArcSwap<Snapshot>>,
     limits: Limits,
     access_log: bool,
+    forwarded_headers: bool,
 }
 
 impl Gateway {
     /// A gateway serving whatever snapshot `state` holds.
-    pub fn new(state: Arc<ArcSwap<Snapshot>>, limits: Limits, access_log: bool) -> Gateway {
+    pub fn new(
+        state: Arc<ArcSwap<Snapshot>>,
+        limits: Limits,
+        access_log: bool,
+        forwarded_headers: bool,
+    ) -> Gateway {
         Gateway {
             state,
             limits,
             access_log,
+            forwarded_headers,
         }
     }
 }
@@ -97,6 +104,31 @@ fn request_id(given: Option<&HeaderValue>) -> HeaderValue {
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
     let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
     HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("-"))
+}
+
+/// Append an IP address to `out` (IPv4 without the formatting machinery: this runs for
+/// every request).
+fn push_ip(out: &mut String, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            use std::fmt::Write;
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 impl Ctx {
@@ -192,19 +224,23 @@ impl Gateway {
 
     /// X-Forwarded-For (appended to every earlier hop), -Proto, -Host and the request id.
     fn forwarded_headers(
+        &self,
         session: &Session,
         ctx: &Ctx,
         req: &mut RequestHeader,
     ) -> pingora::Result<()> {
+        if !self.forwarded_headers {
+            return req.insert_header(X_REQUEST_ID, ctx.request_id.clone());
+        }
         if let Some(ip) = client_ip(session) {
-            let mut xff = String::new();
+            let mut xff = String::with_capacity(48);
             for prev in req.headers.get_all(X_FORWARDED_FOR) {
                 if let Ok(prev) = prev.to_str() {
                     xff.push_str(prev);
                     xff.push_str(", ");
                 }
             }
-            xff.push_str(&ip.to_string());
+            push_ip(&mut xff, ip);
             req.insert_header(X_FORWARDED_FOR, xff)?;
         }
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
@@ -329,7 +365,7 @@ impl ProxyHttp for Gateway {
                 upstream.set_uri(uri);
             }
         }
-        Self::forwarded_headers(session, ctx, upstream)?;
+        self.forwarded_headers(session, ctx, upstream)?;
         if !route.pool.spec.preserve_host {
             if let Some((t, _, _)) = &ctx.target {
                 upstream.insert_header(http::header::HOST, t.host_header.clone())?;
@@ -435,21 +471,21 @@ impl ProxyHttp for Gateway {
     /// Metrics, breaker accounting and the JSON access log.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let route_id = ctx.route.as_ref().map(|r| r.id.clone());
-        let origin_id = ctx.route.as_ref().map(|r| r.pool.id.clone());
-        let mut target_label = None;
-        if let (Some((target, _, _guard)), Some(route)) = (ctx.target.take(), &ctx.route) {
+        let target = ctx.target.take();
+        if let (Some((target, _, _)), Some(route)) = (&target, &ctx.route) {
             let upstream_failed = e.is_some_and(|e| e.esource() == &ErrorSource::Upstream)
                 || ctx.upstream_status.is_some_and(|s| s >= 500);
-            route.pool.record(&target, !upstream_failed);
-            target_label = Some(target.label.clone());
+            route.pool.record(target, !upstream_failed);
         }
+        let origin_id = ctx.route.as_ref().map(|r| &*r.pool.id);
         let elapsed = ctx.started.elapsed();
         let tenant = ctx.tenant.as_deref().unwrap_or("-");
-        let route = route_id.as_deref().unwrap_or("-");
+        let route = ctx.route.as_ref().map_or("-", |r| &*r.id);
+        let status_code = http::StatusCode::from_u16(status).ok();
+        let status_label = status_code.as_ref().map_or("000", |s| s.as_str());
         METRICS
             .requests
-            .with_label_values(&[tenant, route, &status.to_string()])
+            .with_label_values(&[tenant, route, status_label])
             .inc();
         METRICS
             .request_duration
@@ -457,7 +493,7 @@ impl ProxyHttp for Gateway {
             .observe(elapsed.as_secs_f64());
         let upstream_ms = ctx.upstream_started.map(|t| {
             let d = t.elapsed();
-            if let Some(o) = &origin_id {
+            if let Some(o) = origin_id {
                 METRICS
                     .upstream_duration
                     .with_label_values(&[o])
@@ -478,12 +514,32 @@ impl ProxyHttp for Gateway {
                 status,
                 tenant,
                 route,
-                origin = origin_id.as_deref().unwrap_or("-"),
-                upstream = target_label.as_deref().unwrap_or("-"),
+                origin = origin_id.unwrap_or("-"),
+                upstream = target.as_ref().map_or("-", |(t, _, _)| t.label.as_str()),
                 duration_ms = elapsed.as_secs_f64() * 1000.0,
                 upstream_ms,
                 error = e.map(|e| e.to_string()),
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn push_ip_formats_like_display() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.100.255",
+            "203.0.113.9",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().unwrap();
+            let mut s = String::new();
+            super::push_ip(&mut s, ip);
+            assert_eq!(s, ip.to_string());
         }
     }
 }

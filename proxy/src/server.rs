@@ -139,6 +139,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             max_header_bytes: settings.max_request_header_bytes,
         },
         settings.access_log,
+        settings.forwarded_headers,
     );
     let mut server_options = HttpServerOptions::default();
     server_options.h2c = settings.h2c;

@@ -204,6 +204,29 @@ routes:
 }
 
 #[test]
+fn forwarded_headers_can_be_turned_off() {
+    let o = Origin::start("o");
+    let p = Proxy::start_with(&simple(&o), "  forwarded_headers: false\n");
+    let r = p.send(
+        "GET",
+        "t.test.local",
+        "/x",
+        &[("X-Forwarded-For", "198.51.100.1")],
+        b"",
+    );
+    let h = &r.json()["headers"];
+    assert_eq!(
+        h["x-forwarded-for"], "198.51.100.1",
+        "passed through unchanged"
+    );
+    assert!(h.get("x-forwarded-proto").is_none() && h.get("x-forwarded-host").is_none());
+    assert!(
+        h["x-request-id"].as_str().is_some(),
+        "the request id is still sent"
+    );
+}
+
+#[test]
 fn compression_is_per_route() {
     let o = Origin::start("o");
     let body = format!(
@@ -441,4 +464,59 @@ fn check_flag_validates_like_nginx_t() {
         .unwrap();
     assert!(!out.status.success());
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn websocket_upgrades_pass_through() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    // A minimal upgrade-capable origin: answers 101, then echoes bytes.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let origin = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut head = String::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                break;
+            }
+            head.push_str(&line);
+        }
+        let mut s = stream;
+        s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+            .unwrap();
+        let mut buf = [0u8; 5];
+        reader.read_exact(&mut buf).unwrap();
+        s.write_all(&buf).unwrap();
+        head
+    });
+    let body = format!(
+        "tenants: [{{id: t, name: T, subdomain: t}}]\norigins: [{{id: o, tenant_id: t, targets: [{{url: \"http://127.0.0.1:{port}\"}}]}}]\nroutes: [{{id: ws, tenant_id: t, path_pattern: \"/ws\", origin_id: o}}]\n"
+    );
+    let p = Proxy::start(&body);
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", p.port)).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    c.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: t.test.local\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    let mut reader = BufReader::new(c.try_clone().unwrap());
+    let mut status = String::new();
+    reader.read_line(&mut status).unwrap();
+    assert!(status.starts_with("HTTP/1.1 101"), "{status}");
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+    }
+    c.write_all(b"hello").unwrap();
+    let mut echo = [0u8; 5];
+    reader.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"hello");
+    let head = origin.join().unwrap().to_ascii_lowercase();
+    assert!(head.contains("upgrade: websocket"), "{head}");
 }
