@@ -9,10 +9,15 @@
 //! no Pingora in it on purpose: the admin service builds fast and cannot drift.
 
 mod pattern;
+mod policy;
 mod validate;
 
 pub use pattern::{PathPattern, PatternError, Segment};
-pub use validate::{FieldError, ValidationErrors};
+pub use policy::{
+    Access, ApiKey, AuthMode, Cors, IpRules, KeyStatus, LimitAlgorithm, LimitBackend, LimitSubject,
+    RateLimitPolicy, RouteAuth, SecurityHeaders,
+};
+pub use validate::{parse_cidr, FieldError, ValidationErrors};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -35,6 +40,9 @@ pub struct Config {
     /// Routes. Each belongs to one tenant and forwards to one of that tenant's origins.
     #[serde(default)]
     pub routes: Vec<Route>,
+    /// API keys (SHA-256 hashes only). Each belongs to one tenant.
+    #[serde(default)]
+    pub api_keys: Vec<ApiKey>,
 }
 
 /// Errors from reading a configuration.
@@ -117,6 +125,9 @@ pub struct ServerSettings {
     pub watch_config: bool,
     /// Write one JSON access-log line per request to stdout. Example: `true`.
     pub access_log: bool,
+    /// Balancers in front of the proxy (CIDR). When the peer is one of them, the client
+    /// address is the right-most `X-Forwarded-For` hop that is not. Example: `[10.0.0.0/8]`.
+    pub trusted_proxies: Vec<String>,
     /// Add `X-Forwarded-For`, `X-Forwarded-Proto` and `X-Forwarded-Host` to requests sent to
     /// origins. Example: `false` when a balancer in front already sets them.
     pub forwarded_headers: bool,
@@ -141,6 +152,7 @@ impl Default for ServerSettings {
             max_request_header_bytes: 32 * 1024,
             watch_config: true,
             access_log: true,
+            trusted_proxies: Vec::new(),
             forwarded_headers: true,
             pid_file: "/tmp/vantage-proxy.pid".into(),
             upgrade_sock: "/tmp/vantage-proxy-upgrade.sock".into(),
@@ -181,6 +193,12 @@ pub struct Tenant {
     /// Extra exact host names that belong to this tenant. Example: `["api.acme.test"]`.
     #[serde(default)]
     pub custom_hosts: Vec<String>,
+    /// CORS, security headers and IP rules for all of the tenant's routes.
+    #[serde(default)]
+    pub access: Access,
+    /// Tenant-wide ceilings, applied to every route of the tenant.
+    #[serde(default)]
+    pub rate_limits: Vec<RateLimitPolicy>,
 }
 
 /// Load-balancing algorithm of an origin.
@@ -426,6 +444,15 @@ pub struct Route {
     /// Response compression.
     #[serde(default)]
     pub compression: Compression,
+    /// Authentication. Example: `{mode: apikey_required, scopes: [orders:read]}`.
+    #[serde(default)]
+    pub auth: RouteAuth,
+    /// Rate limits of this route (on top of the tenant's).
+    #[serde(default)]
+    pub rate_limits: Vec<RateLimitPolicy>,
+    /// Replaces parts of the tenant's access policy for this route.
+    #[serde(default)]
+    pub access: Access,
 }
 
 /// A header condition of a route.

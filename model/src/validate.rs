@@ -1,6 +1,9 @@
 //! Field-precise validation of a [`Config`].
 
-use crate::{Config, HashKey, HeaderTransform, LbAlgorithm, PathPattern, TargetUrl};
+use crate::{
+    Access, Config, HashKey, HeaderTransform, LbAlgorithm, LimitAlgorithm, LimitSubject,
+    PathPattern, RateLimitPolicy, TargetUrl,
+};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
@@ -116,6 +119,126 @@ fn check_transform(c: &mut Collector, path: &str, t: &HeaderTransform) {
     }
 }
 
+/// `a.b.c.d`, `a.b.c.d/n`, or the IPv6 forms.
+pub fn parse_cidr(s: &str) -> Option<ipnet::IpNet> {
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+}
+
+fn check_limits(c: &mut Collector, path: &str, limits: &[RateLimitPolicy]) {
+    let mut names = HashSet::new();
+    for (i, l) in limits.iter().enumerate() {
+        let p = format!("{path}[{i}]");
+        if !valid_id(&l.name) {
+            c.err(
+                format!("{p}.name"),
+                "must be 1-64 characters of A-Z a-z 0-9 . _ -",
+            );
+        } else if !names.insert(l.name.as_str()) {
+            c.err(format!("{p}.name"), format!("'{}' is listed twice", l.name));
+        }
+        match &l.algorithm {
+            LimitAlgorithm::TokenBucket { rate, burst } => {
+                if !(rate.is_finite() && *rate > 0.0) {
+                    c.err(
+                        format!("{p}.algorithm.rate"),
+                        "must be a positive number of requests per second",
+                    );
+                }
+                if *burst == 0 {
+                    c.err(format!("{p}.algorithm.burst"), "must be at least 1");
+                }
+            }
+            LimitAlgorithm::SlidingWindow { limit, period_s } => {
+                if *limit == 0 {
+                    c.err(format!("{p}.algorithm.limit"), "must be at least 1");
+                }
+                if *period_s == 0 || *period_s > 86_400 {
+                    c.err(
+                        format!("{p}.algorithm.period_s"),
+                        "must be between 1 and 86400",
+                    );
+                }
+            }
+        }
+        if let LimitSubject::Header { name } = &l.subject {
+            if !valid_token(name) {
+                c.err(format!("{p}.subject.name"), "not a valid header name");
+            }
+        }
+    }
+}
+
+fn check_origin_value(o: &str) -> bool {
+    o == "*"
+        || ["http://", "https://"].iter().any(|scheme| {
+            o.strip_prefix(scheme).is_some_and(|rest| {
+                !rest.is_empty()
+                    && !rest.contains(['/', '?', '#', ' '])
+                    && rest == rest.to_ascii_lowercase()
+            })
+        })
+}
+
+fn check_access(c: &mut Collector, path: &str, a: &Access) {
+    if let Some(cors) = &a.cors {
+        for (i, o) in cors.allowed_origins.iter().enumerate() {
+            if !check_origin_value(o) {
+                c.err(
+                    format!("{path}.cors.allowed_origins[{i}]"),
+                    format!("'{o}' is not '*' or a lower-case origin like https://app.example.com"),
+                );
+            }
+        }
+        if cors.allow_credentials && cors.allowed_origins.iter().any(|o| o == "*") {
+            c.err(
+                format!("{path}.cors.allow_credentials"),
+                "cannot be combined with the '*' origin; list the origins",
+            );
+        }
+        for (field, list) in [
+            ("allowed_methods", &cors.allowed_methods),
+            ("allowed_headers", &cors.allowed_headers),
+            ("exposed_headers", &cors.exposed_headers),
+        ] {
+            for (i, v) in list.iter().enumerate() {
+                if !valid_token(v) {
+                    c.err(
+                        format!("{path}.cors.{field}[{i}]"),
+                        format!("'{v}' is not a valid token"),
+                    );
+                }
+            }
+        }
+    }
+    if let Some(sh) = &a.security_headers {
+        for (field, v) in [
+            ("frame_options", &sh.frame_options),
+            ("referrer_policy", &sh.referrer_policy),
+        ] {
+            if v.is_empty() || !valid_header_value(v) {
+                c.err(
+                    format!("{path}.security_headers.{field}"),
+                    "must be a non-empty header value",
+                );
+            }
+        }
+    }
+    if let Some(ip) = &a.ip_rules {
+        for (field, list) in [("allow", &ip.allow), ("deny", &ip.deny)] {
+            for (i, v) in list.iter().enumerate() {
+                if parse_cidr(v).is_none() {
+                    c.err(
+                        format!("{path}.ip_rules.{field}[{i}]"),
+                        format!("'{v}' is not an IP address or CIDR range"),
+                    );
+                }
+            }
+        }
+    }
+}
+
 pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
     let mut c = Collector::default();
     let s = &cfg.server;
@@ -176,6 +299,14 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
             "must be between 1024 and 1048576",
         );
     }
+    for (i, v) in s.trusted_proxies.iter().enumerate() {
+        if parse_cidr(v).is_none() {
+            c.err(
+                format!("server.trusted_proxies[{i}]"),
+                format!("'{v}' is not an IP address or CIDR range"),
+            );
+        }
+    }
     let mut addresses: HashMap<std::net::SocketAddr, String> = HashMap::new();
     let all = s
         .listen
@@ -231,6 +362,8 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
                 format!("'{}' is already used by tenants[{j}]", t.subdomain),
             );
         }
+        check_access(&mut c, &format!("{p}.access"), &t.access);
+        check_limits(&mut c, &format!("{p}.rate_limits"), &t.rate_limits);
         for (k, h) in t.custom_hosts.iter().enumerate() {
             let hp = format!("{p}.custom_hosts[{k}]");
             if !valid_host(h) {
@@ -488,6 +621,16 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
             &format!("{p}.response_headers"),
             &r.response_headers,
         );
+        check_access(&mut c, &format!("{p}.access"), &r.access);
+        check_limits(&mut c, &format!("{p}.rate_limits"), &r.rate_limits);
+        for (k, scope) in r.auth.scopes.iter().enumerate() {
+            if !valid_scope(scope) {
+                c.err(
+                    format!("{p}.auth.scopes[{k}]"),
+                    format!("'{scope}' is not a valid scope"),
+                );
+            }
+        }
         if let Some(l) = r.compression.level {
             if !(1..=9).contains(&l) {
                 c.err(format!("{p}.compression.level"), "must be between 1 and 9");
@@ -514,11 +657,68 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
         }
     }
 
+    let mut key_ids = HashSet::new();
+    let mut hashes: HashMap<&str, usize> = HashMap::new();
+    for (i, k) in cfg.api_keys.iter().enumerate() {
+        let p = format!("api_keys[{i}]");
+        if !valid_id(&k.id) {
+            c.err(
+                format!("{p}.id"),
+                "must be 1-64 characters of A-Z a-z 0-9 . _ -",
+            );
+        } else if !key_ids.insert(k.id.as_str()) {
+            c.err(format!("{p}.id"), format!("'{}' is listed twice", k.id));
+        }
+        if !tenant_ids.contains_key(k.tenant_id.as_str()) {
+            c.err(
+                format!("{p}.tenant_id"),
+                format!("no tenant has id '{}'", k.tenant_id),
+            );
+        }
+        if k.key_hash.len() != 64
+            || !k
+                .key_hash
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            c.err(
+                format!("{p}.key_hash"),
+                "must be the lower-case hex SHA-256 of the key (64 characters), never the key",
+            );
+        } else if let Some(j) = hashes.insert(&k.key_hash, i) {
+            c.err(
+                format!("{p}.key_hash"),
+                format!("the same key is already api_keys[{j}]"),
+            );
+        }
+        for (s_i, scope) in k.scopes.iter().enumerate() {
+            if !valid_scope(scope) {
+                c.err(
+                    format!("{p}.scopes[{s_i}]"),
+                    format!("'{scope}' is not a valid scope"),
+                );
+            }
+        }
+        if let Some(t) = &k.expires_at {
+            if humantime::parse_rfc3339_weak(t).is_err() {
+                c.err(
+                    format!("{p}.expires_at"),
+                    format!("'{t}' is not an RFC 3339 time like 2027-01-01T00:00:00Z"),
+                );
+            }
+        }
+    }
+
     if c.0.is_empty() {
         Ok(())
     } else {
         Err(crate::ValidationErrors(c.0))
     }
+}
+
+/// Scopes: 1–128 visible ASCII characters, no spaces or commas. Example: `orders:read`.
+fn valid_scope(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic() && b != b',')
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! `{"error": {"code": "rate_limited", "message": "...", "request_id": "..."}}`.
 
 use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use std::borrow::Cow;
@@ -17,6 +18,8 @@ pub struct Reply {
     pub message: Cow<'static, str>,
     /// Close the client connection after answering (request smuggling suspects).
     pub close: bool,
+    /// Extra response headers (WWW-Authenticate, Retry-After, rate-limit and CORS fields).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Reply {
@@ -27,7 +30,17 @@ impl Reply {
             code,
             message: message.into(),
             close: false,
+            headers: Vec::new(),
         }
+    }
+
+    /// The same reply with one more response header (`name` is lower-case; a value that is
+    /// not a valid header value is left out).
+    pub fn with_header(mut self, name: &'static str, value: impl AsRef<str>) -> Reply {
+        if let Ok(v) = HeaderValue::from_str(value.as_ref()) {
+            self.headers.push((HeaderName::from_static(name), v));
+        }
+        self
     }
 
     /// The same reply, closing the connection afterwards.
@@ -56,7 +69,13 @@ pub async fn respond(
     resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
     resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    // Security headers are always on for the gateway's own answers.
     resp.insert_header("x-content-type-options", "nosniff")?;
+    resp.insert_header("x-frame-options", "DENY")?;
+    resp.insert_header("referrer-policy", "no-referrer")?;
+    for (name, value) in &reply.headers {
+        resp.append_header(name.clone(), value.clone())?;
+    }
     if !request_id.is_empty() {
         resp.insert_header("x-request-id", request_id)?;
     }

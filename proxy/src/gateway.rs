@@ -1,14 +1,17 @@
 //! The request path: one Pingora `ProxyHttp` implementation whose phase methods read as a
 //! table of contents. Each phase calls into the module that owns the concern.
 
+use crate::access;
+use crate::auth::{self, KeyRt};
 use crate::errors::{self, Reply};
+use crate::limits;
 use crate::metrics::METRICS;
 use crate::safety::{self, Limits};
 use crate::snapshot::{RouteRt, Snapshot};
 use crate::upstream::{backend_id, InflightGuard, Pool, Selection, TargetState};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use http::{HeaderValue, Method};
+use http::{HeaderName, HeaderValue, Method};
 use pingora::modules::http::compression::ResponseCompression;
 use pingora::prelude::*;
 use pingora::protocols::l4::socket::SocketAddr;
@@ -16,11 +19,15 @@ use pingora::proxy::FailToProxy;
 use pingora::ErrorSource;
 use std::sync::Arc;
 use std::time::Instant;
+use std::time::SystemTime;
 use vantage_model::HashKey;
+use vantage_model::LimitSubject;
 
 /// The gateway: reads the current snapshot for every request.
 pub struct Gateway {
     state: Arc<ArcSwap<Snapshot>>,
+    /// Rate-limit counters; they outlive reloads.
+    limiter: Arc<limits::Store>,
     limits: Limits,
     access_log: bool,
     forwarded_headers: bool,
@@ -36,6 +43,7 @@ impl Gateway {
     ) -> Gateway {
         Gateway {
             state,
+            limiter: Arc::new(limits::Store::default()),
             limits,
             access_log,
             forwarded_headers,
@@ -78,6 +86,21 @@ pub struct Ctx {
     upstream_status: Option<u16>,
     /// An error decided by the gateway, answered by `fail_to_proxy`.
     reply: Option<Reply>,
+    /// A CORS preflight for this method.
+    preflight: Option<Method>,
+    /// The client address (behind trusted balancers: from X-Forwarded-For).
+    client: Option<std::net::IpAddr>,
+    /// The verified API key.
+    api_key: Option<Arc<KeyRt>>,
+    /// Rate-limit fields for the response.
+    limit_headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// What the policies decided for a routed request.
+enum Admit {
+    Proxy,
+    /// A CORS preflight to answer with 204 and these headers.
+    Preflight(Vec<(HeaderName, HeaderValue)>),
 }
 
 fn idempotent(m: &Method) -> bool {
@@ -91,6 +114,8 @@ const X_REQUEST_ID: &str = "x-request-id";
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 const X_FORWARDED_HOST: &str = "x-forwarded-host";
+/// Sent to the origin: the id of the API key that authenticated the request.
+const X_API_KEY_ID: &str = "x-api-key-id";
 
 fn valid_request_id(v: &[u8]) -> bool {
     !v.is_empty() && v.len() <= 128 && v.iter().all(|b| b.is_ascii_graphic())
@@ -181,6 +206,19 @@ impl Gateway {
         })?;
         ctx.tenant = Some(tenant.id.clone());
         let req = session.req_header();
+        // A CORS preflight is answered for the route the real request would take, when that
+        // route has a CORS policy; otherwise OPTIONS is routed like any method.
+        if let Some(method) = access::preflight_method(&req.method, &req.headers) {
+            if let Some(route) = tenant
+                .router
+                .find(req.uri.path(), &method, &req.headers)
+                .filter(|r| r.access.cors.is_some())
+            {
+                ctx.preflight = Some(method);
+                ctx.route = Some(route.clone());
+                return Ok(());
+            }
+        }
         let route = tenant
             .router
             .find(req.uri.path(), &req.method, &req.headers)
@@ -194,6 +232,126 @@ impl Gateway {
         ctx.retries_left = route.pool.spec.retries;
         ctx.route = Some(route.clone());
         Ok(())
+    }
+
+    /// Access policy, authentication and rate limits of the matched route.
+    fn admit(&self, session: &Session, ctx: &mut Ctx) -> Result<Admit, Reply> {
+        let Some(route) = ctx.route.clone() else {
+            return Ok(Admit::Proxy);
+        };
+        let req = session.req_header();
+        if !ctx.snapshot.trusted_proxies.is_empty() || route.access.ip_rules.is_some() {
+            ctx.client = access::client_address(
+                client_ip(session),
+                &req.headers,
+                &ctx.snapshot.trusted_proxies,
+            );
+        }
+        if let Some(rules) = &route.access.ip_rules {
+            rules.check(ctx.client)?;
+        }
+        if let (Some(method), Some(cors)) = (&ctx.preflight, &route.access.cors) {
+            return cors.preflight(&req.headers, method).map(Admit::Preflight);
+        }
+        let tenant = ctx.tenant.clone().unwrap_or_else(|| "".into());
+        ctx.api_key = auth::authenticate(
+            &route.auth,
+            &tenant,
+            &req.headers,
+            &ctx.snapshot.keys,
+            SystemTime::now(),
+        )
+        .inspect_err(|r| {
+            METRICS
+                .auth_failures
+                .with_label_values(&[&tenant, r.code])
+                .inc();
+        })?;
+        if !route.limits.is_empty() {
+            self.rate_limit(session, ctx, &route, &tenant)?;
+        }
+        Ok(Admit::Proxy)
+    }
+
+    /// Every policy of the route and tenant counts the request; the strictest decides.
+    fn rate_limit(
+        &self,
+        session: &Session,
+        ctx: &mut Ctx,
+        route: &RouteRt,
+        tenant: &str,
+    ) -> Result<(), Reply> {
+        let now = self.limiter.now();
+        let client = ctx.client.or_else(|| client_ip(session));
+        let mut tightest: Option<(&str, limits::Decision)> = None;
+        let mut key = String::with_capacity(96);
+        for policy in &route.limits {
+            key.clear();
+            key.push_str(&policy.key_prefix);
+            let by_ip = |key: &mut String| {
+                key.push_str("ip:");
+                if let Some(ip) = client {
+                    push_ip(key, ip);
+                }
+            };
+            match &policy.subject {
+                LimitSubject::Tenant => {}
+                LimitSubject::Route => key.push_str(&route.id),
+                LimitSubject::ClientIp => by_ip(&mut key),
+                LimitSubject::ApiKey => match &ctx.api_key {
+                    Some(k) => {
+                        key.push_str("key:");
+                        key.push_str(&k.id);
+                    }
+                    None => by_ip(&mut key),
+                },
+                LimitSubject::Header { name } => {
+                    match session.req_header().headers.get(name.as_str()) {
+                        Some(v) => {
+                            key.push_str("h:");
+                            key.push_str(&String::from_utf8_lossy(v.as_bytes()));
+                        }
+                        None => by_ip(&mut key),
+                    }
+                }
+            }
+            let d = self.limiter.check(&key, &policy.algorithm, now);
+            let tighter = match &tightest {
+                None => true,
+                Some((_, t)) => match (d.allowed, t.allowed) {
+                    (false, true) => true,
+                    (false, false) => d.retry_after_s > t.retry_after_s,
+                    (true, true) => d.remaining < t.remaining,
+                    (true, false) => false,
+                },
+            };
+            if tighter {
+                tightest = Some((&policy.name, d));
+            }
+        }
+        let Some((name, d)) = tightest else {
+            return Ok(());
+        };
+        let result = if d.allowed { "allowed" } else { "limited" };
+        METRICS
+            .ratelimit
+            .with_label_values(&[tenant, &route.id, result])
+            .inc();
+        let headers = limits::headers(name, &d);
+        if d.allowed {
+            ctx.limit_headers = headers;
+            return Ok(());
+        }
+        let mut reply = Reply::new(
+            429,
+            "rate_limited",
+            format!(
+                "rate limit '{name}' exceeded; retry in {} s",
+                d.retry_after_s
+            ),
+        );
+        reply.headers = headers;
+        Err(reply)
     }
 
     fn enable_compression(session: &mut Session, level: u32) {
@@ -278,6 +436,10 @@ impl ProxyHttp for Gateway {
             upstream_started: None,
             upstream_status: None,
             reply: None,
+            preflight: None,
+            client: None,
+            api_key: None,
+            limit_headers: Vec::new(),
         }
     }
 
@@ -295,10 +457,30 @@ impl ProxyHttp for Gateway {
             .inspect_err(|r| {
                 METRICS.refused.with_label_values(&[r.code]).inc();
             })
-            .and_then(|()| self.route(session, ctx));
-        if let Err(reply) = decision {
-            errors::respond(session, &reply, ctx.request_id()).await?;
-            return Ok(true);
+            .and_then(|()| self.route(session, ctx))
+            .and_then(|()| self.admit(session, ctx));
+        match decision {
+            Ok(Admit::Proxy) => {}
+            Ok(Admit::Preflight(headers)) => {
+                let mut resp = ResponseHeader::build(204, Some(headers.len() + 2))?;
+                for (n, v) in headers {
+                    resp.append_header(n, v)?;
+                }
+                resp.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
+                resp.insert_header(http::header::CONTENT_LENGTH, "0")?;
+                session.write_response_header(Box::new(resp), true).await?;
+                return Ok(true);
+            }
+            Err(mut reply) => {
+                // Let browsers read the gateway's errors on CORS-enabled routes.
+                if let Some(cors) = ctx.route.as_ref().and_then(|r| r.access.cors.as_ref()) {
+                    reply
+                        .headers
+                        .extend(cors.response_headers(&session.req_header().headers));
+                }
+                errors::respond(session, &reply, ctx.request_id()).await?;
+                return Ok(true);
+            }
         }
         if let Some(level) = ctx.route.as_ref().and_then(|r| r.compression) {
             Self::enable_compression(session, level);
@@ -371,6 +553,20 @@ impl ProxyHttp for Gateway {
                 upstream.insert_header(http::header::HOST, t.host_header.clone())?;
             }
         }
+        if upstream.headers.contains_key(X_API_KEY_ID) {
+            // Only the gateway speaks for a key.
+            upstream.remove_header(X_API_KEY_ID);
+        }
+        if route.auth.strip_authorization {
+            upstream.remove_header(&http::header::AUTHORIZATION);
+            upstream.remove_header("x-api-key");
+        }
+        if let Some(key) = &ctx.api_key {
+            upstream.insert_header(
+                X_API_KEY_ID,
+                HeaderValue::from_str(&key.id).unwrap_or(HeaderValue::from_static("-")),
+            )?;
+        }
         route.request_headers.apply_request(upstream);
         Ok(())
     }
@@ -378,13 +574,29 @@ impl ProxyHttp for Gateway {
     /// Response header transforms and the request id.
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
         ctx.upstream_status = Some(resp.status.as_u16());
         if let Some(route) = &ctx.route {
             route.response_headers.apply_response(resp);
+            if !route.access.is_empty() {
+                if let Some(cors) = &route.access.cors {
+                    for (n, v) in cors.response_headers(&session.req_header().headers) {
+                        resp.insert_header(n, v)?;
+                    }
+                }
+                if let Some(sec) = &route.access.security {
+                    let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+                    for (n, v) in sec.headers(tls) {
+                        resp.insert_header(n, v)?;
+                    }
+                }
+            }
+        }
+        for (n, v) in ctx.limit_headers.drain(..) {
+            resp.insert_header(n, v)?;
         }
         resp.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
         Ok(())

@@ -1,13 +1,17 @@
 //! VantageEdge proxy: a multi-tenant API gateway on Pingora.
 //!
 //! Module map (the request path in order): [`safety`] → tenant and [`router`] lookup in a
-//! [`snapshot`] → [`upstream`] selection → [`transform`] → [`metrics`] and access log; all
+//! [`snapshot`] → [`access`] (IP rules, CORS) → [`auth`] → [`limits`] → [`upstream`]
+//! selection → [`transform`] → [`metrics`] and access log; all
 //! joined by the phase methods of [`gateway::Gateway`]. [`reload`] swaps snapshots, [`ops`]
 //! serves `/metrics` and health, [`server`] wires Pingora services together.
 
+pub mod access;
+pub mod auth;
 pub mod demo_origin;
 pub mod errors;
 pub mod gateway;
+pub mod limits;
 pub mod metrics;
 pub mod ops;
 pub mod reload;

@@ -32,6 +32,10 @@ pub struct Metrics {
     pub reloads: IntCounterVec,
     /// `vantage_refused_requests_total{reason}`: refused before routing (smuggling, limits).
     pub refused: IntCounterVec,
+    /// `vantage_ratelimit_decisions_total{tenant,route,result}`: `allowed` or `limited`.
+    pub ratelimit: IntCounterVec,
+    /// `vantage_auth_failures_total{tenant,code}`: 401/403 answers by error code.
+    pub auth_failures: IntCounterVec,
 }
 
 /// The process-wide metrics.
@@ -93,6 +97,18 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         &["reason"]
     )
     .expect("register vantage_refused_requests_total"),
+    ratelimit: register_int_counter_vec!(
+        "vantage_ratelimit_decisions_total",
+        "Rate-limit decisions by tenant, route and result",
+        &["tenant", "route", "result"]
+    )
+    .expect("register vantage_ratelimit_decisions_total"),
+    auth_failures: register_int_counter_vec!(
+        "vantage_auth_failures_total",
+        "Requests refused by authentication, by tenant and error code",
+        &["tenant", "code"]
+    )
+    .expect("register vantage_auth_failures_total"),
 });
 
 /// Text exposition of every registered metric.

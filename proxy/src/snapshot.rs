@@ -3,13 +3,37 @@
 //! A [`Snapshot`] is built off the request path from a validated [`Config`] and swapped in
 //! whole. Each request holds an `Arc` of the snapshot it started with.
 
+use crate::access::AccessRt;
+use crate::auth::KeyIndex;
 use crate::router::{Conditions, Router};
 use crate::transform::{HeaderOps, PathOps};
 use crate::upstream::{Pool, PoolError};
 use http::{HeaderName, HeaderValue, Method};
 use std::collections::HashMap;
 use std::sync::Arc;
-use vantage_model::{Config, PathPattern};
+use vantage_model::{
+    parse_cidr, Config, LimitAlgorithm, LimitSubject, PathPattern, RateLimitPolicy, RouteAuth,
+};
+
+/// A compiled rate-limit policy.
+pub struct PolicyRt {
+    pub name: String,
+    /// `tenant \x1f scope \x1f name \x1f`: the subject is appended.
+    pub key_prefix: String,
+    pub algorithm: LimitAlgorithm,
+    pub subject: LimitSubject,
+}
+
+impl PolicyRt {
+    fn compile(tenant: &str, scope: &str, p: &RateLimitPolicy) -> PolicyRt {
+        PolicyRt {
+            name: p.name.clone(),
+            key_prefix: format!("{tenant}\x1f{scope}\x1f{}\x1f", p.name),
+            algorithm: p.algorithm.clone(),
+            subject: p.subject.clone(),
+        }
+    }
+}
 
 /// A compiled route.
 pub struct RouteRt {
@@ -20,6 +44,10 @@ pub struct RouteRt {
     pub response_headers: HeaderOps,
     /// Compression level when enabled.
     pub compression: Option<u32>,
+    pub auth: RouteAuth,
+    /// The route's policies, then the tenant's ceilings.
+    pub limits: Vec<PolicyRt>,
+    pub access: AccessRt,
 }
 
 /// A compiled tenant.
@@ -35,6 +63,8 @@ pub enum BuildError {
     Pool(#[from] PoolError),
     #[error("route {route}: {reason}")]
     Route { route: String, reason: String },
+    #[error("{0}")]
+    Keys(String),
 }
 
 /// Everything a request needs to know, immutable.
@@ -48,6 +78,10 @@ pub struct Snapshot {
     by_subdomain: HashMap<String, usize>,
     base_domains: Vec<String>,
     pools: HashMap<String, Arc<Pool>>,
+    /// API keys by hash.
+    pub keys: KeyIndex,
+    /// Balancers whose X-Forwarded-For is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Snapshot {
@@ -122,6 +156,18 @@ impl Snapshot {
                     })
                     .collect::<Result<_, BuildError>>()?,
             };
+            let tenant = &config.tenants[ti];
+            let limits = r
+                .rate_limits
+                .iter()
+                .map(|p| PolicyRt::compile(&tenant.id, &r.id, p))
+                .chain(
+                    tenant
+                        .rate_limits
+                        .iter()
+                        .map(|p| PolicyRt::compile(&tenant.id, "", p)),
+                )
+                .collect();
             let rt = RouteRt {
                 id: r.id.as_str().into(),
                 pool: pool.clone(),
@@ -135,13 +181,25 @@ impl Snapshot {
                     .compression
                     .enabled
                     .then(|| r.compression.level.unwrap_or(6)),
+                auth: r.auth.clone(),
+                limits,
+                access: AccessRt::compile(&tenant.access, &r.access),
             };
             tenants[ti]
                 .router
                 .insert(&pattern, r.priority, conditions, Arc::new(rt));
         }
 
+        let keys = KeyIndex::build(&config.api_keys).map_err(BuildError::Keys)?;
+        let trusted_proxies = config
+            .server
+            .trusted_proxies
+            .iter()
+            .filter_map(|s| parse_cidr(s))
+            .collect();
         Ok(Snapshot {
+            keys,
+            trusted_proxies,
             version,
             base_domains: config.server.base_domains.clone(),
             config,

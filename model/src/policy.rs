@@ -1,0 +1,213 @@
+//! Request-phase policies: authentication, API keys, rate limits, CORS, security headers and
+//! IP rules.
+
+use serde::{Deserialize, Serialize};
+
+/// How a route authenticates requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// No credentials needed.
+    #[default]
+    Public,
+    /// A valid API key of the route's tenant, sent as `X-API-Key` or `Authorization: Bearer`.
+    ApikeyRequired,
+}
+
+/// Authentication of a route.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteAuth {
+    /// Example: `apikey_required`.
+    pub mode: AuthMode,
+    /// Every one of these scopes must be granted to the credential. Example: `[orders:read]`.
+    pub scopes: Vec<String>,
+    /// Remove the incoming `Authorization` header before forwarding. Example: `true`.
+    pub strip_authorization: bool,
+}
+
+/// State of an API key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyStatus {
+    #[default]
+    Active,
+    Revoked,
+}
+
+/// An API key. Only the SHA-256 of the key is stored (`vantage-proxy hash-key KEY`, or
+/// `printf %s KEY | sha256sum`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKey {
+    /// Example: `acme-ci`.
+    pub id: String,
+    /// Example: `acme`.
+    pub tenant_id: String,
+    /// Example: `CI pipeline`.
+    pub name: String,
+    /// Lower-case hex SHA-256 of the whole key (64 characters).
+    pub key_hash: String,
+    /// The key's visible start, for people to recognise it. Example: `vk_live_3fA9`.
+    #[serde(default)]
+    pub prefix: String,
+    /// Example: `[orders:read, orders:write]`.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// RFC 3339 time after which the key is refused. Example: `2027-01-01T00:00:00Z`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// Example: `revoked`.
+    #[serde(default)]
+    pub status: KeyStatus,
+}
+
+/// Rate-limit algorithm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LimitAlgorithm {
+    /// GCRA: a sustained `rate` per second with bursts of up to `burst` requests.
+    /// Example: `{type: token_bucket, rate: 100, burst: 20}`.
+    TokenBucket { rate: f64, burst: u32 },
+    /// At most `limit` requests in any `period_s` window (two-window estimate).
+    /// Example: `{type: sliding_window, limit: 1000, period_s: 60}`.
+    SlidingWindow { limit: u32, period_s: u32 },
+}
+
+/// Whose requests a policy counts together.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LimitSubject {
+    /// The whole tenant.
+    Tenant,
+    /// The route, across all clients.
+    Route,
+    /// Each API key (requests without one are counted by client IP).
+    ApiKey,
+    /// Each client address.
+    ClientIp,
+    /// Each value of a request header (requests without it are counted by client IP).
+    /// Example: `{by: header, name: X-Customer}`.
+    Header { name: String },
+}
+
+/// Where counters live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitBackend {
+    /// In this proxy process.
+    #[default]
+    Local,
+}
+
+/// One rate-limit policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitPolicy {
+    /// Name shown in `RateLimit-Policy`. Example: `per-key`.
+    pub name: String,
+    /// Example: `{type: token_bucket, rate: 100, burst: 20}`.
+    pub algorithm: LimitAlgorithm,
+    /// Example: `{by: api_key}`.
+    pub subject: LimitSubject,
+    /// Example: `local`.
+    #[serde(default)]
+    pub backend: LimitBackend,
+}
+
+/// CORS policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cors {
+    /// Exact origins, or `*`. Example: `[https://app.acme.test]`.
+    pub allowed_origins: Vec<String>,
+    /// Example: `[GET, POST, DELETE]`.
+    pub allowed_methods: Vec<String>,
+    /// Example: `[Authorization, Content-Type, X-API-Key]`.
+    pub allowed_headers: Vec<String>,
+    /// Response headers a browser may read. Example: `[X-Request-Id]`.
+    pub exposed_headers: Vec<String>,
+    /// `Access-Control-Allow-Credentials: true` (never with `*`). Example: `true`.
+    pub allow_credentials: bool,
+    /// Preflight cache time. Example: `600`.
+    pub max_age_s: u32,
+}
+
+impl Default for Cors {
+    fn default() -> Self {
+        Cors {
+            allowed_origins: Vec::new(),
+            allowed_methods: ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+                .map(String::from)
+                .to_vec(),
+            allowed_headers: ["Authorization", "Content-Type", "X-API-Key", "X-Request-Id"]
+                .map(String::from)
+                .to_vec(),
+            exposed_headers: Vec::new(),
+            allow_credentials: false,
+            max_age_s: 600,
+        }
+    }
+}
+
+/// Security response headers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityHeaders {
+    /// Add the headers below to proxied responses (gateway errors always carry them).
+    pub enabled: bool,
+    /// `Strict-Transport-Security: max-age=...` on HTTPS responses; 0 leaves it out.
+    /// Example: `31536000`.
+    pub hsts_max_age_s: u32,
+    /// `X-Frame-Options`. Example: `DENY`.
+    pub frame_options: String,
+    /// `Referrer-Policy`. Example: `no-referrer`.
+    pub referrer_policy: String,
+}
+
+impl Default for SecurityHeaders {
+    fn default() -> Self {
+        SecurityHeaders {
+            enabled: false,
+            hsts_max_age_s: 31_536_000,
+            frame_options: "DENY".into(),
+            referrer_policy: "strict-origin-when-cross-origin".into(),
+        }
+    }
+}
+
+/// IP allow and deny lists (CIDR). Deny wins; a non-empty allow list admits only its ranges.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IpRules {
+    /// Example: `[10.0.0.0/8, 2001:db8::/32]`.
+    pub allow: Vec<String>,
+    /// Example: `[203.0.113.7/32]`.
+    pub deny: Vec<String>,
+}
+
+/// Access policy of a tenant; a route's `access` replaces each part it sets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Access {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cors: Option<Cors>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub security_headers: Option<SecurityHeaders>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_rules: Option<IpRules>,
+}
+
+impl Access {
+    /// This policy with `over`'s parts replacing ours where `over` sets them.
+    pub fn overlay(&self, over: &Access) -> Access {
+        Access {
+            cors: over.cors.clone().or_else(|| self.cors.clone()),
+            security_headers: over
+                .security_headers
+                .clone()
+                .or_else(|| self.security_headers.clone()),
+            ip_rules: over.ip_rules.clone().or_else(|| self.ip_rules.clone()),
+        }
+    }
+}

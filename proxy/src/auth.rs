@@ -1,0 +1,282 @@
+//! Authentication of a route: API keys (SHA-256 hashes only).
+//!
+//! A key is sent as `X-API-Key: <key>` or `Authorization: Bearer <key>`. It is hashed and
+//! looked up; a key of another tenant, an unknown, revoked or expired key → 401; a key
+//! without a required scope → 403. The reason is logged; the key never is.
+
+use crate::errors::Reply;
+use http::HeaderMap;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+use vantage_model::{ApiKey, AuthMode, KeyStatus, RouteAuth};
+
+/// A compiled API key.
+#[derive(Debug)]
+pub struct KeyRt {
+    pub id: Arc<str>,
+    pub tenant_id: Arc<str>,
+    pub scopes: Vec<String>,
+    pub expires_at: Option<SystemTime>,
+    pub revoked: bool,
+}
+
+/// Keys by the SHA-256 of the key.
+#[derive(Debug, Default)]
+pub struct KeyIndex(HashMap<[u8; 32], Arc<KeyRt>>);
+
+impl KeyIndex {
+    /// Compile the configured keys (validated: 64 hex characters, RFC 3339 expiry).
+    pub fn build(keys: &[ApiKey]) -> Result<KeyIndex, String> {
+        let mut map = HashMap::with_capacity(keys.len());
+        for k in keys {
+            let mut hash = [0u8; 32];
+            hex::decode_to_slice(&k.key_hash, &mut hash)
+                .map_err(|e| format!("api key {}: key_hash: {e}", k.id))?;
+            let expires_at = match &k.expires_at {
+                Some(t) => Some(
+                    humantime::parse_rfc3339_weak(t)
+                        .map_err(|e| format!("api key {}: expires_at: {e}", k.id))?,
+                ),
+                None => None,
+            };
+            map.insert(
+                hash,
+                Arc::new(KeyRt {
+                    id: k.id.as_str().into(),
+                    tenant_id: k.tenant_id.as_str().into(),
+                    scopes: k.scopes.clone(),
+                    expires_at,
+                    revoked: k.status == KeyStatus::Revoked,
+                }),
+            );
+        }
+        Ok(KeyIndex(map))
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&Arc<KeyRt>> {
+        let hash: [u8; 32] = Sha256::digest(key).into();
+        self.0.get(&hash)
+    }
+}
+
+/// Lower-case hex SHA-256 of a key, as stored in `api_keys[].key_hash`.
+pub fn hash_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// A new random key with the visible prefix `vk_live_`.
+pub fn generate_key() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut random = [0u8; 32];
+    random[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    random[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+    let body: String = random
+        .iter()
+        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
+        .collect();
+    format!("vk_live_{body}")
+}
+
+/// The credential a request carries, if any.
+fn presented_key(headers: &HeaderMap) -> Option<&[u8]> {
+    if let Some(v) = headers.get("x-api-key") {
+        return Some(v.as_bytes()).filter(|k| !k.is_empty());
+    }
+    let auth = headers.get(http::header::AUTHORIZATION)?.as_bytes();
+    let (scheme, token) = auth.split_at(auth.iter().position(|b| *b == b' ')?);
+    scheme
+        .eq_ignore_ascii_case(b"bearer")
+        .then(|| token.trim_ascii())
+        .filter(|t| !t.is_empty())
+}
+
+fn unauthorized(message: &'static str) -> Reply {
+    Reply::new(401, "unauthorized", message)
+        .with_header("www-authenticate", "Bearer realm=\"vantage\"")
+}
+
+/// Check a request against a route's auth settings. `Ok(Some(key))` when a key was
+/// verified, `Ok(None)` on public routes.
+pub fn authenticate(
+    auth: &RouteAuth,
+    tenant_id: &str,
+    headers: &HeaderMap,
+    keys: &KeyIndex,
+    now: SystemTime,
+) -> Result<Option<Arc<KeyRt>>, Reply> {
+    match auth.mode {
+        AuthMode::Public => Ok(None),
+        AuthMode::ApikeyRequired => {
+            let Some(presented) = presented_key(headers) else {
+                return Err(unauthorized(
+                    "an API key is required (X-API-Key or Authorization: Bearer)",
+                ));
+            };
+            let key = match keys.get(presented) {
+                None => {
+                    tracing::info!(
+                        tenant = tenant_id,
+                        reason = "unknown key",
+                        "API key refused"
+                    );
+                    return Err(unauthorized("invalid API key"));
+                }
+                Some(k) if &*k.tenant_id != tenant_id => {
+                    tracing::info!(tenant = tenant_id, key_id = %k.id, reason = "key of another tenant", "API key refused");
+                    return Err(unauthorized("invalid API key"));
+                }
+                Some(k) if k.revoked => {
+                    tracing::info!(tenant = tenant_id, key_id = %k.id, reason = "revoked", "API key refused");
+                    return Err(unauthorized("invalid API key"));
+                }
+                Some(k) if k.expires_at.is_some_and(|t| t <= now) => {
+                    tracing::info!(tenant = tenant_id, key_id = %k.id, reason = "expired", "API key refused");
+                    return Err(unauthorized("the API key has expired"));
+                }
+                Some(k) => k,
+            };
+            if let Some(missing) = auth.scopes.iter().find(|s| !key.scopes.contains(s)) {
+                tracing::info!(tenant = tenant_id, key_id = %key.id, scope = %missing, "API key lacks a scope");
+                return Err(Reply::new(
+                    403,
+                    "insufficient_scope",
+                    format!("the API key lacks the scope '{missing}'"),
+                )
+                .with_header(
+                    "www-authenticate",
+                    format!(
+                        "Bearer realm=\"vantage\", error=\"insufficient_scope\", scope=\"{}\"",
+                        auth.scopes.join(" ")
+                    ),
+                ));
+            }
+            Ok(Some(key.clone()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn index(now: SystemTime) -> KeyIndex {
+        let key =
+            |id: &str, tenant: &str, secret: &str, status: KeyStatus, expires: Option<&str>| {
+                ApiKey {
+                    id: id.into(),
+                    tenant_id: tenant.into(),
+                    name: id.into(),
+                    key_hash: hash_key(secret),
+                    prefix: String::new(),
+                    scopes: vec!["orders:read".into()],
+                    expires_at: expires.map(String::from),
+                    status,
+                }
+            };
+        let _ = now;
+        KeyIndex::build(&[
+            key(
+                "good",
+                "acme",
+                "vk_live_good",
+                KeyStatus::Active,
+                Some("2999-01-01T00:00:00Z"),
+            ),
+            key(
+                "old",
+                "acme",
+                "vk_live_old",
+                KeyStatus::Active,
+                Some("2001-01-01T00:00:00Z"),
+            ),
+            key("gone", "acme", "vk_live_gone", KeyStatus::Revoked, None),
+            key("other", "globex", "vk_live_other", KeyStatus::Active, None),
+        ])
+        .unwrap()
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.insert(
+                http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn api_key_outcomes() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let keys = index(now);
+        let auth = RouteAuth {
+            mode: AuthMode::ApikeyRequired,
+            scopes: vec!["orders:read".into()],
+            strip_authorization: false,
+        };
+        let check = |h: &[(&str, &str)]| {
+            authenticate(&auth, "acme", &headers(h), &keys, now)
+                .map(|k| k.map(|k| k.id.to_string()))
+        };
+        assert_eq!(
+            check(&[("x-api-key", "vk_live_good")]).unwrap().as_deref(),
+            Some("good")
+        );
+        assert_eq!(
+            check(&[("authorization", "Bearer vk_live_good")])
+                .unwrap()
+                .as_deref(),
+            Some("good")
+        );
+        assert_eq!(
+            check(&[("authorization", "bearer  vk_live_good ")])
+                .unwrap()
+                .as_deref(),
+            Some("good")
+        );
+        for h in [
+            vec![],
+            vec![("x-api-key", "vk_live_nope")],
+            vec![("x-api-key", "vk_live_old")],
+            vec![("x-api-key", "vk_live_gone")],
+            vec![("x-api-key", "vk_live_other")],
+            vec![("authorization", "Basic dXNlcjpwYXNz")],
+        ] {
+            let e = check(&h).unwrap_err();
+            assert_eq!(e.status, 401, "{h:?}");
+            assert!(e.headers.iter().any(|(n, _)| n == "www-authenticate"));
+        }
+        let admin = RouteAuth {
+            scopes: vec!["orders:write".into()],
+            ..auth.clone()
+        };
+        let e = authenticate(
+            &admin,
+            "acme",
+            &headers(&[("x-api-key", "vk_live_good")]),
+            &keys,
+            now,
+        )
+        .unwrap_err();
+        assert_eq!((e.status, e.code), (403, "insufficient_scope"));
+        let public = RouteAuth::default();
+        assert!(authenticate(&public, "acme", &headers(&[]), &keys, now)
+            .unwrap()
+            .is_none());
+    }
+
+    #[test]
+    fn generated_keys_look_right() {
+        let k = generate_key();
+        assert!(k.starts_with("vk_live_") && k.len() == 40, "{k}");
+        assert_ne!(k, generate_key());
+        assert_eq!(
+            hash_key("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,376 @@
+//! Local rate limiting: GCRA token buckets and two-window sliding windows, per
+//! (tenant, policy, subject), in a sharded in-process store that outlives reloads.
+//!
+//! Memory is bounded: when a shard grows past its soft cap, entries that are idle (a full
+//! bucket, or a window with nothing left to count) are dropped.
+
+use http::{HeaderName, HeaderValue};
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::Mutex;
+use std::time::Duration;
+use vantage_model::LimitAlgorithm;
+
+const SHARDS: usize = 32;
+/// A shard is swept for idle subjects when it reaches this size (then twice what is left).
+const SHARD_SOFT_CAP: usize = 16_384;
+/// Past this size a shard forgets half of its subjects, idle or not (memory bound).
+const SHARD_HARD_CAP: usize = 8 * SHARD_SOFT_CAP;
+
+/// The outcome of one policy for one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// Burst (token bucket) or requests per window.
+    pub limit: u32,
+    /// Requests still admitted right now.
+    pub remaining: u32,
+    /// Seconds until the bucket is full again / the window ends.
+    pub reset_s: u64,
+    /// When refused: seconds until a request would be admitted (at least 1).
+    pub retry_after_s: u64,
+    /// Window of the policy in seconds (`RateLimit-Policy: w=`).
+    pub window_s: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum State {
+    /// Theoretical arrival time, ns on the store's clock.
+    Gcra {
+        tat: u64,
+    },
+    Window {
+        index: u64,
+        prev: u32,
+        curr: u32,
+    },
+}
+
+struct Shard {
+    map: HashMap<String, State>,
+    sweep_at: usize,
+}
+
+impl Shard {
+    fn make_room(&mut self, algorithm: &LimitAlgorithm, now: u64) {
+        self.map.retain(|_, state| !idle(state, algorithm, now));
+        if self.map.len() >= SHARD_HARD_CAP {
+            let mut n = 0usize;
+            self.map.retain(|_, _| {
+                n += 1;
+                n.is_multiple_of(2)
+            });
+        }
+        self.sweep_at = SHARD_SOFT_CAP.max(self.map.len() * 2);
+    }
+}
+
+/// The process-wide counter store.
+pub struct Store {
+    shards: Vec<Mutex<Shard>>,
+    hasher: std::collections::hash_map::RandomState,
+    start: std::time::Instant,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store {
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        map: HashMap::new(),
+                        sweep_at: SHARD_SOFT_CAP,
+                    })
+                })
+                .collect(),
+            hasher: Default::default(),
+            start: std::time::Instant::now(),
+        }
+    }
+}
+
+fn ceil_s(ns: u64) -> u64 {
+    ns.div_ceil(1_000_000_000)
+}
+
+impl Store {
+    /// Nanoseconds on the store's monotonic clock.
+    pub fn now(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64 + 1
+    }
+
+    /// Count one request of `key` under `algorithm` at `now` (ns, from [`Store::now`]).
+    pub fn check(&self, key: &str, algorithm: &LimitAlgorithm, now: u64) -> Decision {
+        let shard = &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS];
+        let mut shard = match shard.lock() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let state = shard.map.get(key).copied();
+        let (decision, next) = decide(state, algorithm, now);
+        if let Some(next) = next {
+            match shard.map.get_mut(key) {
+                Some(s) => *s = next,
+                None => {
+                    if shard.map.len() >= shard.sweep_at {
+                        shard.make_room(algorithm, now);
+                    }
+                    shard.map.insert(key.to_string(), next);
+                }
+            }
+        }
+        decision
+    }
+
+    /// Number of tracked subjects (tests and metrics).
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().map_or(0, |m| m.map.len()))
+            .sum()
+    }
+
+    /// True when nothing is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn idle(state: &State, algorithm: &LimitAlgorithm, now: u64) -> bool {
+    match (state, algorithm) {
+        (State::Gcra { tat }, _) => *tat <= now,
+        (State::Window { index, .. }, LimitAlgorithm::SlidingWindow { period_s, .. }) => {
+            now / (u64::from(*period_s) * 1_000_000_000) > index + 1
+        }
+        _ => true,
+    }
+}
+
+/// The pure decision function: the new state is None when the request was refused.
+fn decide(state: Option<State>, algorithm: &LimitAlgorithm, now: u64) -> (Decision, Option<State>) {
+    match *algorithm {
+        LimitAlgorithm::TokenBucket { rate, burst } => {
+            let interval = (1e9 / rate).max(1.0) as u64;
+            let capacity = interval * u64::from(burst);
+            let tat = match state {
+                Some(State::Gcra { tat }) => tat.max(now),
+                _ => now,
+            };
+            let new_tat = tat + interval;
+            let window_s = ceil_s(capacity).max(1);
+            if new_tat - now <= capacity {
+                let remaining = ((capacity - (new_tat - now)) / interval) as u32;
+                (
+                    Decision {
+                        allowed: true,
+                        limit: burst,
+                        remaining,
+                        reset_s: ceil_s(new_tat - now),
+                        retry_after_s: 0,
+                        window_s,
+                    },
+                    Some(State::Gcra { tat: new_tat }),
+                )
+            } else {
+                (
+                    Decision {
+                        allowed: false,
+                        limit: burst,
+                        remaining: 0,
+                        reset_s: ceil_s(tat - now),
+                        retry_after_s: ceil_s(new_tat - now - capacity).max(1),
+                        window_s,
+                    },
+                    None,
+                )
+            }
+        }
+        LimitAlgorithm::SlidingWindow { limit, period_s } => {
+            let period = u64::from(period_s) * 1_000_000_000;
+            let index = now / period;
+            let (prev, curr) = match state {
+                Some(State::Window {
+                    index: i,
+                    prev,
+                    curr,
+                }) if i == index => (prev, curr),
+                Some(State::Window { index: i, curr, .. }) if i + 1 == index => (curr, 0),
+                _ => (0, 0),
+            };
+            let elapsed = now % period;
+            let weight = 1.0 - elapsed as f64 / period as f64;
+            let estimate = f64::from(prev) * weight + f64::from(curr);
+            let reset_s = ceil_s(period - elapsed).max(1);
+            if estimate + 1.0 <= f64::from(limit) {
+                let remaining = (f64::from(limit) - estimate - 1.0).floor().max(0.0) as u32;
+                (
+                    Decision {
+                        allowed: true,
+                        limit,
+                        remaining,
+                        reset_s,
+                        retry_after_s: 0,
+                        window_s: u64::from(period_s),
+                    },
+                    Some(State::Window {
+                        index,
+                        prev,
+                        curr: curr + 1,
+                    }),
+                )
+            } else {
+                // The previous window's weight decays linearly; find when one more fits.
+                let retry_ns = if prev > 0 {
+                    let excess = estimate + 1.0 - f64::from(limit);
+                    ((excess / f64::from(prev)) * period as f64) as u64
+                } else {
+                    period - elapsed
+                };
+                (
+                    Decision {
+                        allowed: false,
+                        limit,
+                        remaining: 0,
+                        reset_s,
+                        retry_after_s: ceil_s(retry_ns.min(period - elapsed)).max(1),
+                        window_s: u64::from(period_s),
+                    },
+                    None,
+                )
+            }
+        }
+    }
+}
+
+/// `RateLimit-Policy` and `RateLimit` (IETF draft) plus the `X-RateLimit-*` fields for the
+/// decision that is closest to refusing.
+pub fn headers(name: &str, d: &Decision) -> Vec<(HeaderName, HeaderValue)> {
+    let mut h = vec![
+        (
+            HeaderName::from_static("x-ratelimit-limit"),
+            HeaderValue::from(d.limit),
+        ),
+        (
+            HeaderName::from_static("x-ratelimit-remaining"),
+            HeaderValue::from(d.remaining),
+        ),
+        (
+            HeaderName::from_static("x-ratelimit-reset"),
+            HeaderValue::from(d.reset_s),
+        ),
+    ];
+    // Policy names are validated ids, so these are valid header values.
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{name}\";q={};w={}", d.limit, d.window_s)) {
+        h.push((HeaderName::from_static("ratelimit-policy"), v));
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{name}\";r={};t={}", d.remaining, d.reset_s)) {
+        h.push((HeaderName::from_static("ratelimit"), v));
+    }
+    if !d.allowed {
+        h.push((
+            http::header::RETRY_AFTER,
+            HeaderValue::from(d.retry_after_s),
+        ));
+    }
+    h
+}
+
+/// Duration helper for tests and callers.
+pub fn secs(s: f64) -> u64 {
+    Duration::from_secs_f64(s).as_nanos() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BUCKET: LimitAlgorithm = LimitAlgorithm::TokenBucket {
+        rate: 100.0,
+        burst: 20,
+    };
+
+    #[test]
+    fn token_bucket_admits_the_burst_then_the_rate() {
+        let s = Store::default();
+        let t0 = secs(10.0);
+        let admitted = (0..100)
+            .filter(|_| s.check("k", &BUCKET, t0).allowed)
+            .count();
+        assert_eq!(admitted, 20, "an instant burst admits exactly `burst`");
+        let d = s.check("k", &BUCKET, t0);
+        assert!(!d.allowed);
+        assert_eq!((d.remaining, d.retry_after_s), (0, 1));
+        // 100 ms later, 10 more tokens.
+        let later = t0 + secs(0.1);
+        let admitted = (0..100)
+            .filter(|_| s.check("k", &BUCKET, later).allowed)
+            .count();
+        assert_eq!(admitted, 10);
+        // Other subjects are independent.
+        assert!(s.check("other", &BUCKET, later).allowed);
+    }
+
+    #[test]
+    fn token_bucket_headers_count_down() {
+        let s = Store::default();
+        let d = s.check("k", &BUCKET, secs(1.0));
+        assert_eq!((d.limit, d.remaining, d.reset_s), (20, 19, 1));
+        let h = headers("per-key", &d);
+        let get = |n: &str| {
+            h.iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.to_str().unwrap().to_string())
+        };
+        assert_eq!(
+            get("ratelimit-policy").as_deref(),
+            Some("\"per-key\";q=20;w=1")
+        );
+        assert_eq!(get("ratelimit").as_deref(), Some("\"per-key\";r=19;t=1"));
+        assert_eq!(get("x-ratelimit-remaining").as_deref(), Some("19"));
+        assert!(get("retry-after").is_none());
+    }
+
+    #[test]
+    fn sliding_window_weighs_the_previous_window() {
+        let s = Store::default();
+        let w = LimitAlgorithm::SlidingWindow {
+            limit: 10,
+            period_s: 60,
+        };
+        let t0 = secs(600.0); // start of a window
+        assert_eq!((0..15).filter(|_| s.check("k", &w, t0).allowed).count(), 10);
+        let refused = s.check("k", &w, t0 + secs(1.0));
+        assert!(!refused.allowed);
+        assert_eq!(refused.reset_s, 59);
+        // Half-way through the next window, half of the previous one still counts: 5 more.
+        let mid = t0 + secs(90.0);
+        assert_eq!((0..15).filter(|_| s.check("k", &w, mid).allowed).count(), 5);
+        // Two windows later everything is forgotten.
+        let late = t0 + secs(200.0);
+        assert_eq!(
+            (0..15).filter(|_| s.check("k", &w, late).allowed).count(),
+            10
+        );
+    }
+
+    #[test]
+    fn idle_subjects_are_dropped_when_a_shard_fills() {
+        let s = Store::default();
+        let t0 = secs(1.0);
+        for i in 0..(SHARDS * SHARD_SOFT_CAP + 1000) {
+            s.check(&format!("k{i}"), &BUCKET, t0);
+        }
+        let before = s.len();
+        assert!(
+            before >= SHARDS * SHARD_SOFT_CAP,
+            "nothing was idle yet: {before}"
+        );
+        // Long after, every bucket is full again: new subjects sweep the idle ones.
+        let later = t0 + secs(60.0);
+        for i in 0..(SHARDS * SHARD_SOFT_CAP) {
+            s.check(&format!("new{i}"), &BUCKET, later);
+        }
+        // Without the sweep there would be about 2 × before.
+        assert!(s.len() < before * 3 / 2, "{before} → {}", s.len());
+    }
+}
