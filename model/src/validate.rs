@@ -887,6 +887,36 @@ routes:
     }
 
     #[test]
+    fn policies_are_validated() {
+        let bad = GOOD
+            .replace(
+                "  listen: [\"127.0.0.1:8080\"]",
+                "  listen: [\"127.0.0.1:8080\"]\n  trusted_proxies: [10.0.0.0/33]",
+            )
+            .replace(
+                "{id: globex, name: Globex, subdomain: globex}",
+                "{id: globex, name: Globex, subdomain: globex, access: {cors: {allowed_origins: ['*'], allow_credentials: true}, ip_rules: {deny: [nope]}}, rate_limits: [{name: a, algorithm: {type: token_bucket, rate: 0, burst: 0}, subject: {by: tenant}}]}",
+            )
+            + "api_keys:\n  - {id: k, tenant_id: acme, name: K, key_hash: vk_live_plaintext, expires_at: tomorrow}\n";
+        let errs = errors(&bad);
+        for e in [
+            "server.trusted_proxies[0]: '10.0.0.0/33' is not an IP address or CIDR range",
+            "tenants[1].access.cors.allow_credentials: cannot be combined with the '*' origin",
+            "tenants[1].access.ip_rules.deny[0]: 'nope' is not an IP address or CIDR range",
+            "tenants[1].rate_limits[0].algorithm.rate: must be a positive number",
+            "tenants[1].rate_limits[0].algorithm.burst: must be at least 1",
+            "api_keys[0].key_hash: must be the lower-case hex SHA-256 of the key",
+            "api_keys[0].expires_at: 'tomorrow' is not an RFC 3339 time",
+        ] {
+            assert!(
+                errs.iter().any(|x| x.starts_with(e)),
+                "missing {e:?} in {errs:#?}"
+            );
+        }
+        assert_eq!(errs.len(), 7, "{errs:#?}");
+    }
+
+    #[test]
     fn unknown_fields_are_refused_by_the_parser() {
         let err = Config::from_yaml(
             &GOOD

@@ -7,7 +7,7 @@ use crate::errors::{self, Reply};
 use crate::limits;
 use crate::metrics::METRICS;
 use crate::safety::{self, Limits};
-use crate::snapshot::{RouteRt, Snapshot};
+use crate::snapshot::{PolicyRt, RouteRt, Snapshot};
 use crate::upstream::{backend_id, InflightGuard, Pool, Selection, TargetState};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -273,7 +273,48 @@ impl Gateway {
         Ok(Admit::Proxy)
     }
 
-    /// Every policy of the route and tenant counts the request; the strictest decides.
+    /// The limiter key of `policy` for this request.
+    fn limit_key(
+        &self,
+        session: &Session,
+        ctx: &Ctx,
+        route: &RouteRt,
+        policy: &PolicyRt,
+    ) -> String {
+        let mut key = String::with_capacity(policy.key_prefix.len() + 48);
+        key.push_str(&policy.key_prefix);
+        let by_ip = |key: &mut String| {
+            key.push_str("ip:");
+            if let Some(ip) = ctx.client.or_else(|| client_ip(session)) {
+                push_ip(key, ip);
+            }
+        };
+        match &policy.subject {
+            LimitSubject::Tenant => {}
+            LimitSubject::Route => key.push_str(&route.id),
+            LimitSubject::ClientIp => by_ip(&mut key),
+            LimitSubject::ApiKey => match &ctx.api_key {
+                Some(k) => {
+                    key.push_str("key:");
+                    key.push_str(&k.id);
+                }
+                None => by_ip(&mut key),
+            },
+            LimitSubject::Header { name } => {
+                match session.req_header().headers.get(name.as_str()) {
+                    Some(v) => {
+                        key.push_str("h:");
+                        key.push_str(&String::from_utf8_lossy(v.as_bytes()));
+                    }
+                    None => by_ip(&mut key),
+                }
+            }
+        }
+        key
+    }
+
+    /// Every policy of the route and of its tenant applies; the strictest decides, and a
+    /// refused request is counted by none of them.
     fn rate_limit(
         &self,
         session: &Session,
@@ -282,55 +323,41 @@ impl Gateway {
         tenant: &str,
     ) -> Result<(), Reply> {
         let now = self.limiter.now();
-        let client = ctx.client.or_else(|| client_ip(session));
-        let mut tightest: Option<(&str, limits::Decision)> = None;
-        let mut key = String::with_capacity(96);
-        for policy in &route.limits {
-            key.clear();
-            key.push_str(&policy.key_prefix);
-            let by_ip = |key: &mut String| {
-                key.push_str("ip:");
-                if let Some(ip) = client {
-                    push_ip(key, ip);
-                }
-            };
-            match &policy.subject {
-                LimitSubject::Tenant => {}
-                LimitSubject::Route => key.push_str(&route.id),
-                LimitSubject::ClientIp => by_ip(&mut key),
-                LimitSubject::ApiKey => match &ctx.api_key {
-                    Some(k) => {
-                        key.push_str("key:");
-                        key.push_str(&k.id);
-                    }
-                    None => by_ip(&mut key),
-                },
-                LimitSubject::Header { name } => {
-                    match session.req_header().headers.get(name.as_str()) {
-                        Some(v) => {
-                            key.push_str("h:");
-                            key.push_str(&String::from_utf8_lossy(v.as_bytes()));
-                        }
-                        None => by_ip(&mut key),
+        let keys: Vec<String> = route
+            .limits
+            .iter()
+            .map(|p| self.limit_key(session, ctx, route, p))
+            .collect();
+        // Look first, so that one policy's refusal does not use up another's quota; then
+        // count. (Two requests racing between the look and the count can both pass.)
+        let refusal = route
+            .limits
+            .iter()
+            .zip(&keys)
+            .map(|(p, k)| (p, self.limiter.peek(k, &p.algorithm, now)))
+            .filter(|(_, d)| !d.allowed)
+            .max_by_key(|(_, d)| d.retry_after_s);
+        let (name, d) = match refusal {
+            Some((p, d)) => (&p.name, d),
+            None => {
+                let mut tightest: Option<(&String, limits::Decision)> = None;
+                let mut refused: Option<(&String, limits::Decision)> = None;
+                for (p, k) in route.limits.iter().zip(&keys) {
+                    let d = self.limiter.check(k, &p.algorithm, now);
+                    if !d.allowed {
+                        refused = Some((&p.name, d));
+                    } else if tightest
+                        .as_ref()
+                        .is_none_or(|(_, t)| d.remaining < t.remaining)
+                    {
+                        tightest = Some((&p.name, d));
                     }
                 }
+                match refused.or(tightest) {
+                    Some(x) => x,
+                    None => return Ok(()),
+                }
             }
-            let d = self.limiter.check(&key, &policy.algorithm, now);
-            let tighter = match &tightest {
-                None => true,
-                Some((_, t)) => match (d.allowed, t.allowed) {
-                    (false, true) => true,
-                    (false, false) => d.retry_after_s > t.retry_after_s,
-                    (true, true) => d.remaining < t.remaining,
-                    (true, false) => false,
-                },
-            };
-            if tighter {
-                tightest = Some((&policy.name, d));
-            }
-        }
-        let Some((name, d)) = tightest else {
-            return Ok(());
         };
         let result = if d.allowed { "allowed" } else { "limited" };
         METRICS

@@ -99,13 +99,23 @@ impl Store {
         self.start.elapsed().as_nanos() as u64 + 1
     }
 
-    /// Count one request of `key` under `algorithm` at `now` (ns, from [`Store::now`]).
-    pub fn check(&self, key: &str, algorithm: &LimitAlgorithm, now: u64) -> Decision {
+    fn shard(&self, key: &str) -> std::sync::MutexGuard<'_, Shard> {
         let shard = &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS];
-        let mut shard = match shard.lock() {
+        match shard.lock() {
             Ok(m) => m,
             Err(poisoned) => poisoned.into_inner(),
-        };
+        }
+    }
+
+    /// What [`Store::check`] would decide, without counting the request.
+    pub fn peek(&self, key: &str, algorithm: &LimitAlgorithm, now: u64) -> Decision {
+        let state = self.shard(key).map.get(key).copied();
+        decide(state, algorithm, now).0
+    }
+
+    /// Count one request of `key` under `algorithm` at `now` (ns, from [`Store::now`]).
+    pub fn check(&self, key: &str, algorithm: &LimitAlgorithm, now: u64) -> Decision {
+        let mut shard = self.shard(key);
         let state = shard.map.get(key).copied();
         let (decision, next) = decide(state, algorithm, now);
         if let Some(next) = next {
@@ -308,6 +318,15 @@ mod tests {
         assert_eq!(admitted, 10);
         // Other subjects are independent.
         assert!(s.check("other", &BUCKET, later).allowed);
+    }
+
+    #[test]
+    fn peek_does_not_count() {
+        let s = Store::default();
+        for _ in 0..100 {
+            assert!(s.peek("k", &BUCKET, secs(1.0)).allowed);
+        }
+        assert_eq!(s.check("k", &BUCKET, secs(1.0)).remaining, 19);
     }
 
     #[test]

@@ -51,6 +51,13 @@ enum Command {
         #[arg(long, default_value = "demo")]
         name: String,
     },
+    /// Print the SHA-256 (hex) of an API key, as stored in `api_keys[].key_hash`.
+    HashKey {
+        /// The key.
+        key: String,
+    },
+    /// Generate a new API key; prints the key (give it out once) and its hash (store it).
+    GenKey,
 }
 
 fn init_logging() {
@@ -88,6 +95,20 @@ fn check_files(config: &Config) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match &cli.command {
+        Some(Command::HashKey { key }) => {
+            println!("{}", vantage_proxy::auth::hash_key(key));
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::GenKey) => {
+            let key = vantage_proxy::auth::generate_key();
+            println!("key:      {key}");
+            println!("key_hash: {}", vantage_proxy::auth::hash_key(&key));
+            println!("prefix:   {}", &key[..12]);
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
     if let Some(Command::DemoOrigin { listen, name }) = &cli.command {
         init_logging();
         return match server::run_demo_origins(listen, name) {
