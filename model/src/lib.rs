@@ -14,8 +14,8 @@ mod validate;
 
 pub use pattern::{PathPattern, PatternError, Segment};
 pub use policy::{
-    Access, ApiKey, AuthMode, Cors, IpRules, KeyStatus, LimitAlgorithm, LimitBackend, LimitSubject,
-    RateLimitPolicy, RouteAuth, SecurityHeaders,
+    Access, ApiKey, AuthMode, Cors, IpRules, JwtIssuer, KeyStatus, LimitAlgorithm, LimitBackend,
+    LimitSubject, RateLimitPolicy, RouteAuth, SecurityHeaders,
 };
 pub use validate::{parse_cidr, FieldError, ValidationErrors};
 
@@ -43,6 +43,9 @@ pub struct Config {
     /// API keys (SHA-256 hashes only). Each belongs to one tenant.
     #[serde(default)]
     pub api_keys: Vec<ApiKey>,
+    /// JWT issuers. Each belongs to one tenant.
+    #[serde(default)]
+    pub jwt_issuers: Vec<JwtIssuer>,
 }
 
 /// Errors from reading a configuration.
@@ -199,6 +202,10 @@ pub struct Tenant {
     /// Tenant-wide ceilings, applied to every route of the tenant.
     #[serde(default)]
     pub rate_limits: Vec<RateLimitPolicy>,
+    /// Clerk organisation of the tenant: JWTs whose `org_id` differs are refused (403).
+    /// Example: `org_2abc`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clerk_org_id: Option<String>,
 }
 
 /// Load-balancing algorithm of an origin.

@@ -12,6 +12,11 @@ pub enum AuthMode {
     Public,
     /// A valid API key of the route's tenant, sent as `X-API-Key` or `Authorization: Bearer`.
     ApikeyRequired,
+    /// A valid JWT from one of the tenant's issuers (`Authorization: Bearer`, or the issuer's
+    /// cookie).
+    JwtRequired,
+    /// Either of the two.
+    JwtOrApikey,
 }
 
 /// Authentication of a route.
@@ -84,6 +89,8 @@ pub enum LimitSubject {
     Route,
     /// Each API key (requests without one are counted by client IP).
     ApiKey,
+    /// Each JWT subject (`sub`; requests without a token are counted by client IP).
+    User,
     /// Each client address.
     ClientIp,
     /// Each value of a request header (requests without it are counted by client IP).
@@ -210,4 +217,60 @@ impl Access {
             ip_rules: over.ip_rules.clone().or_else(|| self.ip_rules.clone()),
         }
     }
+}
+
+/// A JWT issuer of a tenant: a JWKS URL (Clerk, any OIDC provider), a static public key, or
+/// an HS256 shared secret.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtIssuer {
+    /// Example: `acme-clerk`.
+    pub id: String,
+    /// Example: `acme`.
+    pub tenant_id: String,
+    /// Expected `iss`. Example: `https://clerk.acme.test`.
+    pub issuer: String,
+    /// Accepted `aud` values; empty means `aud` is not checked. Example: `[acme-api]`.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Example: `https://clerk.acme.test/.well-known/jwks.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+    /// PEM public key (RSA or EC) instead of a JWKS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key_pem: Option<String>,
+    /// Shared secret for HS256/384/512 instead of a JWKS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_secret: Option<String>,
+    /// Accepted `alg` values. Example: `[RS256, ES256]`. `none` is never accepted.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Clock leeway for `exp`/`nbf` in seconds. Example: `30`.
+    #[serde(default = "default_leeway")]
+    pub leeway_s: u64,
+    /// Also read the token from this cookie. Example: `__session` (Clerk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+    /// Extra claims sent to the origin as headers. Example: `{email: X-User-Email}`.
+    #[serde(default)]
+    pub claim_headers: std::collections::BTreeMap<String, String>,
+    /// How often the JWKS is fetched again, in seconds. Example: `300`.
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh_s: u64,
+    /// Least time between two fetches caused by unknown `kid`s, in seconds. Example: `10`.
+    #[serde(default = "default_jwks_min_gap")]
+    pub jwks_min_refetch_s: u64,
+}
+
+fn default_algorithms() -> Vec<String> {
+    vec!["RS256".into()]
+}
+fn default_leeway() -> u64 {
+    30
+}
+fn default_jwks_refresh() -> u64 {
+    300
+}
+fn default_jwks_min_gap() -> u64 {
+    10
 }

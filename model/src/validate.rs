@@ -657,6 +657,112 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
         }
     }
 
+    let mut issuer_ids = HashSet::new();
+    for (i, j) in cfg.jwt_issuers.iter().enumerate() {
+        let p = format!("jwt_issuers[{i}]");
+        if !valid_id(&j.id) {
+            c.err(
+                format!("{p}.id"),
+                "must be 1-64 characters of A-Z a-z 0-9 . _ -",
+            );
+        } else if !issuer_ids.insert(j.id.as_str()) {
+            c.err(format!("{p}.id"), format!("'{}' is listed twice", j.id));
+        }
+        if !tenant_ids.contains_key(j.tenant_id.as_str()) {
+            c.err(
+                format!("{p}.tenant_id"),
+                format!("no tenant has id '{}'", j.tenant_id),
+            );
+        }
+        if j.issuer.is_empty() {
+            c.err(format!("{p}.issuer"), "must not be empty");
+        }
+        let sources = [
+            j.jwks_url.is_some(),
+            j.public_key_pem.is_some(),
+            j.shared_secret.is_some(),
+        ]
+        .iter()
+        .filter(|x| **x)
+        .count();
+        if sources != 1 {
+            c.err(
+                format!("{p}.jwks_url"),
+                "exactly one of jwks_url, public_key_pem and shared_secret is needed",
+            );
+        }
+        if let Some(u) = &j.jwks_url {
+            let ok = u.parse::<http::Uri>().ok().is_some_and(|uri| {
+                matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some()
+            });
+            if !ok {
+                c.err(
+                    format!("{p}.jwks_url"),
+                    format!("'{u}' is not an http(s) URL"),
+                );
+            }
+        }
+        if j.shared_secret.as_ref().is_some_and(|s| s.len() < 32) {
+            c.err(format!("{p}.shared_secret"), "must be at least 32 bytes");
+        }
+        if j.algorithms.is_empty() {
+            c.err(
+                format!("{p}.algorithms"),
+                "at least one algorithm is needed",
+            );
+        }
+        for (k, a) in j.algorithms.iter().enumerate() {
+            let family = match a.as_str() {
+                "HS256" | "HS384" | "HS512" => "hmac",
+                "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512" => "rsa",
+                "ES256" | "ES384" => "ec",
+                "EdDSA" => "ed",
+                _ => {
+                    c.err(
+                        format!("{p}.algorithms[{k}]"),
+                        format!("'{a}' is not a supported algorithm (never 'none')"),
+                    );
+                    continue;
+                }
+            };
+            if (family == "hmac") != j.shared_secret.is_some() {
+                c.err(
+                    format!("{p}.algorithms[{k}]"),
+                    format!("'{a}' does not fit the key: HS* needs shared_secret, and a shared secret only HS*"),
+                );
+            }
+        }
+        if let Some(cookie) = &j.cookie {
+            if !valid_token(cookie) {
+                c.err(format!("{p}.cookie"), "not a valid cookie name");
+            }
+        }
+        for (claim, header) in &j.claim_headers {
+            if !valid_token(header) {
+                c.err(
+                    format!("{p}.claim_headers.{claim}"),
+                    "not a valid header name",
+                );
+            }
+        }
+        if j.jwks_min_refetch_s == 0 {
+            c.err(format!("{p}.jwks_min_refetch_s"), "must be at least 1");
+        }
+    }
+
+    for (i, r) in cfg.routes.iter().enumerate() {
+        let needs_jwt = matches!(
+            r.auth.mode,
+            crate::AuthMode::JwtRequired | crate::AuthMode::JwtOrApikey
+        );
+        if needs_jwt && !cfg.jwt_issuers.iter().any(|j| j.tenant_id == r.tenant_id) {
+            c.err(
+                format!("routes[{i}].auth.mode"),
+                format!("tenant '{}' has no jwt_issuers entry", r.tenant_id),
+            );
+        }
+    }
+
     let mut key_ids = HashSet::new();
     let mut hashes: HashMap<&str, usize> = HashMap::new();
     for (i, k) in cfg.api_keys.iter().enumerate() {

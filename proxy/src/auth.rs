@@ -1,16 +1,42 @@
-//! Authentication of a route: API keys (SHA-256 hashes only).
+//! Authentication of a route: API keys (SHA-256 hashes only) and JWTs ([`crate::jwt`]).
 //!
 //! A key is sent as `X-API-Key: <key>` or `Authorization: Bearer <key>`. It is hashed and
 //! looked up; a key of another tenant, an unknown, revoked or expired key → 401; a key
-//! without a required scope → 403. The reason is logged; the key never is.
+//! without a required scope → 403. A JWT comes as `Authorization: Bearer` or in the
+//! issuer's cookie; it must verify against one of the tenant's issuers (by its `iss`), and
+//! when the tenant has a Clerk organisation its `org_id` must match (403 otherwise). The
+//! reason of a refusal is logged; the secret never is.
 
 use crate::errors::Reply;
+use crate::jwt::{self, IssuerRt};
 use http::HeaderMap;
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 use vantage_model::{ApiKey, AuthMode, KeyStatus, RouteAuth};
+
+/// What a tenant authenticates JWTs with.
+#[derive(Default)]
+pub struct TenantAuth {
+    pub issuers: Vec<Arc<IssuerRt>>,
+    pub clerk_org_id: Option<String>,
+}
+
+/// A verified JWT.
+pub struct User {
+    pub sub: String,
+    pub org_id: Option<String>,
+    pub claims: Map<String, Value>,
+    pub issuer: Arc<IssuerRt>,
+}
+
+/// Who the request was authenticated as.
+pub enum Identity {
+    Key(Arc<KeyRt>),
+    User(Box<User>),
+}
 
 /// A compiled API key.
 #[derive(Debug)]
@@ -97,62 +123,202 @@ fn unauthorized(message: &'static str) -> Reply {
         .with_header("www-authenticate", "Bearer realm=\"vantage\"")
 }
 
-/// Check a request against a route's auth settings. `Ok(Some(key))` when a key was
-/// verified, `Ok(None)` on public routes.
-pub fn authenticate(
+fn invalid_token(message: &'static str) -> Reply {
+    Reply::new(401, "unauthorized", message).with_header(
+        "www-authenticate",
+        "Bearer realm=\"vantage\", error=\"invalid_token\"",
+    )
+}
+
+fn insufficient_scope(required: &[String], missing: &str) -> Reply {
+    Reply::new(
+        403,
+        "insufficient_scope",
+        format!("the credential lacks the scope '{missing}'"),
+    )
+    .with_header(
+        "www-authenticate",
+        format!(
+            "Bearer realm=\"vantage\", error=\"insufficient_scope\", scope=\"{}\"",
+            required.join(" ")
+        ),
+    )
+}
+
+/// Verify an API key for `tenant_id`.
+pub fn check_key(
     auth: &RouteAuth,
     tenant_id: &str,
+    presented: Option<&[u8]>,
+    keys: &KeyIndex,
+    now: SystemTime,
+) -> Result<Arc<KeyRt>, Reply> {
+    let Some(presented) = presented else {
+        return Err(unauthorized(
+            "an API key is required (X-API-Key or Authorization: Bearer)",
+        ));
+    };
+    let key = match keys.get(presented) {
+        None => {
+            tracing::info!(
+                tenant = tenant_id,
+                reason = "unknown key",
+                "API key refused"
+            );
+            return Err(unauthorized("invalid API key"));
+        }
+        Some(k) if &*k.tenant_id != tenant_id => {
+            tracing::info!(tenant = tenant_id, key_id = %k.id, reason = "key of another tenant", "API key refused");
+            return Err(unauthorized("invalid API key"));
+        }
+        Some(k) if k.revoked => {
+            tracing::info!(tenant = tenant_id, key_id = %k.id, reason = "revoked", "API key refused");
+            return Err(unauthorized("invalid API key"));
+        }
+        Some(k) if k.expires_at.is_some_and(|t| t <= now) => {
+            tracing::info!(tenant = tenant_id, key_id = %k.id, reason = "expired", "API key refused");
+            return Err(unauthorized("the API key has expired"));
+        }
+        Some(k) => k,
+    };
+    if let Some(missing) = auth.scopes.iter().find(|s| !key.scopes.contains(s)) {
+        tracing::info!(tenant = tenant_id, key_id = %key.id, scope = %missing, "API key lacks a scope");
+        return Err(insufficient_scope(&auth.scopes, missing));
+    }
+    Ok(key.clone())
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let auth = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = auth.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k.trim() == name).then(|| v.trim())
+        })
+}
+
+fn looks_like_jwt(token: &str) -> bool {
+    token.bytes().filter(|b| *b == b'.').count() == 2
+}
+
+/// Scopes granted by a token: `scope` (space separated), or `scp`/`scopes` (list or string).
+fn token_scopes(claims: &Map<String, Value>) -> Vec<&str> {
+    let mut out = Vec::new();
+    for name in ["scope", "scp", "scopes"] {
+        match claims.get(name) {
+            Some(Value::String(s)) => out.extend(s.split_whitespace()),
+            Some(Value::Array(a)) => out.extend(a.iter().filter_map(Value::as_str)),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Verify a JWT for the tenant.
+pub async fn check_jwt(
+    auth: &RouteAuth,
+    tenant_id: &str,
+    tenant: &TenantAuth,
+    token: Option<&str>,
+) -> Result<Box<User>, Reply> {
+    let Some(token) = token else {
+        return Err(unauthorized("a bearer token is required"));
+    };
+    let iss = jwt::claimed_issuer(token);
+    let Some(issuer) = tenant
+        .issuers
+        .iter()
+        .find(|i| iss.as_deref() == Some(i.spec.issuer.as_str()))
+    else {
+        tracing::info!(tenant = tenant_id, iss = ?iss, reason = "issuer not configured for the tenant", "JWT refused");
+        return Err(invalid_token("invalid token"));
+    };
+    let claims = match issuer.verify(token).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::info!(tenant = tenant_id, issuer = %issuer.spec.id, reason = %e, "JWT refused");
+            return Err(invalid_token("invalid token"));
+        }
+    };
+    let org_id = claims
+        .get("org_id")
+        .and_then(Value::as_str)
+        .map(String::from);
+    if let Some(org) = &tenant.clerk_org_id {
+        if org_id.as_deref() != Some(org.as_str()) {
+            tracing::info!(tenant = tenant_id, org_id = ?org_id, reason = "organisation mismatch", "JWT refused");
+            return Err(Reply::new(
+                403,
+                "org_mismatch",
+                "the token belongs to another organisation",
+            ));
+        }
+    }
+    let granted = token_scopes(&claims);
+    if let Some(missing) = auth.scopes.iter().find(|s| !granted.contains(&s.as_str())) {
+        tracing::info!(tenant = tenant_id, scope = %missing, "JWT lacks a scope");
+        return Err(insufficient_scope(&auth.scopes, missing));
+    }
+    Ok(Box::new(User {
+        sub: claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        org_id,
+        claims,
+        issuer: issuer.clone(),
+    }))
+}
+
+/// Check a request against a route's auth settings. `Ok(None)` on public routes.
+pub async fn authenticate(
+    auth: &RouteAuth,
+    tenant_id: &str,
+    tenant: &TenantAuth,
     headers: &HeaderMap,
     keys: &KeyIndex,
     now: SystemTime,
-) -> Result<Option<Arc<KeyRt>>, Reply> {
+) -> Result<Option<Identity>, Reply> {
+    let jwt_token = || {
+        bearer(headers).filter(|t| looks_like_jwt(t)).or_else(|| {
+            tenant
+                .issuers
+                .iter()
+                .filter_map(|i| i.spec.cookie.as_deref())
+                .find_map(|c| cookie(headers, c))
+        })
+    };
     match auth.mode {
         AuthMode::Public => Ok(None),
-        AuthMode::ApikeyRequired => {
-            let Some(presented) = presented_key(headers) else {
-                return Err(unauthorized(
-                    "an API key is required (X-API-Key or Authorization: Bearer)",
-                ));
-            };
-            let key = match keys.get(presented) {
-                None => {
-                    tracing::info!(
-                        tenant = tenant_id,
-                        reason = "unknown key",
-                        "API key refused"
-                    );
-                    return Err(unauthorized("invalid API key"));
-                }
-                Some(k) if &*k.tenant_id != tenant_id => {
-                    tracing::info!(tenant = tenant_id, key_id = %k.id, reason = "key of another tenant", "API key refused");
-                    return Err(unauthorized("invalid API key"));
-                }
-                Some(k) if k.revoked => {
-                    tracing::info!(tenant = tenant_id, key_id = %k.id, reason = "revoked", "API key refused");
-                    return Err(unauthorized("invalid API key"));
-                }
-                Some(k) if k.expires_at.is_some_and(|t| t <= now) => {
-                    tracing::info!(tenant = tenant_id, key_id = %k.id, reason = "expired", "API key refused");
-                    return Err(unauthorized("the API key has expired"));
-                }
-                Some(k) => k,
-            };
-            if let Some(missing) = auth.scopes.iter().find(|s| !key.scopes.contains(s)) {
-                tracing::info!(tenant = tenant_id, key_id = %key.id, scope = %missing, "API key lacks a scope");
-                return Err(Reply::new(
-                    403,
-                    "insufficient_scope",
-                    format!("the API key lacks the scope '{missing}'"),
-                )
-                .with_header(
-                    "www-authenticate",
-                    format!(
-                        "Bearer realm=\"vantage\", error=\"insufficient_scope\", scope=\"{}\"",
-                        auth.scopes.join(" ")
-                    ),
-                ));
+        AuthMode::ApikeyRequired => check_key(auth, tenant_id, presented_key(headers), keys, now)
+            .map(|k| Some(Identity::Key(k))),
+        AuthMode::JwtRequired => check_jwt(auth, tenant_id, tenant, jwt_token())
+            .await
+            .map(|u| Some(Identity::User(u))),
+        AuthMode::JwtOrApikey => {
+            let key_sent = headers.contains_key("x-api-key")
+                || bearer(headers).is_some_and(|t| !looks_like_jwt(t));
+            if key_sent {
+                check_key(auth, tenant_id, presented_key(headers), keys, now)
+                    .map(|k| Some(Identity::Key(k)))
+            } else {
+                check_jwt(auth, tenant_id, tenant, jwt_token())
+                    .await
+                    .map(|u| Some(Identity::User(u)))
             }
-            Ok(Some(key.clone()))
         }
     }
 }
@@ -219,8 +385,8 @@ mod tests {
             strip_authorization: false,
         };
         let check = |h: &[(&str, &str)]| {
-            authenticate(&auth, "acme", &headers(h), &keys, now)
-                .map(|k| k.map(|k| k.id.to_string()))
+            check_key(&auth, "acme", presented_key(&headers(h)), &keys, now)
+                .map(|k| Some(k.id.to_string()))
         };
         assert_eq!(
             check(&[("x-api-key", "vk_live_good")]).unwrap().as_deref(),
@@ -254,19 +420,9 @@ mod tests {
             scopes: vec!["orders:write".into()],
             ..auth.clone()
         };
-        let e = authenticate(
-            &admin,
-            "acme",
-            &headers(&[("x-api-key", "vk_live_good")]),
-            &keys,
-            now,
-        )
-        .unwrap_err();
+        let h = headers(&[("x-api-key", "vk_live_good")]);
+        let e = check_key(&admin, "acme", presented_key(&h), &keys, now).unwrap_err();
         assert_eq!((e.status, e.code), (403, "insufficient_scope"));
-        let public = RouteAuth::default();
-        assert!(authenticate(&public, "acme", &headers(&[]), &keys, now)
-            .unwrap()
-            .is_none());
     }
 
     #[test]

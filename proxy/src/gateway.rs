@@ -2,7 +2,7 @@
 //! table of contents. Each phase calls into the module that owns the concern.
 
 use crate::access;
-use crate::auth::{self, KeyRt};
+use crate::auth::{self, Identity};
 use crate::errors::{self, Reply};
 use crate::limits;
 use crate::metrics::METRICS;
@@ -90,8 +90,8 @@ pub struct Ctx {
     preflight: Option<Method>,
     /// The client address (behind trusted balancers: from X-Forwarded-For).
     client: Option<std::net::IpAddr>,
-    /// The verified API key.
-    api_key: Option<Arc<KeyRt>>,
+    /// The verified API key or JWT.
+    identity: Option<Identity>,
     /// Rate-limit fields for the response.
     limit_headers: Vec<(HeaderName, HeaderValue)>,
 }
@@ -116,6 +116,14 @@ const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 const X_FORWARDED_HOST: &str = "x-forwarded-host";
 /// Sent to the origin: the id of the API key that authenticated the request.
 const X_API_KEY_ID: &str = "x-api-key-id";
+/// Sent to the origin: the JWT's `sub` and `org_id`.
+const X_USER_ID: &str = "x-user-id";
+const X_ORG_ID: &str = "x-org-id";
+
+/// A header value from claim or id text (control characters make it "-").
+fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static("-"))
+}
 
 fn valid_request_id(v: &[u8]) -> bool {
     !v.is_empty() && v.len() <= 128 && v.iter().all(|b| b.is_ascii_graphic())
@@ -235,7 +243,7 @@ impl Gateway {
     }
 
     /// Access policy, authentication and rate limits of the matched route.
-    fn admit(&self, session: &Session, ctx: &mut Ctx) -> Result<Admit, Reply> {
+    async fn admit(&self, session: &Session, ctx: &mut Ctx) -> Result<Admit, Reply> {
         let Some(route) = ctx.route.clone() else {
             return Ok(Admit::Proxy);
         };
@@ -254,13 +262,15 @@ impl Gateway {
             return cors.preflight(&req.headers, method).map(Admit::Preflight);
         }
         let tenant = ctx.tenant.clone().unwrap_or_else(|| "".into());
-        ctx.api_key = auth::authenticate(
+        ctx.identity = auth::authenticate(
             &route.auth,
             &tenant,
+            &route.tenant_auth,
             &req.headers,
             &ctx.snapshot.keys,
             SystemTime::now(),
         )
+        .await
         .inspect_err(|r| {
             METRICS
                 .auth_failures
@@ -293,12 +303,19 @@ impl Gateway {
             LimitSubject::Tenant => {}
             LimitSubject::Route => key.push_str(&route.id),
             LimitSubject::ClientIp => by_ip(&mut key),
-            LimitSubject::ApiKey => match &ctx.api_key {
-                Some(k) => {
+            LimitSubject::ApiKey => match &ctx.identity {
+                Some(Identity::Key(k)) => {
                     key.push_str("key:");
                     key.push_str(&k.id);
                 }
-                None => by_ip(&mut key),
+                _ => by_ip(&mut key),
+            },
+            LimitSubject::User => match &ctx.identity {
+                Some(Identity::User(u)) => {
+                    key.push_str("user:");
+                    key.push_str(&u.sub);
+                }
+                _ => by_ip(&mut key),
             },
             LimitSubject::Header { name } => {
                 match session.req_header().headers.get(name.as_str()) {
@@ -465,7 +482,7 @@ impl ProxyHttp for Gateway {
             reply: None,
             preflight: None,
             client: None,
-            api_key: None,
+            identity: None,
             limit_headers: Vec::new(),
         }
     }
@@ -480,12 +497,15 @@ impl ProxyHttp for Gateway {
             && session
                 .as_http1()
                 .is_some_and(|h1| safety::raw_has_content_length(&h1.get_headers_raw_bytes()));
-        let decision = safety::check(session.req_header(), raw_content_length, self.limits)
+        let routed = safety::check(session.req_header(), raw_content_length, self.limits)
             .inspect_err(|r| {
                 METRICS.refused.with_label_values(&[r.code]).inc();
             })
-            .and_then(|()| self.route(session, ctx))
-            .and_then(|()| self.admit(session, ctx));
+            .and_then(|()| self.route(session, ctx));
+        let decision = match routed {
+            Ok(()) => self.admit(session, ctx).await,
+            Err(e) => Err(e),
+        };
         match decision {
             Ok(Admit::Proxy) => {}
             Ok(Admit::Preflight(headers)) => {
@@ -580,19 +600,37 @@ impl ProxyHttp for Gateway {
                 upstream.insert_header(http::header::HOST, t.host_header.clone())?;
             }
         }
-        if upstream.headers.contains_key(X_API_KEY_ID) {
-            // Only the gateway speaks for a key.
-            upstream.remove_header(X_API_KEY_ID);
+        // Only the gateway speaks for a key or a user.
+        for name in [X_API_KEY_ID, X_USER_ID, X_ORG_ID] {
+            if upstream.headers.contains_key(name) {
+                upstream.remove_header(name);
+            }
         }
         if route.auth.strip_authorization {
             upstream.remove_header(&http::header::AUTHORIZATION);
             upstream.remove_header("x-api-key");
         }
-        if let Some(key) = &ctx.api_key {
-            upstream.insert_header(
-                X_API_KEY_ID,
-                HeaderValue::from_str(&key.id).unwrap_or(HeaderValue::from_static("-")),
-            )?;
+        match &ctx.identity {
+            Some(Identity::Key(key)) => {
+                upstream.insert_header(X_API_KEY_ID, header_value(&key.id))?;
+            }
+            Some(Identity::User(user)) => {
+                upstream.insert_header(X_USER_ID, header_value(&user.sub))?;
+                if let Some(org) = &user.org_id {
+                    upstream.insert_header(X_ORG_ID, header_value(org))?;
+                }
+                for (claim, header) in &user.issuer.spec.claim_headers {
+                    let value = match user.claims.get(claim) {
+                        Some(serde_json::Value::String(s)) => s.clone(),
+                        Some(v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => {
+                            v.to_string()
+                        }
+                        _ => continue,
+                    };
+                    upstream.insert_header(header.to_ascii_lowercase(), header_value(&value))?;
+                }
+            }
+            None => {}
         }
         route.request_headers.apply_request(upstream);
         Ok(())

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod demo_origin;
 pub mod errors;
 pub mod gateway;
+pub mod jwt;
 pub mod limits;
 pub mod metrics;
 pub mod ops;

@@ -4,7 +4,8 @@
 //! whole. Each request holds an `Arc` of the snapshot it started with.
 
 use crate::access::AccessRt;
-use crate::auth::KeyIndex;
+use crate::auth::{KeyIndex, TenantAuth};
+use crate::jwt::IssuerRt;
 use crate::router::{Conditions, Router};
 use crate::transform::{HeaderOps, PathOps};
 use crate::upstream::{Pool, PoolError};
@@ -45,6 +46,8 @@ pub struct RouteRt {
     /// Compression level when enabled.
     pub compression: Option<u32>,
     pub auth: RouteAuth,
+    /// The tenant's JWT issuers and Clerk organisation.
+    pub tenant_auth: Arc<TenantAuth>,
     /// The route's policies, then the tenant's ceilings.
     pub limits: Vec<PolicyRt>,
     pub access: AccessRt,
@@ -65,6 +68,8 @@ pub enum BuildError {
     Route { route: String, reason: String },
     #[error("{0}")]
     Keys(String),
+    #[error("{0}")]
+    Issuer(String),
 }
 
 /// Everything a request needs to know, immutable.
@@ -80,6 +85,8 @@ pub struct Snapshot {
     pools: HashMap<String, Arc<Pool>>,
     /// API keys by hash.
     pub keys: KeyIndex,
+    /// JWT issuers by id (reused across reloads while unchanged: their JWKS cache survives).
+    issuers: HashMap<String, Arc<IssuerRt>>,
     /// Balancers whose X-Forwarded-For is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
@@ -106,6 +113,34 @@ impl Snapshot {
             };
             pools.insert(o.id.clone(), pool);
         }
+
+        let mut issuers = HashMap::new();
+        for j in &config.jwt_issuers {
+            let reused = previous
+                .and_then(|p| p.issuers.get(&j.id))
+                .filter(|i| i.spec == *j)
+                .cloned();
+            let issuer = match reused {
+                Some(i) => i,
+                None => IssuerRt::build(j).await.map_err(BuildError::Issuer)?,
+            };
+            issuers.insert(j.id.clone(), issuer);
+        }
+        let tenant_auth: Vec<Arc<TenantAuth>> = config
+            .tenants
+            .iter()
+            .map(|t| {
+                Arc::new(TenantAuth {
+                    issuers: config
+                        .jwt_issuers
+                        .iter()
+                        .filter(|j| j.tenant_id == t.id)
+                        .filter_map(|j| issuers.get(&j.id).cloned())
+                        .collect(),
+                    clerk_org_id: t.clerk_org_id.clone(),
+                })
+            })
+            .collect();
 
         let mut tenants = Vec::with_capacity(config.tenants.len());
         let mut by_host = HashMap::new();
@@ -182,6 +217,7 @@ impl Snapshot {
                     .enabled
                     .then(|| r.compression.level.unwrap_or(6)),
                 auth: r.auth.clone(),
+                tenant_auth: tenant_auth[ti].clone(),
                 limits,
                 access: AccessRt::compile(&tenant.access, &r.access),
             };
@@ -199,6 +235,7 @@ impl Snapshot {
             .collect();
         Ok(Snapshot {
             keys,
+            issuers,
             trusted_proxies,
             version,
             base_domains: config.server.base_domains.clone(),
