@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/deps.sh
-ensure_packages
+ensure_packages redis-server:redis-server
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

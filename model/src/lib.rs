@@ -15,7 +15,7 @@ mod validate;
 pub use pattern::{PathPattern, PatternError, Segment};
 pub use policy::{
     Access, ApiKey, AuthMode, Cors, IpRules, JwtIssuer, KeyStatus, LimitAlgorithm, LimitBackend,
-    LimitSubject, RateLimitPolicy, RouteAuth, SecurityHeaders,
+    LimitSubject, OnRedisError, RateLimitPolicy, RouteAuth, SecurityHeaders,
 };
 pub use validate::{parse_cidr, FieldError, ValidationErrors};
 
@@ -128,6 +128,9 @@ pub struct ServerSettings {
     pub watch_config: bool,
     /// Write one JSON access-log line per request to stdout. Example: `true`.
     pub access_log: bool,
+    /// Redis for shared rate limits (`backend: redis`). Example: `{url: "redis://127.0.0.1:6379"}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisSettings>,
     /// Balancers in front of the proxy (CIDR). When the peer is one of them, the client
     /// address is the right-most `X-Forwarded-For` hop that is not. Example: `[10.0.0.0/8]`.
     pub trusted_proxies: Vec<String>,
@@ -156,11 +159,35 @@ impl Default for ServerSettings {
             watch_config: true,
             access_log: true,
             trusted_proxies: Vec::new(),
+            redis: None,
             forwarded_headers: true,
             pid_file: "/tmp/vantage-proxy.pid".into(),
             upgrade_sock: "/tmp/vantage-proxy-upgrade.sock".into(),
         }
     }
+}
+
+/// Connection to Redis.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    /// `redis://[user:password@]host:port[/db]`. Example: `redis://127.0.0.1:6379`.
+    pub url: String,
+    /// Every key starts with this. Example: `vantage`.
+    #[serde(default = "default_redis_prefix")]
+    pub key_prefix: String,
+    /// Time budget of one rate-limit decision in milliseconds; past it the policy's
+    /// `on_redis_error` applies. Example: `20`.
+    #[serde(default = "default_redis_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn default_redis_prefix() -> String {
+    "vantage".into()
+}
+
+fn default_redis_timeout() -> u64 {
+    20
 }
 
 /// A TLS-terminating listener.

@@ -105,6 +105,21 @@ pub enum LimitBackend {
     /// In this proxy process.
     #[default]
     Local,
+    /// In Redis (`server.redis`), shared by every proxy of the fleet.
+    Redis,
+}
+
+/// What a Redis-backed policy does when Redis cannot answer within its time budget.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnRedisError {
+    /// Admit the request (fail open).
+    Allow,
+    /// Refuse it with 503 `rate_limit_unavailable` (fail closed; never a 401/403).
+    Deny,
+    /// Count it in this proxy's local limiter instead.
+    #[default]
+    Local,
 }
 
 /// One rate-limit policy.
@@ -117,9 +132,12 @@ pub struct RateLimitPolicy {
     pub algorithm: LimitAlgorithm,
     /// Example: `{by: api_key}`.
     pub subject: LimitSubject,
-    /// Example: `local`.
+    /// Example: `redis`.
     #[serde(default)]
     pub backend: LimitBackend,
+    /// For `redis`: `allow`, `deny` or `local` (default) when Redis fails.
+    #[serde(default)]
+    pub on_redis_error: OnRedisError,
 }
 
 /// CORS policy.

@@ -126,7 +126,7 @@ pub fn parse_cidr(s: &str) -> Option<ipnet::IpNet> {
         .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
-fn check_limits(c: &mut Collector, path: &str, limits: &[RateLimitPolicy]) {
+fn check_limits(c: &mut Collector, path: &str, limits: &[RateLimitPolicy], redis: bool) {
     let mut names = HashSet::new();
     for (i, l) in limits.iter().enumerate() {
         let p = format!("{path}[{i}]");
@@ -161,6 +161,9 @@ fn check_limits(c: &mut Collector, path: &str, limits: &[RateLimitPolicy]) {
                     );
                 }
             }
+        }
+        if l.backend == crate::LimitBackend::Redis && !redis {
+            c.err(format!("{p}.backend"), "backend redis needs server.redis");
         }
         if let LimitSubject::Header { name } = &l.subject {
             if !valid_token(name) {
@@ -299,6 +302,23 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
             "must be between 1024 and 1048576",
         );
     }
+    if let Some(r) = &s.redis {
+        if !(r.url.starts_with("redis://") || r.url.starts_with("rediss://")) {
+            c.err(
+                "server.redis.url",
+                "must be redis://host:port or rediss://host:port",
+            );
+        }
+        if r.key_prefix.is_empty() || r.key_prefix.contains(['{', '}', ' ']) {
+            c.err(
+                "server.redis.key_prefix",
+                "must be non-empty, without braces or spaces",
+            );
+        }
+        if r.timeout_ms == 0 || r.timeout_ms > 1000 {
+            c.err("server.redis.timeout_ms", "must be between 1 and 1000");
+        }
+    }
     for (i, v) in s.trusted_proxies.iter().enumerate() {
         if parse_cidr(v).is_none() {
             c.err(
@@ -363,7 +383,12 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
             );
         }
         check_access(&mut c, &format!("{p}.access"), &t.access);
-        check_limits(&mut c, &format!("{p}.rate_limits"), &t.rate_limits);
+        check_limits(
+            &mut c,
+            &format!("{p}.rate_limits"),
+            &t.rate_limits,
+            s.redis.is_some(),
+        );
         for (k, h) in t.custom_hosts.iter().enumerate() {
             let hp = format!("{p}.custom_hosts[{k}]");
             if !valid_host(h) {
@@ -622,7 +647,12 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
             &r.response_headers,
         );
         check_access(&mut c, &format!("{p}.access"), &r.access);
-        check_limits(&mut c, &format!("{p}.rate_limits"), &r.rate_limits);
+        check_limits(
+            &mut c,
+            &format!("{p}.rate_limits"),
+            &r.rate_limits,
+            cfg.server.redis.is_some(),
+        );
         for (k, scope) in r.auth.scopes.iter().enumerate() {
             if !valid_scope(scope) {
                 c.err(

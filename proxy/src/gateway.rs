@@ -21,13 +21,15 @@ use std::sync::Arc;
 use std::time::Instant;
 use std::time::SystemTime;
 use vantage_model::HashKey;
-use vantage_model::LimitSubject;
+use vantage_model::{LimitBackend, LimitSubject, OnRedisError};
 
 /// The gateway: reads the current snapshot for every request.
 pub struct Gateway {
     state: Arc<ArcSwap<Snapshot>>,
     /// Rate-limit counters; they outlive reloads.
     limiter: Arc<limits::Store>,
+    /// Shared counters in Redis, when `server.redis` is set.
+    redis: Option<Arc<limits::redis::RedisLimiter>>,
     limits: Limits,
     access_log: bool,
     forwarded_headers: bool,
@@ -40,10 +42,12 @@ impl Gateway {
         limits: Limits,
         access_log: bool,
         forwarded_headers: bool,
+        redis: Option<Arc<limits::redis::RedisLimiter>>,
     ) -> Gateway {
         Gateway {
             state,
             limiter: Arc::new(limits::Store::default()),
+            redis,
             limits,
             access_log,
             forwarded_headers,
@@ -278,7 +282,7 @@ impl Gateway {
                 .inc();
         })?;
         if !route.limits.is_empty() {
-            self.rate_limit(session, ctx, &route, &tenant)?;
+            self.rate_limit(session, ctx, &route, &tenant).await?;
         }
         Ok(Admit::Proxy)
     }
@@ -330,9 +334,10 @@ impl Gateway {
         key
     }
 
-    /// Every policy of the route and of its tenant applies; the strictest decides, and a
-    /// refused request is counted by none of them.
-    fn rate_limit(
+    /// Every policy of the route and of its tenant applies; the strictest decides. A request
+    /// refused by a local policy is counted by none; Redis policies count in Redis (one round
+    /// trip each), and when Redis fails each follows its `on_redis_error`.
+    async fn rate_limit(
         &self,
         session: &Session,
         ctx: &mut Ctx,
@@ -345,43 +350,65 @@ impl Gateway {
             .iter()
             .map(|p| self.limit_key(session, ctx, route, p))
             .collect();
-        // Look first, so that one policy's refusal does not use up another's quota; then
-        // count. (Two requests racing between the look and the count can both pass.)
-        let refusal = route
-            .limits
-            .iter()
-            .zip(&keys)
+        let policies = || route.limits.iter().zip(&keys);
+        // Local policies look first, so one refusal does not use up another's quota.
+        // (Two requests racing between the look and the count can both pass.)
+        let local_refusal = policies()
+            .filter(|(p, _)| p.backend == LimitBackend::Local)
             .map(|(p, k)| (p, self.limiter.peek(k, &p.algorithm, now)))
             .filter(|(_, d)| !d.allowed)
             .max_by_key(|(_, d)| d.retry_after_s);
-        let (name, d) = match refusal {
-            Some((p, d)) => (&p.name, d),
-            None => {
-                let mut tightest: Option<(&String, limits::Decision)> = None;
-                let mut refused: Option<(&String, limits::Decision)> = None;
-                for (p, k) in route.limits.iter().zip(&keys) {
-                    let d = self.limiter.check(k, &p.algorithm, now);
-                    if !d.allowed {
-                        refused = Some((&p.name, d));
-                    } else if tightest
-                        .as_ref()
-                        .is_none_or(|(_, t)| d.remaining < t.remaining)
-                    {
-                        tightest = Some((&p.name, d));
+        let mut decisions: Vec<(&str, limits::Decision)> = Vec::with_capacity(keys.len());
+        if let Some((p, d)) = local_refusal {
+            decisions.push((&p.name, d));
+        } else {
+            for (p, k) in policies() {
+                let d = match (p.backend, &self.redis) {
+                    (LimitBackend::Redis, Some(redis)) => {
+                        match redis.check(k, &p.algorithm).await {
+                            Ok(d) => d,
+                            Err(e) => {
+                                let mode = match p.on_redis_error {
+                                    OnRedisError::Allow => "allow",
+                                    OnRedisError::Deny => "deny",
+                                    OnRedisError::Local => "local",
+                                };
+                                METRICS.ratelimit_fallbacks.with_label_values(&[mode]).inc();
+                                tracing::warn!(tenant, policy = %p.name, mode, "rate limit without Redis: {e}");
+                                match p.on_redis_error {
+                                    OnRedisError::Allow => continue,
+                                    OnRedisError::Deny => {
+                                        return Err(Reply::new(
+                                            503,
+                                            "rate_limit_unavailable",
+                                            "the rate limiter is unavailable; try again shortly",
+                                        )
+                                        .with_header("retry-after", "1"));
+                                    }
+                                    OnRedisError::Local => self.limiter.check(k, &p.algorithm, now),
+                                }
+                            }
+                        }
                     }
-                }
-                match refused.or(tightest) {
-                    Some(x) => x,
-                    None => return Ok(()),
-                }
+                    _ => self.limiter.check(k, &p.algorithm, now),
+                };
+                decisions.push((&p.name, d));
             }
+        }
+        let refused = decisions
+            .iter()
+            .filter(|(_, d)| !d.allowed)
+            .max_by_key(|(_, d)| d.retry_after_s);
+        let chosen = refused.or_else(|| decisions.iter().min_by_key(|(_, d)| d.remaining));
+        let Some((name, d)) = chosen else {
+            return Ok(());
         };
         let result = if d.allowed { "allowed" } else { "limited" };
         METRICS
             .ratelimit
             .with_label_values(&[tenant, &route.id, result])
             .inc();
-        let headers = limits::headers(name, &d);
+        let headers = limits::headers(name, d);
         if d.allowed {
             ctx.limit_headers = headers;
             return Ok(());

@@ -36,6 +36,10 @@ pub struct Metrics {
     pub ratelimit: IntCounterVec,
     /// `vantage_auth_failures_total{tenant,code}`: 401/403 answers by error code.
     pub auth_failures: IntCounterVec,
+    /// `vantage_redis_errors_total{op}`: Redis calls that failed or ran out of time.
+    pub redis_errors: IntCounterVec,
+    /// `vantage_ratelimit_fallbacks_total{mode}`: `allow`, `deny` or `local` after a Redis error.
+    pub ratelimit_fallbacks: IntCounterVec,
 }
 
 /// The process-wide metrics.
@@ -109,6 +113,18 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         &["tenant", "code"]
     )
     .expect("register vantage_auth_failures_total"),
+    redis_errors: register_int_counter_vec!(
+        "vantage_redis_errors_total",
+        "Redis calls that failed or ran out of time",
+        &["op"]
+    )
+    .expect("register vantage_redis_errors_total"),
+    ratelimit_fallbacks: register_int_counter_vec!(
+        "vantage_ratelimit_fallbacks_total",
+        "Rate-limit decisions made by a policy's on_redis_error",
+        &["mode"]
+    )
+    .expect("register vantage_ratelimit_fallbacks_total"),
 });
 
 /// Text exposition of every registered metric.

@@ -1,5 +1,6 @@
 //! The ops listener: `/metrics`, `/healthz`, `/readyz`, `/config/version`.
 
+use crate::limits::redis::RedisLimiter;
 use crate::metrics;
 use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
@@ -12,12 +13,13 @@ use std::sync::Arc;
 /// Serves operational endpoints on a separate port.
 pub struct Ops {
     state: Arc<ArcSwap<Snapshot>>,
+    redis: Option<Arc<RedisLimiter>>,
 }
 
 impl Ops {
-    /// Ops endpoints over the shared snapshot.
-    pub fn new(state: Arc<ArcSwap<Snapshot>>) -> Ops {
-        Ops { state }
+    /// Ops endpoints over the shared snapshot (and the Redis connection, when configured).
+    pub fn new(state: Arc<ArcSwap<Snapshot>>, redis: Option<Arc<RedisLimiter>>) -> Ops {
+        Ops { state, redis }
     }
 }
 
@@ -43,12 +45,14 @@ impl ServeHttp for Ops {
         match path.as_str() {
             "/metrics" => reply(200, "text/plain; version=0.0.4", metrics::render()),
             "/healthz" => json(200, serde_json::json!({"status": "ok"})),
+            // Ready once a configuration is loaded: Redis is reported, never required.
             "/readyz" => json(
                 200,
                 serde_json::json!({
                     "status": "ready",
                     "config_version": snap.version,
                     "config_source": "file",
+                    "redis": self.redis.as_ref().map(|r| if r.is_connected() { "connected" } else { "disconnected" }),
                 }),
             ),
             "/config/version" => json(200, serde_json::json!({"version": snap.version})),

@@ -132,6 +132,18 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
+    let redis = match &settings.redis {
+        Some(r) => {
+            let bg = background_service(
+                "redis",
+                crate::limits::redis::RedisLimiter::new(r).map_err(|e| anyhow::anyhow!(e))?,
+            );
+            let limiter = bg.task();
+            server.add_service(bg);
+            Some(limiter)
+        }
+        None => None,
+    };
     let gateway = Gateway::new(
         state.clone(),
         Limits {
@@ -140,6 +152,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         },
         settings.access_log,
         settings.forwarded_headers,
+        redis.clone(),
     );
     let mut server_options = HttpServerOptions::default();
     server_options.h2c = settings.h2c;
@@ -163,7 +176,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     if !settings.ops_listen.is_empty() {
         let mut ops = Service::new(
             "ops".to_string(),
-            HttpServer::new_app(Ops::new(state.clone())),
+            HttpServer::new_app(Ops::new(state.clone(), redis.clone())),
         );
         ops.add_tcp(&settings.ops_listen);
         ops.threads = Some(1);

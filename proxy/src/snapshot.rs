@@ -13,7 +13,8 @@ use http::{HeaderName, HeaderValue, Method};
 use std::collections::HashMap;
 use std::sync::Arc;
 use vantage_model::{
-    parse_cidr, Config, LimitAlgorithm, LimitSubject, PathPattern, RateLimitPolicy, RouteAuth,
+    parse_cidr, Config, LimitAlgorithm, LimitBackend, LimitSubject, OnRedisError, PathPattern,
+    RateLimitPolicy, RouteAuth,
 };
 
 /// A compiled rate-limit policy.
@@ -23,6 +24,8 @@ pub struct PolicyRt {
     pub key_prefix: String,
     pub algorithm: LimitAlgorithm,
     pub subject: LimitSubject,
+    pub backend: LimitBackend,
+    pub on_redis_error: OnRedisError,
 }
 
 impl PolicyRt {
@@ -32,6 +35,8 @@ impl PolicyRt {
             key_prefix: format!("{tenant}\x1f{scope}\x1f{}\x1f", p.name),
             algorithm: p.algorithm.clone(),
             subject: p.subject.clone(),
+            backend: p.backend,
+            on_redis_error: p.on_redis_error,
         }
     }
 }

@@ -255,6 +255,14 @@ impl Proxy {
         });
     }
 
+    /// Wait until `/readyz` reports the Redis connection up.
+    pub fn wait_redis_connected(&self) {
+        wait_for("redis connected", 30, || {
+            let r = request(self.ops_port, "GET", "ops", "/readyz", &[], b"");
+            (r.json()["redis"] == "connected").then_some(())
+        });
+    }
+
     /// The ops listener's `/metrics` text.
     pub fn metrics(&self) -> String {
         request(self.ops_port, "GET", "ops", "/metrics", &[], b"").text()
@@ -471,4 +479,76 @@ pub fn tally(
         *m.entry(r.origin()).or_insert(0) += 1;
     }
     m
+}
+
+/// A private redis-server on a free loopback port (never the machine's shared one).
+pub struct Redis {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let mut r = Redis {
+            port: free_port(),
+            child: None,
+        };
+        r.restart();
+        r
+    }
+
+    /// (Re)start on the same port, empty.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none());
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/test.sh installs it)");
+        self.child = Some(child);
+        let port = self.port;
+        wait_for("redis-server", 20, || port_open(port).then_some(()));
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill(&mut c);
+        }
+        let port = self.port;
+        wait_for("redis port to close", 10, || {
+            (!port_open(port)).then_some(())
+        });
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Run redis-cli against this server.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill(&mut c);
+        }
+    }
 }

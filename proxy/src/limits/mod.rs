@@ -1,8 +1,12 @@
 //! Local rate limiting: GCRA token buckets and two-window sliding windows, per
 //! (tenant, policy, subject), in a sharded in-process store that outlives reloads.
 //!
+//! Shared limits across a fleet live in Redis ([`redis`]).
+//!
 //! Memory is bounded: when a shard grows past its soft cap, entries that are idle (a full
 //! bucket, or a window with nothing left to count) are dropped.
+
+pub mod redis;
 
 use http::{HeaderName, HeaderValue};
 use std::collections::HashMap;
