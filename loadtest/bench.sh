@@ -6,6 +6,9 @@
 #   (d) vantage-proxy, 1 tenant, 1 route
 #   (e) vantage-proxy, 1,000 tenants and 10,000 routes loaded
 #   (d') as (d) without X-Forwarded-* headers (shows what those header inserts cost)
+#   (f) as (d) with API-key auth and a local rate limit that never refuses
+#   (g) as (d) with JWT auth (RS256, static public key)
+#   (h) as (d) with a Redis-backed rate limit (private redis-server on the load CPU)
 # Layout (see ../shared/reference/benchmarking.md): the proxy under test alone on CPU 0 with
 # one worker; upstream and load generator on CPU 1. Saturation with wrk (closed loop, 64
 # keep-alive connections); latency with oha at a fixed rate (open loop). Rounds interleave
@@ -44,7 +47,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-UP=18080 NGX=18081 BARE=18082 VP1=18083 VP1K=18084 VP1NF=18085
+UP=18080 NGX=18081 BARE=18082 VP1=18083 VP1K=18084 VP1NF=18085 VPKEY=18086 VPJWT=18087 VPRED=18088 REDIS=18089
 
 wait_port() {
   for _ in $(seq 1 200); do
@@ -137,23 +140,62 @@ sed -e "s/$VP1/$VP1NF/g; s/19083/19085/; s/  access_log: false/  access_log: fal
 sed -i "s|^routes:|routes:\n  - {id: t500-svc5, tenant_id: t500, path_pattern: \"/svc5/items/:id\", origin_id: o500}|" "$work/vp1k.yaml"
 "$BIN/vantage-proxy" --config "$work/vp1k.yaml" --check >&2
 
+# (f) API key + local limit; (g) JWT; (h) Redis limit — all variants of (d).
+KEY_LINES=$("$BIN/vantage-proxy" gen-key)
+API_KEY=$(echo "$KEY_LINES" | awk '/^key:/ {print $2}')
+KEY_HASH=$(echo "$KEY_LINES" | awk '/^key_hash:/ {print $2}')
+variant() { # port ops-port route-extra [server-extra] [top-level-extra]
+  sed -e "s/$VP1/$1/g; s/19083/$2/" "$work/vp1.yaml" |
+    sed -e "s|origin_id: o5}]|origin_id: o5$3}]|" -e "s|^  access_log: false|  access_log: false\n$4|"
+  printf '%b' "${5:-}"
+}
+variant $VPKEY 19086 ", auth: {mode: apikey_required}, rate_limits: [{name: high, algorithm: {type: token_bucket, rate: 1000000000, burst: 1000000}, subject: {by: api_key}}]" "" \
+  "api_keys: [{id: bench, tenant_id: t5, name: bench, key_hash: \"$KEY_HASH\"}]\n" >"$work/vpkey.yaml"
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$work/jwt.key" 2>/dev/null
+openssl pkey -in "$work/jwt.key" -pubout -out "$work/jwt.pub"
+b64url() { base64 -w0 | tr '+/' '-_' | tr -d '='; }
+JWT_HEAD=$(printf '{"alg":"RS256","typ":"JWT"}' | b64url)
+JWT_BODY=$(printf '{"sub":"bench","iss":"https://issuer.bench","exp":%s}' $(( $(date +%s) + 86400 )) | b64url)
+JWT_SIG=$(printf '%s.%s' "$JWT_HEAD" "$JWT_BODY" | openssl dgst -sha256 -sign "$work/jwt.key" -binary | b64url)
+JWT="$JWT_HEAD.$JWT_BODY.$JWT_SIG"
+PEM_YAML=$(sed 's/^/      /' "$work/jwt.pub")
+variant $VPJWT 19087 ", auth: {mode: jwt_required}" "" \
+  "jwt_issuers:\n  - id: bench\n    tenant_id: t5\n    issuer: https://issuer.bench\n    algorithms: [RS256]\n    public_key_pem: |\n${PEM_YAML//$'\n'/\\n}\n" >"$work/vpjwt.yaml"
+variant $VPRED 19088 ", rate_limits: [{name: shared, algorithm: {type: token_bucket, rate: 1000000000, burst: 1000000}, subject: {by: tenant}, backend: redis, on_redis_error: deny}]" \
+  "  redis: {url: \"redis://127.0.0.1:$REDIS\", timeout_ms: 50}" >"$work/vpred.yaml"
+for f in vpkey vpjwt vpred; do "$BIN/vantage-proxy" --config "$work/$f.yaml" --check >&2; done
+
+taskset -c "$LOAD_CPU" redis-server --port $REDIS --bind 127.0.0.1 --save "" --appendonly no >"$work/redis.log" 2>&1 & pids+=($!)
 taskset -c "$LOAD_CPU" nginx -c "$work/upstream.conf" -p "$work" & pids+=($!)
 taskset -c "$PROXY_CPU" nginx -c "$work/nginx-proxy.conf" -p "$work" & pids+=($!)
 taskset -c "$PROXY_CPU" "$BIN/bare-pingora" "127.0.0.1:$BARE" "127.0.0.1:$UP" 1 >"$work/bare.log" 2>&1 & pids+=($!)
 taskset -c "$PROXY_CPU" "$BIN/vantage-proxy" --config "$work/vp1.yaml" >"$work/vp1.log" 2>&1 & pids+=($!)
 taskset -c "$PROXY_CPU" "$BIN/vantage-proxy" --config "$work/vp1k.yaml" >"$work/vp1k.log" 2>&1 & pids+=($!)
 taskset -c "$PROXY_CPU" "$BIN/vantage-proxy" --config "$work/vp1nf.yaml" >"$work/vp1nf.log" 2>&1 & pids+=($!)
-for p in $UP $NGX $BARE $VP1 $VP1K $VP1NF; do wait_port "$p"; done
+taskset -c "$PROXY_CPU" "$BIN/vantage-proxy" --config "$work/vpkey.yaml" >"$work/vpkey.log" 2>&1 & pids+=($!)
+taskset -c "$PROXY_CPU" "$BIN/vantage-proxy" --config "$work/vpjwt.yaml" >"$work/vpjwt.log" 2>&1 & pids+=($!)
+taskset -c "$PROXY_CPU" "$BIN/vantage-proxy" --config "$work/vpred.yaml" >"$work/vpred.log" 2>&1 & pids+=($!)
+for p in $REDIS $UP $NGX $BARE $VP1 $VP1K $VP1NF $VPKEY $VPJWT $VPRED; do wait_port "$p"; done
+for ops in 19088; do
+  for _ in $(seq 1 100); do curl -s "http://127.0.0.1:$ops/readyz" | grep -q '"redis":"connected"' && break; sleep 0.1; done
+done
 
-names=(upstream nginx bare-pingora vantage-1route vantage-10k-routes vantage-1route-no-xff)
-labels=("(a) upstream directly" "(b) nginx reverse proxy" "(c) bare Pingora" "(d) vantage-proxy, 1 tenant / 1 route" "(e) vantage-proxy, 1,000 tenants / 10,000 routes" "(d′) as (d), \`forwarded_headers: false\`")
-ports=($UP $NGX $BARE $VP1 $VP1K $VP1NF)
-hosts=(up.bench.local up.bench.local up.bench.local t5.bench.local t500.bench.local t5.bench.local)
-pidof_target=("${pids[0]}" "${pids[1]}" "${pids[2]}" "${pids[3]}" "${pids[4]}" "${pids[5]}")
+names=(upstream nginx bare-pingora vantage-1route vantage-10k-routes vantage-1route-no-xff vantage-apikey-limit vantage-jwt vantage-redis-limit)
+labels=("(a) upstream directly" "(b) nginx reverse proxy" "(c) bare Pingora" "(d) vantage-proxy, 1 tenant / 1 route" "(e) vantage-proxy, 1,000 tenants / 10,000 routes" "(d′) as (d), \`forwarded_headers: false\`" "(f) as (d) + API key + local limit" "(g) as (d) + JWT (RS256)" "(h) as (d) + Redis limit")
+ports=($UP $NGX $BARE $VP1 $VP1K $VP1NF $VPKEY $VPJWT $VPRED)
+hosts=(up.bench.local up.bench.local up.bench.local t5.bench.local t500.bench.local t5.bench.local t5.bench.local t5.bench.local t5.bench.local)
+extra=("" "" "" "" "" "" "X-API-Key: $API_KEY" "Authorization: Bearer $JWT" "")
+# pids[0] is redis-server
+pidof_target=("${pids[1]}" "${pids[2]}" "${pids[3]}" "${pids[4]}" "${pids[5]}" "${pids[6]}" "${pids[7]}" "${pids[8]}" "${pids[9]}")
+hdrs() { # the -H arguments for target $1
+  H=(-H "Host: ${hosts[$1]}")
+  if [ -n "${extra[$1]}" ]; then H+=(-H "${extra[$1]}"); fi
+}
 
 # Sanity: every target answers 200 with the upstream's body.
 for i in "${!names[@]}"; do
-  body=$(curl -s -H "Host: ${hosts[$i]}" "http://127.0.0.1:${ports[$i]}$PATH_UNDER_TEST")
+  hdrs "$i"
+  body=$(curl -s "${H[@]}" "http://127.0.0.1:${ports[$i]}$PATH_UNDER_TEST")
   [ "$body" = '{"ok":true}' ] || { echo "${names[$i]} answered: $body" >&2; exit 1; }
 done
 
@@ -174,9 +216,10 @@ for i in "${!names[@]}"; do reqs[$i]=0; cpu[$i]=0; secs[$i]=0; errs[$i]=0; done
 for round in $(seq 1 "$ROUNDS"); do
   for i in "${!names[@]}"; do
     # warm-up
-    taskset -c "$LOAD_CPU" wrk -t1 -c$CONNS -d1s -H "Host: ${hosts[$i]}" "http://127.0.0.1:${ports[$i]}$PATH_UNDER_TEST" >/dev/null
+    hdrs "$i"
+    taskset -c "$LOAD_CPU" wrk -t1 -c$CONNS -d1s "${H[@]}" "http://127.0.0.1:${ports[$i]}$PATH_UNDER_TEST" >/dev/null
     before=$(cpu_ticks "${pidof_target[$i]}")
-    out=$(taskset -c "$LOAD_CPU" wrk -t1 -c$CONNS -d"${DURATION}s" -H "Host: ${hosts[$i]}" "http://127.0.0.1:${ports[$i]}$PATH_UNDER_TEST")
+    out=$(taskset -c "$LOAD_CPU" wrk -t1 -c$CONNS -d"${DURATION}s" "${H[@]}" "http://127.0.0.1:${ports[$i]}$PATH_UNDER_TEST")
     after=$(cpu_ticks "${pidof_target[$i]}")
     n=$(echo "$out" | awk '/requests in/ {print $1}')
     bad=$(echo "$out" | awk '/Non-2xx/ {print $5}')
@@ -191,8 +234,9 @@ done
 
 declare -A p50 p99
 for i in "${!names[@]}"; do
+  hdrs "$i"
   json=$(taskset -c "$LOAD_CPU" "$OHA" -z "${DURATION}s" -q "$RATE" -c $CONNS --latency-correction --no-tui --output-format json \
-    -H "Host: ${hosts[$i]}" "http://127.0.0.1:${ports[$i]}$PATH_UNDER_TEST" 2>/dev/null || true)
+    "${H[@]}" "http://127.0.0.1:${ports[$i]}$PATH_UNDER_TEST" 2>/dev/null || true)
   p50[$i]=$(echo "$json" | jq -r '.latencyPercentiles.p50 * 1000 | . * 1000 | round / 1000' 2>/dev/null || echo "-")
   p99[$i]=$(echo "$json" | jq -r '.latencyPercentiles.p99 * 1000 | . * 1000 | round / 1000' 2>/dev/null || echo "-")
 done
@@ -229,4 +273,13 @@ mkdir -p loadtest/results
   echo
   echo "util % ≈ 100 means the proxy's core was saturated; lower means the client or upstream"
   echo "was the limit, and CPU µs/req is the figure to compare."
+  echo
+  echo "Gateway features against plain proxying (d), same run:"
+  echo
+  echo "| target | req/s ÷ (d) | CPU/req ÷ (d) | p50 − p50(d) ms |"
+  echo "| --- | ---: | ---: | ---: |"
+  for i in 6 7 8; do
+    awk -v n="${reqs[$i]}" -v nd="${reqs[3]}" -v c="$(cpu_us "$i")" -v cd="$(cpu_us 3)" -v p="${p50[$i]}" -v pd="${p50[3]}" -v l="${labels[$i]}" \
+      'BEGIN { printf "| %s | %.2f | %.2f | %+.3f |\n", l, n / nd, c / cd, p - pd }'
+  done
 } | tee "$report"

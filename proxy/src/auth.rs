@@ -28,7 +28,7 @@ pub struct TenantAuth {
 pub struct User {
     pub sub: String,
     pub org_id: Option<String>,
-    pub claims: Map<String, Value>,
+    pub claims: Arc<Map<String, Value>>,
     pub issuer: Arc<IssuerRt>,
 }
 

@@ -353,8 +353,9 @@ impl Gateway {
         let policies = || route.limits.iter().zip(&keys);
         // Local policies look first, so one refusal does not use up another's quota.
         // (Two requests racing between the look and the count can both pass.)
+        // With a single policy there is nothing to protect: count straight away.
         let local_refusal = policies()
-            .filter(|(p, _)| p.backend == LimitBackend::Local)
+            .filter(|(p, _)| p.backend == LimitBackend::Local && route.limits.len() > 1)
             .map(|(p, k)| (p, self.limiter.peek(k, &p.algorithm, now)))
             .filter(|(_, d)| !d.allowed)
             .max_by_key(|(_, d)| d.retry_after_s);

@@ -84,10 +84,27 @@ pub struct IssuerRt {
     refreshing: AtomicBool,
     /// JWKS fetches done (tests and metrics).
     pub fetches: AtomicU64,
+    /// Recently verified tokens (by SHA-256) → claims, until min(exp, 60 s from verification).
+    verified: std::sync::Mutex<HashMap<[u8; 32], Verified>>,
 }
+
+/// A verified token's claims and the wall-clock ms until which they may be reused.
+type Verified = (Arc<Map<String, Value>>, u64);
+
+/// Most verified tokens remembered per issuer.
+const VERIFIED_CAP: usize = 10_000;
+/// Longest a verification is reused, in ms.
+const VERIFIED_TTL_MS: u64 = 60_000;
 
 fn now_ms() -> u64 {
     crate::upstream::breaker::now_ms()
+}
+
+/// Milliseconds since the Unix epoch (to compare with `exp`).
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn connector() -> &'static Connector {
@@ -137,6 +154,7 @@ impl IssuerRt {
             fetched_at: AtomicU64::new(0),
             refreshing: AtomicBool::new(false),
             fetches: AtomicU64::new(0),
+            verified: std::sync::Mutex::new(HashMap::new()),
         });
         if issuer.jwks.is_some() {
             if let Err(e) = issuer.fetch_jwks().await {
@@ -220,8 +238,48 @@ impl IssuerRt {
         .filter(|k| k.1 == family)
     }
 
-    /// Verify `token`; returns its claims.
-    pub async fn verify(self: &Arc<Self>, token: &str) -> Result<Map<String, Value>, JwtError> {
+    /// Verify `token`; returns its claims. A token verified in the last 60 s (and not yet
+    /// expired) is answered from a small cache: RS256 verification costs far more CPU than
+    /// proxying a request, and clients send the same token many times.
+    pub async fn verify(
+        self: &Arc<Self>,
+        token: &str,
+    ) -> Result<Arc<Map<String, Value>>, JwtError> {
+        use sha2::Digest;
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let now = wall_ms();
+        if let Some((claims, until)) = self
+            .verified
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&digest).cloned())
+        {
+            if now < until {
+                return Ok(claims);
+            }
+        }
+        let claims = Arc::new(self.verify_uncached(token).await?);
+        let exp_ms = claims
+            .get("exp")
+            .and_then(Value::as_u64)
+            .map_or(0, |e| e.saturating_mul(1000));
+        let until = exp_ms.min(now + VERIFIED_TTL_MS);
+        if let Ok(mut m) = self.verified.lock() {
+            if m.len() >= VERIFIED_CAP {
+                m.retain(|_, (_, u)| *u > now);
+                if m.len() >= VERIFIED_CAP {
+                    m.clear();
+                }
+            }
+            m.insert(digest, (claims.clone(), until));
+        }
+        Ok(claims)
+    }
+
+    async fn verify_uncached(
+        self: &Arc<Self>,
+        token: &str,
+    ) -> Result<Map<String, Value>, JwtError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| JwtError::Malformed(e.to_string()))?;
         if !self.algorithms.contains(&header.alg) {

@@ -424,12 +424,12 @@ fn check_flag_validates_like_nginx_t() {
         .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout)
-        .contains("configuration OK (2 tenants, 2 origins, 4 routes)"));
+        .contains("configuration OK (2 tenants, 2 origins, 5 routes)"));
 
     let bad = dir.join("bad.yaml");
     let text = include_str!("../../conf/demo.yaml")
         .replace("path_pattern: /status", "path_pattern: status")
-        .replace("origin_id: globex-api", "origin_id: missing");
+        .replace("    origin_id: globex-api", "    origin_id: missing");
     std::fs::write(&bad, text).unwrap();
     let out = std::process::Command::new(BIN)
         .args(["--config"])
@@ -444,7 +444,7 @@ fn check_flag_validates_like_nginx_t() {
         "{err}"
     );
     assert!(
-        err.contains("routes[3].origin_id: no origin has id 'missing'"),
+        err.contains("routes[4].origin_id: no origin has id 'missing'"),
         "{err}"
     );
 
