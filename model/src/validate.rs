@@ -315,8 +315,11 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
                 "must be non-empty, without braces or spaces",
             );
         }
-        if r.timeout_ms == 0 || r.timeout_ms > 1000 {
-            c.err("server.redis.timeout_ms", "must be between 1 and 1000");
+        if r.timeout_ms == 0 || r.timeout_ms > 200 {
+            c.err(
+                "server.redis.timeout_ms",
+                "must be between 1 and 200: a dead Redis must not stall requests",
+            );
         }
     }
     for (i, v) in s.trusted_proxies.iter().enumerate() {

@@ -12,7 +12,7 @@ use vantage_model::{parse_cidr, Access, Cors, IpRules, SecurityHeaders};
 /// `X-Forwarded-For` hop that is not itself trusted (hops further left can be forged by
 /// the client).
 pub fn client_address(peer: Option<IpAddr>, xff: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
-    let peer = peer?;
+    let peer = peer?.to_canonical();
     if !trusted.iter().any(|n| n.contains(&peer)) {
         return Some(peer);
     }
@@ -25,14 +25,20 @@ pub fn client_address(peer: Option<IpAddr>, xff: &HeaderMap, trusted: &[IpNet]) 
         .collect();
     let mut client = peer;
     for hop in hops.iter().rev() {
-        match hop.parse::<IpAddr>() {
+        // A hop may carry a port: `a.b.c.d:port` or `[v6]:port`.
+        let ip = hop
+            .parse::<IpAddr>()
+            .or_else(|_| hop.parse::<std::net::SocketAddr>().map(|s| s.ip()));
+        match ip {
             Ok(ip) => {
+                let ip = ip.to_canonical();
                 client = ip;
                 if !trusted.iter().any(|n| n.contains(&ip)) {
                     break;
                 }
             }
-            Err(_) => break,
+            // Garbage from a trusted hop's client: the address is unknown.
+            Err(_) => return None,
         }
     }
     Some(client)
@@ -119,7 +125,13 @@ impl CorsRt {
         self.any_origin || self.origins.iter().any(|o| o == origin)
     }
 
-    /// Headers for a response to a request from `origin` (an allowed one).
+    /// Do answers depend on the request's `Origin` (so caches must `Vary: Origin`)?
+    pub fn varies_by_origin(&self) -> bool {
+        !self.any_origin || self.credentials
+    }
+
+    /// Headers for a response to a request from `origin` (an allowed one); `Vary` is the
+    /// caller's, since it must be merged with the origin's.
     fn allow_origin_headers(&self, origin: &HeaderValue) -> Vec<(HeaderName, HeaderValue)> {
         let mut h = Vec::with_capacity(4);
         if self.any_origin && !self.credentials {
@@ -129,7 +141,6 @@ impl CorsRt {
             ));
         } else {
             h.push((http::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone()));
-            h.push((http::header::VARY, HeaderValue::from_static("Origin")));
         }
         if self.credentials {
             h.push((
@@ -203,6 +214,9 @@ impl CorsRt {
             }
         }
         let mut h = self.allow_origin_headers(&origin);
+        if self.varies_by_origin() {
+            h.push((http::header::VARY, HeaderValue::from_static("Origin")));
+        }
         h.push((
             http::header::ACCESS_CONTROL_ALLOW_METHODS,
             self.allow_methods.clone(),

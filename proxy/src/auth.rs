@@ -22,10 +22,15 @@ use vantage_model::{ApiKey, AuthMode, KeyStatus, RouteAuth};
 pub struct TenantAuth {
     pub issuers: Vec<Arc<IssuerRt>>,
     pub clerk_org_id: Option<String>,
+    /// Every header the issuers' `claim_headers` set (lower-case): removed from every
+    /// incoming request so a client cannot pose as a user.
+    pub claim_header_names: Vec<String>,
 }
 
 /// A verified JWT.
 pub struct User {
+    /// The cookie the token came in, if it did.
+    pub cookie: Option<String>,
     pub sub: String,
     pub org_id: Option<String>,
     pub claims: Arc<Map<String, Value>>,
@@ -232,6 +237,7 @@ pub async fn check_jwt(
     tenant_id: &str,
     tenant: &TenantAuth,
     token: Option<&str>,
+    cookie: Option<String>,
 ) -> Result<Box<User>, Reply> {
     let Some(token) = token else {
         return Err(unauthorized("a bearer token is required"));
@@ -272,6 +278,7 @@ pub async fn check_jwt(
         return Err(insufficient_scope(&auth.scopes, missing));
     }
     Ok(Box::new(User {
+        cookie,
         sub: claims
             .get("sub")
             .and_then(Value::as_str)
@@ -292,22 +299,27 @@ pub async fn authenticate(
     keys: &KeyIndex,
     now: SystemTime,
 ) -> Result<Option<Identity>, Reply> {
-    let jwt_token = || {
-        bearer(headers).filter(|t| looks_like_jwt(t)).or_else(|| {
-            tenant
-                .issuers
-                .iter()
-                .filter_map(|i| i.spec.cookie.as_deref())
-                .find_map(|c| cookie(headers, c))
-        })
+    let jwt_token = || -> (Option<&str>, Option<String>) {
+        if let Some(t) = bearer(headers).filter(|t| looks_like_jwt(t)) {
+            return (Some(t), None);
+        }
+        tenant
+            .issuers
+            .iter()
+            .filter_map(|i| i.spec.cookie.as_deref())
+            .find_map(|c| cookie(headers, c).map(|t| (Some(t), Some(c.to_string()))))
+            .unwrap_or((None, None))
     };
     match auth.mode {
         AuthMode::Public => Ok(None),
         AuthMode::ApikeyRequired => check_key(auth, tenant_id, presented_key(headers), keys, now)
             .map(|k| Some(Identity::Key(k))),
-        AuthMode::JwtRequired => check_jwt(auth, tenant_id, tenant, jwt_token())
-            .await
-            .map(|u| Some(Identity::User(u))),
+        AuthMode::JwtRequired => {
+            let (token, cookie) = jwt_token();
+            check_jwt(auth, tenant_id, tenant, token, cookie)
+                .await
+                .map(|u| Some(Identity::User(u)))
+        }
         AuthMode::JwtOrApikey => {
             let key_sent = headers.contains_key("x-api-key")
                 || bearer(headers).is_some_and(|t| !looks_like_jwt(t));
@@ -315,12 +327,28 @@ pub async fn authenticate(
                 check_key(auth, tenant_id, presented_key(headers), keys, now)
                     .map(|k| Some(Identity::Key(k)))
             } else {
-                check_jwt(auth, tenant_id, tenant, jwt_token())
+                let (token, cookie) = jwt_token();
+                check_jwt(auth, tenant_id, tenant, token, cookie)
                     .await
                     .map(|u| Some(Identity::User(u)))
             }
         }
     }
+}
+
+/// The `Cookie` header without the pair named `name` (None when nothing is left).
+pub fn cookie_without(headers: &HeaderMap, name: &str) -> Option<String> {
+    let rest: Vec<&str> = headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|pair| {
+            !pair.is_empty() && pair.split_once('=').is_none_or(|(k, _)| k.trim() != name)
+        })
+        .collect();
+    (!rest.is_empty()).then(|| rest.join("; "))
 }
 
 #[cfg(test)]
@@ -423,6 +451,14 @@ mod tests {
         let h = headers(&[("x-api-key", "vk_live_good")]);
         let e = check_key(&admin, "acme", presented_key(&h), &keys, now).unwrap_err();
         assert_eq!((e.status, e.code), (403, "insufficient_scope"));
+    }
+
+    #[test]
+    fn cookie_without_drops_one_pair() {
+        let h = headers(&[("cookie", "a=1; __session=tok; b=2")]);
+        assert_eq!(cookie_without(&h, "__session").as_deref(), Some("a=1; b=2"));
+        let h = headers(&[("cookie", "__session=tok")]);
+        assert_eq!(cookie_without(&h, "__session"), None);
     }
 
     #[test]

@@ -185,7 +185,8 @@ fn request_host(session: &Session) -> Option<&str> {
 
 fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
     match session.client_addr() {
-        Some(SocketAddr::Inet(a)) => Some(a.ip()),
+        // IPv4 clients of a [::] listener appear as ::ffff:a.b.c.d.
+        Some(SocketAddr::Inet(a)) => Some(a.ip().to_canonical()),
         _ => None,
     }
 }
@@ -629,7 +630,13 @@ impl ProxyHttp for Gateway {
             }
         }
         // Only the gateway speaks for a key or a user.
-        for name in [X_API_KEY_ID, X_USER_ID, X_ORG_ID] {
+        for name in [X_API_KEY_ID, X_USER_ID, X_ORG_ID].into_iter().chain(
+            route
+                .tenant_auth
+                .claim_header_names
+                .iter()
+                .map(String::as_str),
+        ) {
             if upstream.headers.contains_key(name) {
                 upstream.remove_header(name);
             }
@@ -637,6 +644,16 @@ impl ProxyHttp for Gateway {
         if route.auth.strip_authorization {
             upstream.remove_header(&http::header::AUTHORIZATION);
             upstream.remove_header("x-api-key");
+            if let Some(Identity::User(u)) = &ctx.identity {
+                if let Some(name) = &u.cookie {
+                    match auth::cookie_without(&upstream.headers, name) {
+                        Some(rest) => upstream.insert_header(http::header::COOKIE, rest)?,
+                        None => {
+                            upstream.remove_header(&http::header::COOKIE);
+                        }
+                    }
+                }
+            }
         }
         match &ctx.identity {
             Some(Identity::Key(key)) => {
@@ -678,6 +695,10 @@ impl ProxyHttp for Gateway {
                 if let Some(cors) = &route.access.cors {
                     for (n, v) in cors.response_headers(&session.req_header().headers) {
                         resp.insert_header(n, v)?;
+                    }
+                    if cors.varies_by_origin() {
+                        // Keep the origin's own Vary (Accept-Encoding, Cookie, ...).
+                        resp.append_header(http::header::VARY, "Origin")?;
                     }
                 }
                 if let Some(sec) = &route.access.security {

@@ -305,7 +305,8 @@ impl IssuerRt {
         } else {
             v.set_audience(&self.spec.audiences);
         }
-        v.required_spec_claims = HashSet::from(["exp".to_string(), "iss".to_string()]);
+        v.required_spec_claims =
+            HashSet::from(["exp".to_string(), "iss".to_string(), "sub".to_string()]);
         jsonwebtoken::decode::<Map<String, Value>>(token, &key.0, &v)
             .map(|d| d.claims)
             .map_err(|e| JwtError::Invalid(e.to_string()))

@@ -119,17 +119,29 @@ impl Snapshot {
             pools.insert(o.id.clone(), pool);
         }
 
+        // New issuers fetch their JWKS concurrently, so one dead endpoint costs one timeout.
         let mut issuers = HashMap::new();
+        let mut building = tokio::task::JoinSet::new();
         for j in &config.jwt_issuers {
             let reused = previous
                 .and_then(|p| p.issuers.get(&j.id))
                 .filter(|i| i.spec == *j)
                 .cloned();
-            let issuer = match reused {
-                Some(i) => i,
-                None => IssuerRt::build(j).await.map_err(BuildError::Issuer)?,
-            };
-            issuers.insert(j.id.clone(), issuer);
+            match reused {
+                Some(i) => {
+                    issuers.insert(j.id.clone(), i);
+                }
+                None => {
+                    let spec = j.clone();
+                    building.spawn(async move { IssuerRt::build(&spec).await });
+                }
+            }
+        }
+        while let Some(built) = building.join_next().await {
+            let issuer = built
+                .map_err(|e| BuildError::Issuer(e.to_string()))?
+                .map_err(BuildError::Issuer)?;
+            issuers.insert(issuer.spec.id.clone(), issuer);
         }
         let tenant_auth: Vec<Arc<TenantAuth>> = config
             .tenants
@@ -143,6 +155,13 @@ impl Snapshot {
                         .filter_map(|j| issuers.get(&j.id).cloned())
                         .collect(),
                     clerk_org_id: t.clerk_org_id.clone(),
+                    claim_header_names: config
+                        .jwt_issuers
+                        .iter()
+                        .filter(|j| j.tenant_id == t.id)
+                        .flat_map(|j| j.claim_headers.values())
+                        .map(|h| h.to_ascii_lowercase())
+                        .collect(),
                 })
             })
             .collect();

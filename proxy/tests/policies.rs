@@ -167,7 +167,10 @@ fn token_bucket_burst_admits_the_burst_plus_the_refill() {
     assert_eq!(first.header("x-ratelimit-limit"), Some("20"));
     assert_eq!(first.header("x-ratelimit-remaining"), Some("19"));
     assert_eq!(first.header("x-ratelimit-reset"), Some("1"));
-    assert_eq!(first.header("ratelimit-policy"), Some("\"burst\";q=20;w=1"));
+    assert_eq!(
+        first.header("ratelimit-policy"),
+        Some("\"burst\";q=100;w=1")
+    );
     assert_eq!(first.header("ratelimit"), Some("\"burst\";r=19;t=1"));
     let refused = responses
         .iter()

@@ -35,18 +35,28 @@ pub struct Decision {
     pub retry_after_s: u64,
     /// Window of the policy in seconds (`RateLimit-Policy: w=`).
     pub window_s: u64,
+    /// Requests the policy admits per window when sustained (`RateLimit-Policy: q=`).
+    pub quota: u64,
+}
+
+/// `RateLimit-Policy` figures of a token bucket: a window long enough to hold the burst (at
+/// least 1 s) and what the rate admits in it.
+pub fn bucket_policy(rate: f64, burst: u32) -> (u64, u64) {
+    let window_s = (f64::from(burst) / rate).ceil().max(1.0) as u64;
+    let quota = (rate * window_s as f64).floor().max(1.0) as u64;
+    (window_s, quota)
 }
 
 #[derive(Debug, Clone, Copy)]
 enum State {
     /// Theoretical arrival time, ns on the store's clock.
-    Gcra {
-        tat: u64,
-    },
+    Gcra { tat: u64 },
+    /// `expires`: when the counts no longer matter (end of the next window).
     Window {
         index: u64,
         prev: u32,
         curr: u32,
+        expires: u64,
     },
 }
 
@@ -56,8 +66,8 @@ struct Shard {
 }
 
 impl Shard {
-    fn make_room(&mut self, algorithm: &LimitAlgorithm, now: u64) {
-        self.map.retain(|_, state| !idle(state, algorithm, now));
+    fn make_room(&mut self, now: u64) {
+        self.map.retain(|_, state| !idle(state, now));
         if self.map.len() >= SHARD_HARD_CAP {
             let mut n = 0usize;
             self.map.retain(|_, _| {
@@ -127,7 +137,7 @@ impl Store {
                 Some(s) => *s = next,
                 None => {
                     if shard.map.len() >= shard.sweep_at {
-                        shard.make_room(algorithm, now);
+                        shard.make_room(now);
                     }
                     shard.map.insert(key.to_string(), next);
                 }
@@ -150,13 +160,11 @@ impl Store {
     }
 }
 
-fn idle(state: &State, algorithm: &LimitAlgorithm, now: u64) -> bool {
-    match (state, algorithm) {
-        (State::Gcra { tat }, _) => *tat <= now,
-        (State::Window { index, .. }, LimitAlgorithm::SlidingWindow { period_s, .. }) => {
-            now / (u64::from(*period_s) * 1_000_000_000) > index + 1
-        }
-        _ => true,
+/// Nothing left to remember: a full bucket, or windows that no longer count.
+fn idle(state: &State, now: u64) -> bool {
+    match state {
+        State::Gcra { tat } => *tat <= now,
+        State::Window { expires, .. } => *expires <= now,
     }
 }
 
@@ -165,13 +173,13 @@ fn decide(state: Option<State>, algorithm: &LimitAlgorithm, now: u64) -> (Decisi
     match *algorithm {
         LimitAlgorithm::TokenBucket { rate, burst } => {
             let interval = (1e9 / rate).max(1.0) as u64;
-            let capacity = interval * u64::from(burst);
+            let capacity = interval.saturating_mul(u64::from(burst));
+            let (window_s, quota) = bucket_policy(rate, burst);
             let tat = match state {
                 Some(State::Gcra { tat }) => tat.max(now),
                 _ => now,
             };
-            let new_tat = tat + interval;
-            let window_s = ceil_s(capacity).max(1);
+            let new_tat = tat.saturating_add(interval);
             if new_tat - now <= capacity {
                 let remaining = ((capacity - (new_tat - now)) / interval) as u32;
                 (
@@ -182,6 +190,7 @@ fn decide(state: Option<State>, algorithm: &LimitAlgorithm, now: u64) -> (Decisi
                         reset_s: ceil_s(new_tat - now),
                         retry_after_s: 0,
                         window_s,
+                        quota,
                     },
                     Some(State::Gcra { tat: new_tat }),
                 )
@@ -194,6 +203,7 @@ fn decide(state: Option<State>, algorithm: &LimitAlgorithm, now: u64) -> (Decisi
                         reset_s: ceil_s(tat - now),
                         retry_after_s: ceil_s(new_tat - now - capacity).max(1),
                         window_s,
+                        quota,
                     },
                     None,
                 )
@@ -207,6 +217,7 @@ fn decide(state: Option<State>, algorithm: &LimitAlgorithm, now: u64) -> (Decisi
                     index: i,
                     prev,
                     curr,
+                    ..
                 }) if i == index => (prev, curr),
                 Some(State::Window { index: i, curr, .. }) if i + 1 == index => (curr, 0),
                 _ => (0, 0),
@@ -225,11 +236,13 @@ fn decide(state: Option<State>, algorithm: &LimitAlgorithm, now: u64) -> (Decisi
                         reset_s,
                         retry_after_s: 0,
                         window_s: u64::from(period_s),
+                        quota: u64::from(limit),
                     },
                     Some(State::Window {
                         index,
                         prev,
                         curr: curr + 1,
+                        expires: (index + 2) * period,
                     }),
                 )
             } else {
@@ -248,6 +261,7 @@ fn decide(state: Option<State>, algorithm: &LimitAlgorithm, now: u64) -> (Decisi
                         reset_s,
                         retry_after_s: ceil_s(retry_ns.min(period - elapsed)).max(1),
                         window_s: u64::from(period_s),
+                        quota: u64::from(limit),
                     },
                     None,
                 )
@@ -274,7 +288,7 @@ pub fn headers(name: &str, d: &Decision) -> Vec<(HeaderName, HeaderValue)> {
         ),
     ];
     // Policy names are validated ids, so these are valid header values.
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{name}\";q={};w={}", d.limit, d.window_s)) {
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{name}\";q={};w={}", d.quota, d.window_s)) {
         h.push((HeaderName::from_static("ratelimit-policy"), v));
     }
     if let Ok(v) = HeaderValue::from_str(&format!("\"{name}\";r={};t={}", d.remaining, d.reset_s)) {
@@ -346,7 +360,7 @@ mod tests {
         };
         assert_eq!(
             get("ratelimit-policy").as_deref(),
-            Some("\"per-key\";q=20;w=1")
+            Some("\"per-key\";q=100;w=1")
         );
         assert_eq!(get("ratelimit").as_deref(), Some("\"per-key\";r=19;t=1"));
         assert_eq!(get("x-ratelimit-remaining").as_deref(), Some("19"));
@@ -374,6 +388,13 @@ mod tests {
             (0..15).filter(|_| s.check("k", &w, late).allowed).count(),
             10
         );
+    }
+
+    #[test]
+    fn bucket_policy_figures() {
+        assert_eq!(bucket_policy(100.0, 20), (1, 100));
+        assert_eq!(bucket_policy(0.5, 10), (20, 10));
+        assert_eq!(bucket_policy(0.01, 30), (3000, 30));
     }
 
     #[test]

@@ -79,6 +79,8 @@ pub enum RedisLimitError {
     Redis(#[from] fred::error::Error),
     #[error("unexpected script reply")]
     Reply,
+    #[error("not connected to redis")]
+    Disconnected,
 }
 
 fn ceil_div(a: i64, b: i64) -> u64 {
@@ -149,7 +151,8 @@ impl RedisLimiter {
                         } else {
                             ceil_div(retry, 1_000_000).max(1)
                         },
-                        window_s: ceil_div(capacity, 1_000_000).max(1),
+                        window_s: super::bucket_policy(rate, burst).0,
+                        quota: super::bucket_policy(rate, burst).1,
                     })
                 }
                 LimitAlgorithm::SlidingWindow { limit, period_s } => {
@@ -176,6 +179,7 @@ impl RedisLimiter {
                             ceil_div(retry, 1000).max(1)
                         },
                         window_s: u64::from(period_s),
+                        quota: u64::from(limit),
                     })
                 }
             }
