@@ -5,6 +5,22 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use regex::Regex;
 use vantage_model::{HeaderTransform, PathRewrite};
 
+/// Remove, set, add: the same calls on Pingora's request and response headers, which share
+/// no trait.
+macro_rules! apply {
+    ($ops:expr, $h:expr) => {{
+        for n in &$ops.remove {
+            $h.remove_header(n);
+        }
+        for (n, v) in &$ops.set {
+            let _ = $h.insert_header(n.clone(), v.clone());
+        }
+        for (n, v) in &$ops.add {
+            let _ = $h.append_header(n.clone(), v.clone());
+        }
+    }};
+}
+
 /// Compiled header transform: remove, then set, then add.
 #[derive(Debug, Clone, Default)]
 pub struct HeaderOps {
@@ -45,28 +61,12 @@ impl HeaderOps {
 
     /// Apply to a request.
     pub fn apply_request(&self, h: &mut RequestHeader) {
-        for n in &self.remove {
-            h.remove_header(n);
-        }
-        for (n, v) in &self.set {
-            let _ = h.insert_header(n.clone(), v.clone());
-        }
-        for (n, v) in &self.add {
-            let _ = h.append_header(n.clone(), v.clone());
-        }
+        apply!(self, h);
     }
 
     /// Apply to a response.
     pub fn apply_response(&self, h: &mut ResponseHeader) {
-        for n in &self.remove {
-            h.remove_header(n);
-        }
-        for (n, v) in &self.set {
-            let _ = h.insert_header(n.clone(), v.clone());
-        }
-        for (n, v) in &self.add {
-            let _ = h.append_header(n.clone(), v.clone());
-        }
+        apply!(self, h);
     }
 }
 

@@ -58,77 +58,87 @@ fn kill(child: &mut Child) {
     let _ = child.wait();
 }
 
+/// A child process serving on one loopback port; killed when dropped.
+struct Served {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Served {
+    /// Spawn `cmd` (output discarded) and wait until the port accepts connections.
+    fn spawn(&mut self, cmd: &mut Command, what: &str) {
+        assert!(self.child.is_none(), "{what} already running");
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+        self.child = Some(child);
+        let port = self.port;
+        wait_for(&format!("{what} on {port}"), 20, || {
+            port_open(port).then_some(())
+        });
+    }
+
+    /// Kill it and wait until connections to its port are refused.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill(&mut c);
+        }
+        let port = self.port;
+        wait_for("port to close", 10, || (!port_open(port)).then_some(()));
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill(&mut c);
+        }
+    }
+}
+
 /// A demo origin process.
 pub struct Origin {
     pub port: u16,
     pub name: String,
-    child: Option<Child>,
+    served: Served,
 }
 
 impl Origin {
     /// Start an origin named `name` on a free port.
     pub fn start(name: &str) -> Origin {
-        let mut o = Origin {
-            port: free_port(),
-            name: name.to_string(),
-            child: None,
-        };
+        let mut o = Origin::dead(name);
         o.restart();
         o
     }
 
     /// An origin that is not running (a port nothing listens on).
     pub fn dead(name: &str) -> Origin {
+        let port = free_port();
         Origin {
-            port: free_port(),
+            port,
             name: name.to_string(),
-            child: None,
+            served: Served { port, child: None },
         }
     }
 
     /// (Re)start on the same port.
     pub fn restart(&mut self) {
-        assert!(self.child.is_none(), "origin {} already running", self.name);
-        let child = Command::new(BIN)
-            .args([
-                "demo-origin",
-                "--listen",
-                &format!("127.0.0.1:{}", self.port),
-                "--name",
-                &self.name,
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn demo origin");
-        self.child = Some(child);
-        let port = self.port;
-        wait_for(&format!("origin {} on {port}", self.name), 20, || {
-            port_open(port).then_some(())
-        });
+        let addr = format!("127.0.0.1:{}", self.port);
+        let mut cmd = Command::new(BIN);
+        cmd.args(["demo-origin", "--listen", &addr, "--name", &self.name]);
+        self.served
+            .spawn(&mut cmd, &format!("origin {}", self.name));
     }
 
     /// Kill it (connections to its port are then refused).
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            kill(&mut c);
-        }
-        let port = self.port;
-        wait_for("origin port to close", 10, || {
-            (!port_open(port)).then_some(())
-        });
+        self.served.stop();
     }
 
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Origin {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            kill(&mut c);
-        }
     }
 }
 
@@ -484,14 +494,15 @@ pub fn tally(
 /// A private redis-server on a free loopback port (never the machine's shared one).
 pub struct Redis {
     pub port: u16,
-    child: Option<Child>,
+    served: Served,
 }
 
 impl Redis {
     pub fn start() -> Redis {
+        let port = free_port();
         let mut r = Redis {
-            port: free_port(),
-            child: None,
+            port,
+            served: Served { port, child: None },
         };
         r.restart();
         r
@@ -499,35 +510,24 @@ impl Redis {
 
     /// (Re)start on the same port, empty.
     pub fn restart(&mut self) {
-        assert!(self.child.is_none());
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/test.sh installs it)");
-        self.child = Some(child);
-        let port = self.port;
-        wait_for("redis-server", 20, || port_open(port).then_some(()));
+        let port = self.port.to_string();
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]);
+        self.served
+            .spawn(&mut cmd, "redis-server (scripts/test.sh installs it)");
     }
 
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            kill(&mut c);
-        }
-        let port = self.port;
-        wait_for("redis port to close", 10, || {
-            (!port_open(port)).then_some(())
-        });
+        self.served.stop();
     }
 
     pub fn url(&self) -> String {
@@ -542,13 +542,5 @@ impl Redis {
             .output()
             .expect("redis-cli");
         String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            kill(&mut c);
-        }
     }
 }
