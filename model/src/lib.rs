@@ -14,7 +14,7 @@ mod validate;
 
 pub use pattern::{PathPattern, PatternError, Segment};
 pub use policy::{
-    Access, ApiKey, AuthMode, Cors, IpRules, JwtIssuer, KeyStatus, LimitAlgorithm, LimitBackend,
+    Access, ApiKey, AuthMode, CacheBypass, CacheKeyPattern, CachePolicy, CacheStorageKind, Cors, IpRules, JwtIssuer, KeyStatus, LimitAlgorithm, LimitBackend,
     LimitSubject, OnRedisError, RateLimitPolicy, RouteAuth, SecurityHeaders,
 };
 pub use validate::{parse_cidr, FieldError, ValidationErrors};
@@ -141,6 +141,28 @@ pub struct ServerSettings {
     pub pid_file: String,
     /// Pingora's upgrade socket (fd hand-off on graceful upgrade).
     pub upgrade_sock: String,
+    /// Bearer token that authorizes the ops listener's write endpoints (cache purge).
+    /// Absent: those endpoints answer 403. Example: `"change-me-ops-token"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ops_token: Option<String>,
+    /// Response cache of this proxy.
+    pub cache: CacheSettings,
+}
+
+/// Process-wide settings of the response cache (per-route policies are `routes[].cache`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSettings {
+    /// Byte bound of the in-memory cache (bodies plus headers). Example: `268435456`.
+    pub memory_bytes: usize,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            memory_bytes: 256 << 20,
+        }
+    }
 }
 
 impl Default for ServerSettings {
@@ -163,6 +185,8 @@ impl Default for ServerSettings {
             forwarded_headers: true,
             pid_file: "/tmp/vantage-proxy.pid".into(),
             upgrade_sock: "/tmp/vantage-proxy-upgrade.sock".into(),
+            ops_token: None,
+            cache: CacheSettings::default(),
         }
     }
 }
@@ -487,6 +511,9 @@ pub struct Route {
     /// Replaces parts of the tenant's access policy for this route.
     #[serde(default)]
     pub access: Access,
+    /// Response caching. Example: `{enabled: true, default_ttl_seconds: 60}`.
+    #[serde(default)]
+    pub cache: CachePolicy,
 }
 
 /// A header condition of a route.

@@ -292,3 +292,107 @@ fn default_jwks_refresh() -> u64 {
 fn default_jwks_min_gap() -> u64 {
     10
 }
+
+/// Where a route's cached responses live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CacheStorageKind {
+    /// This proxy's bounded in-memory cache (`server.cache.memory_bytes`).
+    #[default]
+    #[serde(rename = "memory")]
+    Memory,
+    /// The Redis cache tier shared by the fleet (`server.redis`).
+    #[serde(rename = "redis")]
+    Redis,
+    /// Memory in front of Redis: hits come from memory, misses fall through to Redis.
+    #[serde(rename = "memory+redis")]
+    MemoryRedis,
+}
+
+/// Which parts of the request URL go into the cache key (after the tenant).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CacheKeyPattern {
+    /// Path only; the query string is ignored.
+    #[serde(rename = "path")]
+    Path,
+    /// Path and query string.
+    #[default]
+    #[serde(rename = "path+query")]
+    PathQuery,
+}
+
+/// Requests that skip the cache (neither served from it nor stored in it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheBypass {
+    /// Any of these request headers present. Example: `[X-No-Cache]`.
+    pub headers: Vec<String>,
+    /// Any of these cookies present. Example: `[session_id]`.
+    pub cookies: Vec<String>,
+}
+
+/// Response caching of a route. Off unless `enabled`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CachePolicy {
+    /// Example: `true`.
+    pub enabled: bool,
+    /// Example: `memory+redis`.
+    pub storage: CacheStorageKind,
+    /// Freshness, in seconds, of a cacheable response that carries no `Cache-Control`
+    /// max-age/s-maxage or `Expires` (or of every response when `honor_origin_headers` is
+    /// off). `0` means such responses are stored only with heuristic freshness
+    /// (10% of `Last-Modified` age). Example: `60`.
+    pub default_ttl_seconds: u64,
+    /// Follow the origin's `Cache-Control`/`Expires` (RFC 9111). Off: every cacheable status
+    /// is stored for `default_ttl_seconds`, but `no-store` and `private` are still honoured.
+    /// Example: `true`.
+    pub honor_origin_headers: bool,
+    /// Methods answered from the cache. Example: `[GET, HEAD]`.
+    pub methods: Vec<String>,
+    /// Statuses that may be stored. Example: `[200, 301, 404]`.
+    pub statuses: Vec<u16>,
+    /// `path` or `path+query`. Example: `path`.
+    pub key: CacheKeyPattern,
+    /// Request headers whose values are added to the key. Example: `[Accept-Language]`.
+    pub key_headers: Vec<String>,
+    /// Requests that skip the cache.
+    pub bypass: CacheBypass,
+    /// The content is the same for every caller: responses to requests with credentials
+    /// (`Authorization`, an API key, a JWT cookie) may be stored and served to anyone. When
+    /// off, such requests bypass the cache unless the origin marks the response `public`
+    /// or `s-maxage`. Example: `false`.
+    pub shared: bool,
+    /// Serve a stale entry this long past expiry while it is refreshed in the background,
+    /// unless the origin says otherwise. Example: `30`.
+    pub stale_while_revalidate_seconds: u32,
+    /// Serve a stale entry this long past expiry when the origin fails, unless the origin
+    /// says otherwise. Example: `300`.
+    pub stale_if_error_seconds: u32,
+    /// Larger responses are not stored. Example: `1048576`.
+    pub max_entry_bytes: usize,
+    /// Concurrent misses for one key wait this long for the first one to fill the cache,
+    /// then go to the origin themselves. Example: `3000`.
+    pub lock_timeout_ms: u64,
+}
+
+impl Default for CachePolicy {
+    fn default() -> Self {
+        CachePolicy {
+            enabled: false,
+            storage: CacheStorageKind::Memory,
+            default_ttl_seconds: 0,
+            honor_origin_headers: true,
+            methods: vec!["GET".into(), "HEAD".into()],
+            // RFC 9110 §15.1 heuristically cacheable statuses.
+            statuses: vec![200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501],
+            key: CacheKeyPattern::PathQuery,
+            key_headers: Vec::new(),
+            bypass: CacheBypass::default(),
+            shared: false,
+            stale_while_revalidate_seconds: 0,
+            stale_if_error_seconds: 0,
+            max_entry_bytes: 1 << 20,
+            lock_timeout_ms: 3000,
+        }
+    }
+}

@@ -77,6 +77,73 @@ pub(crate) fn valid_token(s: &str) -> bool {
         })
 }
 
+fn check_cache(c: &mut Collector, p: &str, cp: &crate::CachePolicy, has_redis: bool) {
+    if !cp.enabled {
+        return;
+    }
+    if cp.storage != crate::CacheStorageKind::Memory && !has_redis {
+        c.err(
+            format!("{p}.storage"),
+            "redis storage needs server.redis to be configured",
+        );
+    }
+    if cp.methods.is_empty() {
+        c.err(format!("{p}.methods"), "must list GET and/or HEAD");
+    }
+    for (k, m) in cp.methods.iter().enumerate() {
+        if m != "GET" && m != "HEAD" {
+            c.err(
+                format!("{p}.methods[{k}]"),
+                format!("'{m}' cannot be cached; only GET and HEAD can"),
+            );
+        }
+    }
+    if cp.statuses.is_empty() {
+        c.err(format!("{p}.statuses"), "must list at least one status");
+    }
+    for (k, s) in cp.statuses.iter().enumerate() {
+        if !(200..=599).contains(s) || *s == 206 || *s == 304 {
+            c.err(
+                format!("{p}.statuses[{k}]"),
+                format!("{s} cannot be stored (200-599, except 206 and 304)"),
+            );
+        }
+    }
+    for (k, h) in cp.key_headers.iter().enumerate() {
+        if !valid_token(h) {
+            c.err(format!("{p}.key_headers[{k}]"), "not a valid header name");
+        }
+    }
+    for (k, h) in cp.bypass.headers.iter().enumerate() {
+        if !valid_token(h) {
+            c.err(format!("{p}.bypass.headers[{k}]"), "not a valid header name");
+        }
+    }
+    for (k, h) in cp.bypass.cookies.iter().enumerate() {
+        if !valid_token(h) {
+            c.err(format!("{p}.bypass.cookies[{k}]"), "not a valid cookie name");
+        }
+    }
+    if cp.max_entry_bytes == 0 || cp.max_entry_bytes > 512 << 20 {
+        c.err(
+            format!("{p}.max_entry_bytes"),
+            "must be between 1 and 536870912",
+        );
+    }
+    if cp.lock_timeout_ms == 0 || cp.lock_timeout_ms > 60_000 {
+        c.err(
+            format!("{p}.lock_timeout_ms"),
+            "must be between 1 and 60000",
+        );
+    }
+    if cp.default_ttl_seconds > 365 * 24 * 3600 {
+        c.err(
+            format!("{p}.default_ttl_seconds"),
+            "must be at most one year (31536000)",
+        );
+    }
+}
+
 fn valid_header_value(s: &str) -> bool {
     s.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
@@ -301,6 +368,17 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
             "server.max_request_header_bytes",
             "must be between 1024 and 1048576",
         );
+    }
+    if s.cache.memory_bytes < 1 << 20 {
+        c.err("server.cache.memory_bytes", "must be at least 1048576 (1 MiB)");
+    }
+    if let Some(t) = &s.ops_token {
+        if t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) {
+            c.err(
+                "server.ops_token",
+                "must be at least 16 printable ASCII characters without spaces",
+            );
+        }
     }
     if let Some(r) = &s.redis {
         if !(r.url.starts_with("redis://") || r.url.starts_with("rediss://")) {
@@ -664,6 +742,12 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
                 );
             }
         }
+        check_cache(
+            &mut c,
+            &format!("{p}.cache"),
+            &r.cache,
+            cfg.server.redis.is_some(),
+        );
         if let Some(l) = r.compression.level {
             if !(1..=9).contains(&l) {
                 c.err(format!("{p}.compression.level"), "must be between 1 and 9");
