@@ -116,18 +116,24 @@ fn check_cache(c: &mut Collector, p: &str, cp: &crate::CachePolicy, has_redis: b
     }
     for (k, h) in cp.bypass.headers.iter().enumerate() {
         if !valid_token(h) {
-            c.err(format!("{p}.bypass.headers[{k}]"), "not a valid header name");
+            c.err(
+                format!("{p}.bypass.headers[{k}]"),
+                "not a valid header name",
+            );
         }
     }
     for (k, h) in cp.bypass.cookies.iter().enumerate() {
         if !valid_token(h) {
-            c.err(format!("{p}.bypass.cookies[{k}]"), "not a valid cookie name");
+            c.err(
+                format!("{p}.bypass.cookies[{k}]"),
+                "not a valid cookie name",
+            );
         }
     }
-    if cp.max_entry_bytes == 0 || cp.max_entry_bytes > 512 << 20 {
+    if cp.max_entry_bytes == 0 || cp.max_entry_bytes > 64 << 20 {
         c.err(
             format!("{p}.max_entry_bytes"),
-            "must be between 1 and 536870912",
+            "must be between 1 and 67108864 (64 MiB)",
         );
     }
     if cp.lock_timeout_ms == 0 || cp.lock_timeout_ms > 60_000 {
@@ -370,7 +376,10 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
         );
     }
     if s.cache.memory_bytes < 1 << 20 {
-        c.err("server.cache.memory_bytes", "must be at least 1048576 (1 MiB)");
+        c.err(
+            "server.cache.memory_bytes",
+            "must be at least 1048576 (1 MiB)",
+        );
     }
     if let Some(t) = &s.ops_token {
         if t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) {
@@ -1018,6 +1027,41 @@ routes:
             );
         }
         assert_eq!(errs.len(), expect.len(), "{errs:#?}");
+    }
+
+    #[test]
+    fn cache_policies_are_checked() {
+        let bad = GOOD.replace(
+            "origin_id: globex-api}",
+            "origin_id: globex-api, cache: {enabled: true, storage: redis, methods: [GET, POST], statuses: [200, 206], key_headers: [\"bad name\"], max_entry_bytes: 0, lock_timeout_ms: 0}}",
+        );
+        let errs = errors(&bad);
+        let expect = [
+            "routes[2].cache.storage: redis storage needs server.redis",
+            "routes[2].cache.methods[1]: 'POST' cannot be cached",
+            "routes[2].cache.statuses[1]: 206 cannot be stored",
+            "routes[2].cache.key_headers[0]: not a valid header name",
+            "routes[2].cache.max_entry_bytes: must be between",
+            "routes[2].cache.lock_timeout_ms: must be between",
+        ];
+        for e in expect {
+            assert!(
+                errs.iter().any(|x| x.starts_with(e)),
+                "missing {e:?} in {errs:#?}"
+            );
+        }
+        assert_eq!(errs.len(), expect.len(), "{errs:#?}");
+        // A disabled policy is not checked; unknown fields are refused when parsing.
+        let off = GOOD.replace(
+            "origin_id: globex-api}",
+            "origin_id: globex-api, cache: {enabled: false, methods: [POST]}}",
+        );
+        assert_eq!(errors(&off), Vec::<String>::new());
+        let typo = GOOD.replace(
+            "origin_id: globex-api}",
+            "origin_id: globex-api, cache: {enabled: true, ttl: 5}}",
+        );
+        assert!(Config::from_yaml(&typo).is_err());
     }
 
     #[test]

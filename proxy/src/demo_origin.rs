@@ -6,23 +6,31 @@
 //! - `/bytes/<n>` → `n` bytes of text (compression demos)
 //! - anything else → JSON echo of origin name, method, path, headers and body size
 //!
-//! Every response carries `X-Origin: <name>`.
+//! Every response carries `X-Origin: <name>`. The JSON echo also has `seq`, this origin's
+//! count of echoed requests (tests use it to count what reached the origin). A request header
+//! `X-Origin-Set: Name: value` (repeatable) adds that header to the response; when one of them
+//! sets an `ETag` that the request's `If-None-Match` names, the answer is `304`.
 
 use async_trait::async_trait;
 use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// One named demo origin.
 pub struct DemoOrigin {
     name: String,
+    seq: AtomicU64,
 }
 
 impl DemoOrigin {
     /// An origin that tells who it is in `X-Origin` and in its JSON.
     pub fn new(name: impl Into<String>) -> DemoOrigin {
-        DemoOrigin { name: name.into() }
+        DemoOrigin {
+            name: name.into(),
+            seq: AtomicU64::new(0),
+        }
     }
 }
 
@@ -79,6 +87,7 @@ impl ServeHttp for DemoOrigin {
             }
             serde_json::json!({
                 "origin": self.name,
+                "seq": self.seq.fetch_add(1, Ordering::Relaxed) + 1,
                 "method": req.method.as_str(),
                 "path": req.uri.path_and_query().map_or("/", |p| p.as_str()),
                 "version": format!("{:?}", req.version),
@@ -88,13 +97,37 @@ impl ServeHttp for DemoOrigin {
             .to_string()
             .into_bytes()
         };
-        Response::builder()
+        let mut extra = Vec::new();
+        for v in req.headers.get_all("x-origin-set") {
+            if let Some((n, v)) = v.to_str().ok().and_then(|v| v.split_once(':')) {
+                extra.push((n.trim().to_string(), v.trim().to_string()));
+            }
+        }
+        let not_modified = extra.iter().any(|(n, etag)| {
+            n.eq_ignore_ascii_case("etag")
+                && req
+                    .headers
+                    .get_all(http::header::IF_NONE_MATCH)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .any(|inm| inm.split(',').any(|t| t.trim() == etag))
+        });
+        let (status, body) = if not_modified {
+            (304, Vec::new())
+        } else {
+            (status, body)
+        };
+        let mut resp = Response::builder()
             .status(status)
             .header(http::header::CONTENT_TYPE, content_type)
-            .header(http::header::CONTENT_LENGTH, body.len())
             .header("x-origin", self.name.as_str())
-            .header(http::header::SERVER, "vantage-demo-origin")
-            .body(body)
-            .unwrap_or_default()
+            .header(http::header::SERVER, "vantage-demo-origin");
+        if status != 304 {
+            resp = resp.header(http::header::CONTENT_LENGTH, body.len());
+        }
+        for (n, v) in extra {
+            resp = resp.header(n, v);
+        }
+        resp.body(body).unwrap_or_default()
     }
 }

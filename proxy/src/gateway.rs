@@ -3,6 +3,7 @@
 
 use crate::access;
 use crate::auth::{self, Identity};
+use crate::cache::{self, Caches, RequestDirectives};
 use crate::errors::{self, Reply};
 use crate::limits;
 use crate::metrics::METRICS;
@@ -12,6 +13,9 @@ use crate::upstream::{backend_id, InflightGuard, Pool, Selection, TargetState};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use http::{HeaderName, HeaderValue, Method};
+use pingora::cache::key::HashBinary;
+use pingora::cache::CacheOptionOverrides;
+use pingora::cache::{CacheKey, CacheMeta, CachePhase, ForcedFreshness, HitHandler, RespCacheable};
 use pingora::modules::http::compression::ResponseCompression;
 use pingora::prelude::*;
 use pingora::protocols::l4::socket::SocketAddr;
@@ -33,6 +37,8 @@ pub struct Gateway {
     limits: Limits,
     access_log: bool,
     forwarded_headers: bool,
+    /// Response cache storages, lock and purges.
+    caches: &'static Caches,
 }
 
 impl Gateway {
@@ -43,6 +49,7 @@ impl Gateway {
         access_log: bool,
         forwarded_headers: bool,
         redis: Option<Arc<limits::redis::RedisLimiter>>,
+        caches: &'static Caches,
     ) -> Gateway {
         Gateway {
             state,
@@ -51,6 +58,7 @@ impl Gateway {
             limits,
             access_log,
             forwarded_headers,
+            caches,
         }
     }
 }
@@ -80,7 +88,15 @@ pub struct Ctx {
     /// Given by the client (when valid) or generated.
     request_id: HeaderValue,
     tenant: Option<Arc<str>>,
+    /// Some route of the tenant caches.
+    tenant_caches: bool,
     route: Option<Arc<RouteRt>>,
+    /// The request carries credentials (Authorization, an API key, a session cookie).
+    credentials: bool,
+    /// The origin's 304 to a revalidation: its fields update the stored response.
+    not_modified: Option<Box<ResponseHeader>>,
+    /// The cache was looked up and missed (even if the response then was not stored).
+    cache_missed: bool,
     /// Targets whose connect failed (retries go elsewhere).
     tried: Vec<usize>,
     /// The current attempt's target, its identity, and its in-flight count.
@@ -218,6 +234,7 @@ impl Gateway {
             )
         })?;
         ctx.tenant = Some(tenant.id.clone());
+        ctx.tenant_caches = tenant.caches;
         let req = session.req_header();
         // A CORS preflight is answered for the route the real request would take, when that
         // route has a CORS policy; otherwise OPTIONS is routed like any method.
@@ -454,6 +471,50 @@ impl Gateway {
     }
 
     /// X-Forwarded-For (appended to every earlier hop), -Proto, -Host and the request id.
+    /// `X-Cache` on caching routes, and RFC 9111 §4.4: a successful unsafe request
+    /// invalidates its URL and the same-host `Location`/`Content-Location`.
+    fn cache_response(
+        &self,
+        session: &Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        let req = session.req_header();
+        if ctx.route.as_ref().is_some_and(|r| r.cache.is_some()) {
+            let label = match session.cache.phase() {
+                CachePhase::Disabled(_) | CachePhase::Bypass if ctx.cache_missed => "MISS",
+                phase => cache::status_label(phase),
+            };
+            cache::record(label);
+            resp.insert_header("x-cache", label)?;
+        }
+        let unsafe_method = !matches!(
+            req.method,
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+        );
+        let status = resp.status.as_u16();
+        if unsafe_method && ctx.tenant_caches && (200..400).contains(&status) {
+            if let Some(tenant) = &ctx.tenant {
+                let purges = self.caches.purges;
+                purges.invalidate_local(tenant, req.uri.path(), req.uri.query());
+                let host = request_host(session);
+                for name in [http::header::LOCATION, http::header::CONTENT_LOCATION] {
+                    let Some(v) = resp.headers.get(&name).and_then(|v| v.to_str().ok()) else {
+                        continue;
+                    };
+                    let Ok(uri) = v.parse::<http::Uri>() else {
+                        continue;
+                    };
+                    let same_host = uri.host().is_none_or(|h| Some(h) == host);
+                    if same_host && uri.path().starts_with('/') {
+                        purges.invalidate_local(tenant, uri.path(), uri.query());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn forwarded_headers(
         &self,
         session: &Session,
@@ -502,7 +563,11 @@ impl ProxyHttp for Gateway {
             _active: ActiveGuard::new(),
             request_id: HeaderValue::from_static(""),
             tenant: None,
+            tenant_caches: false,
             route: None,
+            credentials: false,
+            not_modified: None,
+            cache_missed: false,
             tried: Vec::new(),
             target: None,
             retries_left: 0,
@@ -562,6 +627,157 @@ impl ProxyHttp for Gateway {
             Self::enable_compression(session, level);
         }
         Ok(false)
+    }
+
+    /// Caching routes enable pingora-cache with the route's storage, lock timeout and size
+    /// bound, unless the request bypasses the cache.
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<()> {
+        let Some(policy) = ctx.route.as_ref().and_then(|r| r.cache.as_ref()) else {
+            return Ok(());
+        };
+        let req = session.req_header();
+        ctx.credentials = ctx.identity.is_some()
+            || req.headers.contains_key(http::header::AUTHORIZATION)
+            || req.headers.contains_key("x-api-key");
+        if policy.bypass_reason(req, ctx.credentials).is_some() {
+            return Ok(());
+        }
+        let mut overrides = CacheOptionOverrides::default();
+        overrides.wait_timeout = Some(policy.lock_timeout);
+        session.cache.enable(
+            self.caches.storage(policy.storage),
+            None,
+            None,
+            Some(self.caches.lock),
+            Some(overrides),
+        );
+        session
+            .cache
+            .set_max_file_size_bytes(policy.max_entry_bytes);
+        Ok(())
+    }
+
+    /// Tenant and its purge generation first, then route, path (and query) and key headers.
+    fn cache_key_callback(&self, session: &Session, ctx: &mut Ctx) -> pingora::Result<CacheKey> {
+        let (Some(tenant), Some(route)) = (&ctx.tenant, &ctx.route) else {
+            return Err(Error::explain(InternalError, "cache key without a route"));
+        };
+        let Some(policy) = &route.cache else {
+            return Err(Error::explain(
+                InternalError,
+                "cache key on a non-caching route",
+            ));
+        };
+        let generation = self.caches.purges.generation(tenant);
+        Ok(policy.key(tenant, generation, &route.id, session.req_header()))
+    }
+
+    /// A lookup missed; the origin's response may fill the cache.
+    fn cache_miss(&self, session: &mut Session, ctx: &mut Ctx) {
+        ctx.cache_missed = true;
+        session.cache.cache_miss();
+    }
+
+    /// Purged URLs are refetched; the request's own `no-cache`, `max-age` and `min-fresh`
+    /// force revalidation.
+    async fn cache_hit_filter(
+        &self,
+        session: &mut Session,
+        meta: &CacheMeta,
+        _hit_handler: &mut HitHandler,
+        is_fresh: bool,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<Option<ForcedFreshness>> {
+        let req = session.req_header();
+        if let Some(tenant) = &ctx.tenant {
+            if self.caches.purges.purged_after(
+                tenant,
+                req.uri.path(),
+                req.uri.query(),
+                meta.created(),
+            ) {
+                return Ok(Some(ForcedFreshness::ForceMiss));
+            }
+        }
+        if is_fresh && RequestDirectives::parse(req).needs_revalidation(meta, SystemTime::now()) {
+            return Ok(Some(ForcedFreshness::ForceExpired));
+        }
+        Ok(None)
+    }
+
+    /// `Cache-Control: only-if-cached` gets 504 instead of going to the origin.
+    async fn proxy_upstream_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<bool> {
+        if session.cache.enabled() && RequestDirectives::parse(session.req_header()).only_if_cached
+        {
+            let reply = Reply::new(504, "not_cached", "the response is not in the cache");
+            errors::respond(session, &reply, ctx.request_id()).await?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Keeps the origin's 304 to a revalidation for `response_cache_filter`.
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        if resp.status == http::StatusCode::NOT_MODIFIED && session.cache.enabled() {
+            ctx.not_modified = Some(Box::new(resp.clone()));
+        }
+        Ok(())
+    }
+
+    /// RFC 9111 storage rules with the route's defaults. After a 304, the stored response
+    /// takes the 304's fields first (§4.3.4).
+    fn response_cache_filter(
+        &self,
+        _session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<RespCacheable> {
+        let Some(policy) = ctx.route.as_ref().and_then(|r| r.cache.as_ref()) else {
+            return Ok(RespCacheable::Uncacheable(
+                pingora::cache::NoCacheReason::NeverEnabled,
+            ));
+        };
+        let now = SystemTime::now();
+        Ok(match ctx.not_modified.take() {
+            Some(nm) => {
+                let merged = cache::merge_not_modified(resp, &nm);
+                policy.cacheable(&merged, ctx.credentials, now)
+            }
+            None => policy.cacheable(resp, ctx.credentials, now),
+        })
+    }
+
+    /// `Vary`: the named request headers select the variant.
+    fn cache_vary_filter(
+        &self,
+        meta: &CacheMeta,
+        _ctx: &mut Ctx,
+        req: &RequestHeader,
+    ) -> Option<HashBinary> {
+        cache::variance(meta, req)
+    }
+
+    /// Stale entries are served while revalidating (within stale-while-revalidate) and when
+    /// the origin fails (within stale-if-error).
+    fn should_serve_stale(
+        &self,
+        session: &mut Session,
+        _ctx: &mut Ctx,
+        error: Option<&Error>,
+    ) -> bool {
+        match error {
+            None => !RequestDirectives::parse(session.req_header()).no_cache,
+            Some(e) => e.esource() == &ErrorSource::Upstream,
+        }
     }
 
     /// The route's pool picks a healthy target whose breaker is closed and that this request
@@ -713,7 +929,7 @@ impl ProxyHttp for Gateway {
             resp.insert_header(n, v)?;
         }
         resp.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
-        Ok(())
+        self.cache_response(session, resp, ctx)
     }
 
     /// A failed connect counts against the target's breaker and is retried on another
@@ -796,6 +1012,9 @@ impl ProxyHttp for Gateway {
 
     /// Metrics, breaker accounting and the JSON access log.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        if session.cache.lock_duration().is_some() {
+            METRICS.cache_lock_waits.inc();
+        }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let target = ctx.target.take();
         if let (Some((target, _, _)), Some(route)) = (&target, &ctx.route) {

@@ -2,12 +2,14 @@
 //!
 //! Module map (the request path in order): [`safety`] → tenant and [`router`] lookup in a
 //! [`snapshot`] → [`access`] (IP rules, CORS) → [`auth`] → [`limits`] → [`upstream`]
-//! selection → [`transform`] → [`metrics`] and access log; all
+//! selection (or a [`cache`] hit) → [`transform`] → [`metrics`] and access log; all
 //! joined by the phase methods of [`gateway::Gateway`]. [`reload`] swaps snapshots, [`ops`]
 //! serves `/metrics` and health, [`server`] wires Pingora services together.
 
 pub mod access;
 pub mod auth;
+pub mod bus;
+pub mod cache;
 pub mod demo_origin;
 pub mod errors;
 pub mod gateway;

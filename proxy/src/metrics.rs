@@ -1,8 +1,9 @@
 //! Prometheus metrics of the proxy (default registry, served on the ops listener).
 
 use prometheus::{
-    register_gauge_vec, register_histogram_vec, register_int_counter_vec, register_int_gauge,
-    register_int_gauge_vec, GaugeVec, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    register_gauge_vec, register_histogram_vec, register_int_counter, register_int_counter_vec,
+    register_int_gauge, register_int_gauge_vec, GaugeVec, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec,
 };
 use std::sync::LazyLock;
 
@@ -40,6 +41,20 @@ pub struct Metrics {
     pub redis_errors: IntCounterVec,
     /// `vantage_ratelimit_fallbacks_total{mode}`: `allow`, `deny` or `local` after a Redis error.
     pub ratelimit_fallbacks: IntCounterVec,
+    /// `vantage_cache_responses_total{result}`: responses of caching routes by `X-Cache`
+    /// (`hit`, `miss`, `expired`, `stale`, `revalidated`, `bypass`).
+    pub cache_responses: IntCounterVec,
+    /// `vantage_cache_stores_total{storage}`: entries written.
+    pub cache_stores: IntCounterVec,
+    /// `vantage_cache_evictions_total`: memory entries evicted to stay under the byte bound.
+    pub cache_evictions: IntCounter,
+    /// `vantage_cache_bytes{tier}`: bytes held by the memory tier.
+    pub cache_bytes: IntGaugeVec,
+    /// `vantage_cache_lock_waits_total`: requests that waited for another request to fill
+    /// the cache (coalesced misses).
+    pub cache_lock_waits: IntCounter,
+    /// `vantage_cache_purges_total{kind}`: `url` or `tenant`.
+    pub cache_purges: IntCounterVec,
 }
 
 /// The process-wide metrics.
@@ -125,6 +140,40 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         &["mode"]
     )
     .expect("register vantage_ratelimit_fallbacks_total"),
+    cache_responses: register_int_counter_vec!(
+        "vantage_cache_responses_total",
+        "Responses of caching routes by cache result",
+        &["result"]
+    )
+    .expect("register vantage_cache_responses_total"),
+    cache_stores: register_int_counter_vec!(
+        "vantage_cache_stores_total",
+        "Cache entries written, by storage",
+        &["storage"]
+    )
+    .expect("register vantage_cache_stores_total"),
+    cache_evictions: register_int_counter!(
+        "vantage_cache_evictions_total",
+        "Memory cache entries evicted to stay under the byte bound"
+    )
+    .expect("register vantage_cache_evictions_total"),
+    cache_bytes: register_int_gauge_vec!(
+        "vantage_cache_bytes",
+        "Bytes held by the cache, by tier",
+        &["tier"]
+    )
+    .expect("register vantage_cache_bytes"),
+    cache_lock_waits: register_int_counter!(
+        "vantage_cache_lock_waits_total",
+        "Requests that waited on the cache lock for another request to fill the cache"
+    )
+    .expect("register vantage_cache_lock_waits_total"),
+    cache_purges: register_int_counter_vec!(
+        "vantage_cache_purges_total",
+        "Cache purges by kind",
+        &["kind"]
+    )
+    .expect("register vantage_cache_purges_total"),
 });
 
 /// Text exposition of every registered metric.

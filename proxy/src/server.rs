@@ -1,6 +1,8 @@
 //! Wiring: the Pingora server with the proxy service, the ops listener, the config reloader
 //! and (for the demo) the demo origins.
 
+use crate::bus::Bus;
+use crate::cache::{Caches, Purges};
 use crate::demo_origin::DemoOrigin;
 use crate::gateway::Gateway;
 use crate::ops::Ops;
@@ -144,6 +146,19 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let purges: &'static Purges = Box::leak(Box::default());
+    let caches: &'static Caches = Box::leak(Box::new(Caches::new(
+        settings.cache.memory_bytes,
+        redis
+            .as_ref()
+            .map(|r| (r.client().clone(), r.prefix().to_string(), r.timeout())),
+        purges,
+    )));
+    if let (Some(r), Some(rs)) = (&redis, &settings.redis) {
+        purges.attach_redis(r.client().clone(), r.prefix());
+        let bus = Bus::new(rs, purges).map_err(|e| anyhow::anyhow!(e))?;
+        server.add_service(background_service("bus", bus));
+    }
     let gateway = Gateway::new(
         state.clone(),
         Limits {
@@ -153,6 +168,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         settings.access_log,
         settings.forwarded_headers,
         redis.clone(),
+        caches,
     );
     let mut server_options = HttpServerOptions::default();
     server_options.h2c = settings.h2c;
@@ -176,7 +192,12 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     if !settings.ops_listen.is_empty() {
         let mut ops = Service::new(
             "ops".to_string(),
-            HttpServer::new_app(Ops::new(state.clone(), redis.clone())),
+            HttpServer::new_app(Ops::new(
+                state.clone(),
+                redis.clone(),
+                purges,
+                settings.ops_token.clone(),
+            )),
         );
         ops.add_tcp(&settings.ops_listen);
         ops.threads = Some(1);

@@ -56,11 +56,15 @@ pub struct RouteRt {
     /// The route's policies, then the tenant's ceilings.
     pub limits: Vec<PolicyRt>,
     pub access: AccessRt,
+    /// Response caching, when the route caches.
+    pub cache: Option<crate::cache::CacheRt>,
 }
 
 /// A compiled tenant.
 pub struct TenantRt {
     pub id: Arc<str>,
+    /// Some route of the tenant caches responses (so unsafe methods invalidate URLs).
+    pub caches: bool,
     pub router: Router<Arc<RouteRt>>,
 }
 
@@ -173,6 +177,7 @@ impl Snapshot {
         for (i, t) in config.tenants.iter().enumerate() {
             tenants.push(TenantRt {
                 id: t.id.as_str().into(),
+                caches: false,
                 router: Router::default(),
             });
             index.insert(t.id.as_str(), i);
@@ -228,6 +233,7 @@ impl Snapshot {
                 )
                 .collect();
             let rt = RouteRt {
+                cache: crate::cache::CacheRt::compile(&r.cache),
                 id: r.id.as_str().into(),
                 pool: pool.clone(),
                 path: PathOps::compile(r.strip_prefix.as_deref(), r.rewrite.as_ref())
@@ -245,6 +251,7 @@ impl Snapshot {
                 limits,
                 access: AccessRt::compile(&tenant.access, &r.access),
             };
+            tenants[ti].caches |= r.cache.enabled;
             tenants[ti]
                 .router
                 .insert(&pattern, r.priority, conditions, Arc::new(rt));

@@ -194,6 +194,21 @@ impl RedisLimiter {
         result
     }
 
+    /// The shared client (the cache's Redis tier and purges use it too).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Key prefix of every key.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Time budget of one call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Is the connection up?
     pub fn is_connected(&self) -> bool {
         self.client.is_connected()
