@@ -9,3 +9,5 @@ ensure_packages redis-server:redis-server
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --all-targets
+# RFC 9111 conformance of the response cache (http-cache-tests 0.4.5, needs node and npm).
+bash scripts/cache-conformance.sh

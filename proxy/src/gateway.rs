@@ -737,7 +737,7 @@ impl ProxyHttp for Gateway {
     /// takes the 304's fields first (§4.3.4).
     fn response_cache_filter(
         &self,
-        _session: &Session,
+        session: &Session,
         resp: &ResponseHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<RespCacheable> {
@@ -749,7 +749,12 @@ impl ProxyHttp for Gateway {
         let now = SystemTime::now();
         Ok(match ctx.not_modified.take() {
             Some(nm) => {
-                let merged = cache::merge_not_modified(resp, &nm);
+                // From the stored response itself: pingora's merge already took the 304's ETag.
+                let stored = session
+                    .cache
+                    .maybe_cache_meta()
+                    .map_or(resp, |m| m.response_header());
+                let merged = cache::merge_not_modified(stored, &nm);
                 policy.cacheable(&merged, ctx.credentials, now)
             }
             None => policy.cacheable(resp, ctx.credentials, now),

@@ -166,6 +166,11 @@ impl CacheRt {
         if cc.is_some_and(|c| c.private()) {
             return uncacheable("private");
         }
+        if cc.is_some_and(|c| c.has_key("must-understand"))
+            && !UNDERSTOOD_STATUSES.contains(&resp.status.as_u16())
+        {
+            return uncacheable("must-understand");
+        }
         if resp.headers.get_all(header::VARY).iter().any(|v| {
             v.as_bytes()
                 .split(|b| *b == b',')
@@ -216,13 +221,11 @@ impl CacheRt {
         let apparent = date
             .and_then(|d| now.duration_since(d).ok())
             .unwrap_or_default();
-        let age_value = resp
-            .headers
-            .get(header::AGE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs)
-            .unwrap_or_default();
+        // An Age that is not one plain number makes the response stale (its age is unknown).
+        let age_value = match age_header(resp) {
+            Ok(a) => a,
+            Err(()) => lifetime,
+        };
         let initial_age = apparent.max(age_value);
         let epoch = now
             .checked_sub(initial_age)
@@ -249,6 +252,7 @@ impl CacheRt {
         if let Some(c) = cc {
             c.strip_private_headers(&mut stored);
         }
+        strip_connection_headers(&mut stored);
         // Pingora writes its own Age from the epoch below.
         stored.remove_header(&header::AGE);
         let mut meta = CacheMeta::new(fresh_until, now, swr, sie, stored);
@@ -267,6 +271,8 @@ pub fn merge_not_modified(
     let mut names: Vec<&header::HeaderName> = not_modified.headers.keys().collect();
     names.dedup();
     for name in names {
+        // These describe the stored body (and the validator it was checked with), not the
+        // 304's.
         if matches!(
             *name,
             header::CONTENT_LENGTH
@@ -274,7 +280,9 @@ pub fn merge_not_modified(
                 | header::CONTENT_ENCODING
                 | header::CONTENT_RANGE
                 | header::CONNECTION
-        ) {
+                | header::ETAG
+        ) || name.as_str() == "content-md5"
+        {
             continue;
         }
         merged.remove_header(name);
@@ -283,6 +291,57 @@ pub fn merge_not_modified(
         }
     }
     merged
+}
+
+/// Status codes whose caching semantics this cache knows (RFC 9110 §15), for
+/// `must-understand`.
+const UNDERSTOOD_STATUSES: [u16; 22] = [
+    200, 203, 204, 300, 301, 302, 303, 307, 308, 400, 403, 404, 405, 410, 414, 421, 451, 500, 501,
+    502, 503, 504,
+];
+
+/// The `Age` field: one line with one non-negative integer; absent is 0. Anything else is
+/// invalid (`Err`).
+fn age_header(resp: &ResponseHeader) -> Result<Duration, ()> {
+    let mut all = resp.headers.get_all(header::AGE).iter();
+    let Some(first) = all.next() else {
+        return Ok(Duration::ZERO);
+    };
+    if all.next().is_some() {
+        return Err(());
+    }
+    let v = first.to_str().map_err(|_| ())?.trim();
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(());
+    }
+    // Overflow means "older than anything": RFC 9111 §1.2.2 caps at 2^31.
+    Ok(Duration::from_secs(v.parse::<u64>().unwrap_or(1 << 31)))
+}
+
+/// Hop-by-hop fields and those the `Connection` header names are not stored
+/// (RFC 9111 §3.1).
+fn strip_connection_headers(resp: &mut ResponseHeader) {
+    let listed: Vec<String> = resp
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect();
+    for name in listed.iter().map(String::as_str).chain([
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-authenticate",
+        "proxy-authorization",
+    ]) {
+        resp.remove_header(name);
+    }
 }
 
 fn http_date(resp: &ResponseHeader, name: header::HeaderName) -> Option<SystemTime> {
