@@ -424,7 +424,7 @@ fn check_flag_validates_like_nginx_t() {
         .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout)
-        .contains("configuration OK (2 tenants, 2 origins, 5 routes)"));
+        .contains("configuration OK (2 tenants, 2 origins, 6 routes)"));
 
     let bad = dir.join("bad.yaml");
     let text = include_str!("../../conf/demo.yaml")
