@@ -444,7 +444,7 @@ fn check_flag_validates_like_nginx_t() {
         "{err}"
     );
     assert!(
-        err.contains("routes[4].origin_id: no origin has id 'missing'"),
+        err.contains("routes[5].origin_id: no origin has id 'missing'"),
         "{err}"
     );
 
