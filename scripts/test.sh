@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/deps.sh
 ensure_packages redis-server:redis-server
+# The admin tests use the shared Postgres and Redis on loopback.
+ensure_postgres
+ensure_redis
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -8,14 +8,16 @@
 //! the admin service, so both sides accept exactly the same configurations. This crate has
 //! no Pingora in it on purpose: the admin service builds fast and cannot drift.
 
+pub mod notify;
 mod pattern;
 mod policy;
 mod validate;
 
 pub use pattern::{PathPattern, PatternError, Segment};
 pub use policy::{
-    Access, ApiKey, AuthMode, CacheBypass, CacheKeyPattern, CachePolicy, CacheStorageKind, Cors, IpRules, JwtIssuer, KeyStatus, LimitAlgorithm, LimitBackend,
-    LimitSubject, OnRedisError, RateLimitPolicy, RouteAuth, SecurityHeaders,
+    Access, ApiKey, AuthMode, CacheBypass, CacheKeyPattern, CachePolicy, CacheStorageKind, Cors,
+    IpRules, JwtIssuer, KeyStatus, LimitAlgorithm, LimitBackend, LimitSubject, OnRedisError,
+    RateLimitPolicy, RouteAuth, SecurityHeaders,
 };
 pub use validate::{parse_cidr, FieldError, ValidationErrors};
 
@@ -147,6 +149,95 @@ pub struct ServerSettings {
     pub ops_token: Option<String>,
     /// Response cache of this proxy.
     pub cache: CacheSettings,
+    /// Where tenants, origins, routes, API keys and JWT issuers come from: this file, or
+    /// Postgres (written by `vantage-admin`). Example: `postgres`.
+    pub source: ConfigSource,
+    /// Postgres, for `source: postgres` and for request logs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<PostgresSettings>,
+}
+
+/// Where the proxy's tenants, origins and routes come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfigSource {
+    /// The `tenants`, `origins`, `routes`, `api_keys` and `jwt_issuers` of this file.
+    #[default]
+    File,
+    /// Postgres (`SELECT vantage_config()`), reloaded when the admin announces a change on
+    /// Redis and by a periodic version poll; the last good copy is kept on local disk.
+    Postgres,
+}
+
+/// Connection to Postgres.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSettings {
+    /// `postgres://user[:password]@host:port/database`; the environment variable
+    /// `VANTAGE_DATABASE_URL` replaces it when set. Example: `postgres://vantage@127.0.0.1/vantage`.
+    pub url: String,
+    /// Connections kept open. Example: `4`.
+    #[serde(default = "default_pg_pool")]
+    pub pool_size: usize,
+    /// How often the config version is polled (catches announcements missed while Redis was
+    /// away). Example: `1000`.
+    #[serde(default = "default_poll_ms")]
+    pub poll_interval_ms: u64,
+    /// Budget of one connection attempt or query. Example: `2000`.
+    #[serde(default = "default_pg_timeout_ms")]
+    pub timeout_ms: u64,
+    /// The last configuration loaded from Postgres, written after every successful load; a
+    /// proxy that starts while Postgres is down serves from it.
+    /// Example: `/var/lib/vantage/last-good-config.json`.
+    #[serde(default = "default_last_good")]
+    pub last_good_file: String,
+    /// Shared secret of the admin's signed change announcements (HMAC-SHA256); the variable
+    /// `VANTAGE_NOTIFY_SECRET` replaces it when set. Without one, announcements are ignored
+    /// and only the poll picks up changes. Example: `"a-long-random-secret"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_secret: Option<String>,
+    /// One record per request into `request_logs`.
+    #[serde(default)]
+    pub request_logs: RequestLogSettings,
+}
+
+fn default_pg_pool() -> usize {
+    4
+}
+fn default_poll_ms() -> u64 {
+    1000
+}
+fn default_pg_timeout_ms() -> u64 {
+    2000
+}
+fn default_last_good() -> String {
+    "/var/lib/vantage/last-good-config.json".into()
+}
+
+/// Batching of request-log records into Postgres.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RequestLogSettings {
+    /// Example: `true`.
+    pub enabled: bool,
+    /// Records waiting to be written; when full, new records are dropped (and counted).
+    /// Example: `10000`.
+    pub queue_size: usize,
+    /// Rows per INSERT. Example: `500`.
+    pub batch_size: usize,
+    /// A partial batch is written after this long. Example: `200`.
+    pub flush_interval_ms: u64,
+}
+
+impl Default for RequestLogSettings {
+    fn default() -> Self {
+        RequestLogSettings {
+            enabled: true,
+            queue_size: 10_000,
+            batch_size: 500,
+            flush_interval_ms: 200,
+        }
+    }
 }
 
 /// Process-wide settings of the response cache (per-route policies are `routes[].cache`).
@@ -187,6 +278,8 @@ impl Default for ServerSettings {
             upgrade_sock: "/tmp/vantage-proxy-upgrade.sock".into(),
             ops_token: None,
             cache: CacheSettings::default(),
+            source: ConfigSource::File,
+            postgres: None,
         }
     }
 }

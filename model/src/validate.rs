@@ -375,6 +375,54 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
             "must be between 1024 and 1048576",
         );
     }
+    if s.source == crate::ConfigSource::Postgres && s.postgres.is_none() {
+        c.err("server.postgres", "source: postgres needs server.postgres");
+    }
+    if let Some(pg) = &s.postgres {
+        if !(pg.url.starts_with("postgres://") || pg.url.starts_with("postgresql://")) {
+            c.err(
+                "server.postgres.url",
+                "must start with postgres:// or postgresql://",
+            );
+        }
+        if pg.pool_size == 0 || pg.pool_size > 64 {
+            c.err("server.postgres.pool_size", "must be between 1 and 64");
+        }
+        if !(100..=60_000).contains(&pg.poll_interval_ms) {
+            c.err(
+                "server.postgres.poll_interval_ms",
+                "must be between 100 and 60000",
+            );
+        }
+        if !(100..=60_000).contains(&pg.timeout_ms) {
+            c.err(
+                "server.postgres.timeout_ms",
+                "must be between 100 and 60000",
+            );
+        }
+        if pg.last_good_file.is_empty() {
+            c.err("server.postgres.last_good_file", "must not be empty");
+        }
+        let rl = &pg.request_logs;
+        if rl.queue_size == 0 || rl.queue_size > 1_000_000 {
+            c.err(
+                "server.postgres.request_logs.queue_size",
+                "must be between 1 and 1000000",
+            );
+        }
+        if rl.batch_size == 0 || rl.batch_size > 5000 {
+            c.err(
+                "server.postgres.request_logs.batch_size",
+                "must be between 1 and 5000",
+            );
+        }
+        if !(10..=60_000).contains(&rl.flush_interval_ms) {
+            c.err(
+                "server.postgres.request_logs.flush_interval_ms",
+                "must be between 10 and 60000",
+            );
+        }
+    }
     if s.cache.memory_bytes < 1 << 20 {
         c.err(
             "server.cache.memory_bytes",
@@ -999,6 +1047,19 @@ routes:
     fn the_demo_config_is_valid() {
         let text = include_str!("../../conf/demo.yaml");
         Config::from_yaml_validated(text).expect("conf/demo.yaml must validate");
+    }
+
+    #[test]
+    fn the_postgres_proxy_config_is_valid() {
+        let text = include_str!("../../conf/proxy-postgres.yaml");
+        let cfg = Config::from_yaml_validated(text).expect("conf/proxy-postgres.yaml");
+        assert_eq!(cfg.server.source, crate::ConfigSource::Postgres);
+        let bad = text.replace("poll_interval_ms: 1000", "poll_interval_ms: 5");
+        assert!(errors(&bad)
+            .iter()
+            .any(|e| e.starts_with("server.postgres.poll_interval_ms")));
+        let none = text.replace("  postgres:\n", "  old_postgres:\n");
+        assert!(Config::from_yaml(&none).is_err(), "unknown field");
     }
 
     #[test]

@@ -1,0 +1,145 @@
+//! Request analytics from `request_logs`.
+
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiQuery};
+use crate::AppState;
+use axum::extract::State;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// `?tenant_id=&from=&to=&group_by=`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Query {
+    tenant_id: Option<String>,
+    /// RFC 3339, inclusive; default `to` minus 24 hours.
+    from: Option<String>,
+    /// RFC 3339, exclusive; default now.
+    to: Option<String>,
+    /// `tenant` (default), `api_key`, `route` or `none`.
+    group_by: Option<String>,
+}
+
+fn time(v: &Option<String>, name: &str, default: SystemTime) -> Result<SystemTime, ApiError> {
+    match v {
+        None => Ok(default),
+        Some(s) => humantime::parse_rfc3339_weak(s).map_err(|_| {
+            ApiError::BadRequest(format!(
+                "{name} must be an RFC 3339 time like 2026-01-01T00:00:00Z"
+            ))
+        }),
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// `GET /analytics/requests`: per group, request count, server errors (status >= 500) and
+/// client errors (400-499) with their rates, p50/p95/p99 and mean latency, bytes sent; plus
+/// the same over everything as `totals`.
+pub async fn requests(
+    State(st): State<Arc<AppState>>,
+    p: Principal,
+    ApiQuery(q): ApiQuery<Query>,
+) -> Result<Json<Value>, ApiError> {
+    let asked = q
+        .tenant_id
+        .as_deref()
+        .map(|s| {
+            uuid::Uuid::parse_str(s)
+                .map_err(|_| ApiError::BadRequest("tenant_id must be an id (UUID)".into()))
+        })
+        .transpose()?;
+    let tenant = p.scope(asked)?.map(|t| t.to_string());
+    let to = time(&q.to, "to", SystemTime::now())?;
+    let from = time(&q.from, "from", to - Duration::from_secs(86_400))?;
+    if from >= to {
+        return Err(ApiError::BadRequest("from must be before to".into()));
+    }
+    let group_by = q.group_by.as_deref().unwrap_or("tenant");
+    let key = match group_by {
+        "tenant" => "tenant_id",
+        "api_key" => "api_key_id",
+        "route" => "route_id",
+        "none" => "NULL::text",
+        _ => {
+            return Err(ApiError::BadRequest(
+                "group_by must be tenant, api_key, route or none".into(),
+            ))
+        }
+    };
+    let stats = "count(*) AS requests,
+        count(*) FILTER (WHERE status >= 500) AS server_errors,
+        count(*) FILTER (WHERE status >= 400 AND status < 500) AS client_errors,
+        percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS p50,
+        percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS p95,
+        percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms) AS p99,
+        avg(latency_ms) AS mean,
+        COALESCE(sum(bytes_sent), 0)::bigint AS bytes";
+    let filter = "ts >= $1::text::timestamptz AND ts < $2::text::timestamptz
+                  AND ($3::text IS NULL OR tenant_id = $3)";
+    let (from_s, to_s) = (rfc3339(from), rfc3339(to));
+    let c = st.pool.get().await?;
+    let groups_sql = format!(
+        "SELECT tenant_id, {key} AS key, {stats} FROM request_logs WHERE {filter}
+          GROUP BY 1, 2 ORDER BY requests DESC, 1, 2 LIMIT 1000"
+    );
+    let total_sql =
+        format!("SELECT NULL::text, NULL::text, {stats} FROM request_logs WHERE {filter}");
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&from_s, &to_s, &tenant];
+    let render = |r: &tokio_postgres::Row, with_key: bool| {
+        let requests: i64 = r.get("requests");
+        let server: i64 = r.get("server_errors");
+        let client: i64 = r.get("client_errors");
+        let rate = |n: i64| {
+            if requests > 0 {
+                n as f64 / requests as f64
+            } else {
+                0.0
+            }
+        };
+        let mut v = json!({
+            "requests": requests,
+            "server_errors": server,
+            "error_rate": rate(server),
+            "client_errors": client,
+            "client_error_rate": rate(client),
+            "latency_ms": {
+                "p50": r.get::<_, Option<f64>>("p50"),
+                "p95": r.get::<_, Option<f64>>("p95"),
+                "p99": r.get::<_, Option<f64>>("p99"),
+                "mean": r.get::<_, Option<f64>>("mean"),
+            },
+            "bytes_sent": r.get::<_, i64>("bytes"),
+        });
+        if with_key {
+            v["tenant_id"] = json!(r.get::<_, Option<String>>(0));
+            if group_by != "tenant" && group_by != "none" {
+                v["key"] = json!(r.get::<_, Option<String>>(1));
+            }
+        }
+        v
+    };
+    let groups: Vec<Value> = if group_by == "none" {
+        Vec::new()
+    } else {
+        c.query(&groups_sql, &params)
+            .await?
+            .iter()
+            .map(|r| render(r, true))
+            .collect()
+    };
+    let totals = render(&c.query_one(&total_sql, &params).await?, false);
+    Ok(Json(json!({
+        "from": from_s,
+        "to": to_s,
+        "tenant_id": tenant,
+        "group_by": group_by,
+        "groups": groups,
+        "totals": totals,
+    })))
+}

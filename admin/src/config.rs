@@ -1,0 +1,128 @@
+//! Settings of the admin service (`conf/admin.yaml`), with environment overrides.
+
+use serde::Deserialize;
+use std::path::Path;
+
+/// Everything `vantage-admin` is configured with. Every field has a default; see
+/// `conf/admin.yaml` for a commented example.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address of the REST API. Port 0 picks a free port (the chosen address is printed).
+    /// Example: `127.0.0.1:8081`.
+    pub listen: String,
+    /// Postgres connection URL (env `DATABASE_URL` overrides).
+    /// Example: `postgres://postgres@127.0.0.1:5432/vantage`.
+    pub database_url: String,
+    /// Most Postgres connections the API holds. Example: `8`.
+    pub database_pool_size: usize,
+    /// Redis for config-change notices (env `REDIS_URL` overrides). Empty: no notices are
+    /// published (proxies then only see changes through their version poll).
+    /// Example: `redis://127.0.0.1:6379`.
+    pub redis_url: String,
+    /// Notices go to the channel `<redis_prefix>:config`. Example: `vantage`.
+    pub redis_prefix: String,
+    /// Shared HMAC secret of the notices (env `VANTAGE_NOTIFY_SECRET` overrides); the
+    /// proxies must have the same. At least 16 bytes when `redis_url` is set.
+    pub notify_secret: String,
+    /// Longest wait for Redis to take a notice before the API answers anyway, in
+    /// milliseconds. Example: `500`.
+    pub publish_timeout_ms: u64,
+    /// Largest request body accepted, in bytes; larger bodies get 413. Example: `1048576`.
+    pub max_body_bytes: usize,
+    /// The proxies of the fleet have `server.redis` set, so `backend: redis` rate limits and
+    /// Redis cache storage are accepted. Example: `true`.
+    pub fleet_has_redis: bool,
+    /// Daily request_logs partitions are kept this many days ahead. Example: `7`.
+    pub partition_days_ahead: u32,
+    /// Daily request_logs partitions older than this many days are dropped; 0 keeps all.
+    /// Example: `30`.
+    pub request_log_retention_days: u32,
+    /// How often `serve` maintains the partitions, in seconds. Example: `3600`.
+    pub partition_interval_s: u64,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: "127.0.0.1:8081".into(),
+            database_url: "postgres://postgres@127.0.0.1:5432/vantage".into(),
+            database_pool_size: 8,
+            redis_url: "redis://127.0.0.1:6379".into(),
+            redis_prefix: "vantage".into(),
+            notify_secret: String::new(),
+            publish_timeout_ms: 500,
+            max_body_bytes: 1 << 20,
+            fleet_has_redis: true,
+            partition_days_ahead: 7,
+            request_log_retention_days: 30,
+            partition_interval_s: 3600,
+        }
+    }
+}
+
+impl AdminConfig {
+    /// Read the YAML file (when given), then apply the environment overrides.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<AdminConfig> {
+        let mut cfg = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))?;
+                serde_yaml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
+            }
+            None => AdminConfig::default(),
+        };
+        let env = |k: &str| std::env::var(k).ok();
+        if let Some(v) = env("DATABASE_URL") {
+            cfg.database_url = v;
+        }
+        if let Some(v) = env("REDIS_URL") {
+            cfg.redis_url = v;
+        }
+        if let Some(v) = env("VANTAGE_NOTIFY_SECRET") {
+            cfg.notify_secret = v;
+        }
+        if let Some(v) = env("VANTAGE_ADMIN_LISTEN") {
+            cfg.listen = v;
+        }
+        Ok(cfg)
+    }
+
+    /// Problems that stop `serve` from starting.
+    pub fn check_for_serve(&self) -> anyhow::Result<()> {
+        if !self.redis_url.is_empty() && self.notify_secret.len() < 16 {
+            anyhow::bail!(
+                "notify_secret (or VANTAGE_NOTIFY_SECRET) must be at least 16 bytes when redis_url is set"
+            );
+        }
+        if self.redis_prefix.is_empty() || self.redis_prefix.contains([' ', '{', '}']) {
+            anyhow::bail!("redis_prefix must be non-empty, without spaces or braces");
+        }
+        if self.database_pool_size == 0 {
+            anyhow::bail!("database_pool_size must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The Redis channel of config notices.
+    pub fn channel(&self) -> String {
+        format!("{}:config", self.redis_prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_parses_and_documents_every_field() {
+        let text = include_str!("../../conf/admin.yaml");
+        let cfg: AdminConfig = serde_yaml::from_str(text).unwrap();
+        cfg.check_for_serve().unwrap();
+        assert_eq!(cfg.channel(), "vantage:config");
+        let keys = serde_yaml::from_str::<serde_yaml::Mapping>(text)
+            .unwrap()
+            .len();
+        assert_eq!(keys, 12, "conf/admin.yaml shows every field");
+    }
+}

@@ -1,0 +1,62 @@
+//! Publishing signed config notices on `<prefix>:config`.
+
+use fred::prelude::*;
+use std::time::Duration;
+use vantage_model::notify::{sign, Notice};
+
+/// A Redis connection that publishes [`Notice`]s. It reconnects by itself; a notice that
+/// cannot be handed to Redis within the timeout is dropped (the proxies' version poll
+/// catches up).
+pub struct Publisher {
+    client: Client,
+    channel: String,
+    secret: String,
+    timeout: Duration,
+}
+
+impl Publisher {
+    /// Connect in the background (never waits for Redis).
+    pub fn start(
+        url: &str,
+        channel: String,
+        secret: String,
+        timeout: Duration,
+    ) -> anyhow::Result<Publisher> {
+        let config = Config::from_url(url)?;
+        let client = Builder::from_config(config)
+            .with_connection_config(|c| {
+                c.connection_timeout = Duration::from_secs(2);
+                c.internal_command_timeout = Duration::from_secs(2);
+            })
+            .with_performance_config(|p| {
+                p.default_command_timeout = timeout;
+            })
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+            .build()?;
+        // The connection task runs (and reconnects) on its own; its handle is not needed.
+        drop(client.connect());
+        Ok(Publisher {
+            client,
+            channel,
+            secret,
+            timeout,
+        })
+    }
+
+    /// Publish `{version, tenant_id}`, signed.
+    pub async fn publish(&self, version: i64, tenant_id: Option<String>) {
+        let msg = sign(&self.secret, &Notice { version, tenant_id });
+        let sent = tokio::time::timeout(
+            self.timeout,
+            self.client.publish::<i64, _, _>(&self.channel, msg),
+        )
+        .await;
+        match sent {
+            Ok(Ok(receivers)) => {
+                tracing::debug!(version, receivers, channel = %self.channel, "config notice published")
+            }
+            Ok(Err(e)) => tracing::warn!(version, "config notice not published: {e}"),
+            Err(_) => tracing::warn!(version, "config notice not published: Redis timed out"),
+        }
+    }
+}

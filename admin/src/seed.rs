@@ -1,0 +1,131 @@
+//! `vantage-admin seed`: load the demo tenants of `conf/demo.yaml` (acme and globex, their
+//! origins, routes and the demo API key) into Postgres. Idempotent: the ids are derived from
+//! the demo names, and a second run updates the same rows.
+
+use crate::store::{begin_write, check, Change, Resource};
+use anyhow::Context;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use vantage_model::Config;
+
+/// The demo configuration the proxy embeds.
+pub const DEMO_YAML: &str = include_str!("../../conf/demo.yaml");
+
+/// A stable UUID for a demo id (random-looking, the same on every run).
+pub fn demo_uuid(kind: &str, id: &str) -> uuid::Uuid {
+    let digest = Sha256::digest(format!("vantage-demo:{kind}:{id}").as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_random_bytes(bytes).into_uuid()
+}
+
+/// `cfg` with every id replaced by its stable UUID (references follow).
+pub fn with_uuids(mut cfg: Config) -> Config {
+    let mut tenants = HashMap::new();
+    let mut origins = HashMap::new();
+    for t in &mut cfg.tenants {
+        let new = demo_uuid("tenant", &t.id).to_string();
+        tenants.insert(t.id.clone(), new.clone());
+        t.id = new;
+    }
+    let tenant = |s: &str| tenants.get(s).cloned().unwrap_or_else(|| s.to_string());
+    for o in &mut cfg.origins {
+        let new = demo_uuid("origin", &o.id).to_string();
+        origins.insert(o.id.clone(), new.clone());
+        o.id = new;
+        o.tenant_id = tenant(&o.tenant_id);
+    }
+    for r in &mut cfg.routes {
+        r.id = demo_uuid("route", &r.id).to_string();
+        r.tenant_id = tenant(&r.tenant_id);
+        r.origin_id = origins
+            .get(&r.origin_id)
+            .cloned()
+            .unwrap_or_else(|| r.origin_id.clone());
+    }
+    for k in &mut cfg.api_keys {
+        k.id = demo_uuid("api_key", &k.id).to_string();
+        k.tenant_id = tenant(&k.tenant_id);
+    }
+    for j in &mut cfg.jwt_issuers {
+        j.id = demo_uuid("jwt_issuer", &j.id).to_string();
+        j.tenant_id = tenant(&j.tenant_id);
+    }
+    cfg
+}
+
+fn upsert_into<R: Resource>(list: &mut Vec<R>, item: &R) {
+    match list.iter().position(|x| x.id() == item.id()) {
+        Some(i) => list[i] = item.clone(),
+        None => list.push(item.clone()),
+    }
+}
+
+/// Write `yaml` (default: the demo) into the database in one validated transaction.
+/// Returns the committed config version.
+pub async fn seed(
+    url: &str,
+    yaml: Option<&str>,
+    fleet_has_redis: bool,
+) -> anyhow::Result<(i64, Config)> {
+    let demo = Config::from_yaml_validated(yaml.unwrap_or(DEMO_YAML)).context("seed config")?;
+    let demo = with_uuids(demo);
+    let mut client = crate::db::connect(url).await?;
+    let tx = client.transaction().await?;
+    let (version, mut cfg) = begin_write(&tx, fleet_has_redis)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let before = cfg.clone();
+    for t in &demo.tenants {
+        upsert_into(&mut cfg.tenants, t);
+    }
+    for o in &demo.origins {
+        upsert_into(&mut cfg.origins, o);
+    }
+    for r in &demo.routes {
+        upsert_into(&mut cfg.routes, r);
+    }
+    for k in &demo.api_keys {
+        upsert_into(&mut cfg.api_keys, k);
+    }
+    for j in &demo.jwt_issuers {
+        upsert_into(&mut cfg.jwt_issuers, j);
+    }
+    check(&before, &cfg, Change::Delete)
+        .map_err(|e| anyhow::anyhow!("the seed does not fit the existing configuration: {e:?}"))?;
+    let fail = |e| anyhow::anyhow!("{e:?}");
+    for t in &demo.tenants {
+        t.upsert(&tx).await.map_err(fail)?;
+    }
+    for o in &demo.origins {
+        o.upsert(&tx).await.map_err(fail)?;
+    }
+    for r in &demo.routes {
+        r.upsert(&tx).await.map_err(fail)?;
+    }
+    for k in &demo.api_keys {
+        k.upsert(&tx).await.map_err(fail)?;
+    }
+    for j in &demo.jwt_issuers {
+        j.upsert(&tx).await.map_err(fail)?;
+    }
+    tx.commit().await?;
+    Ok((version, demo))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_ids_are_stable_uuids_and_the_result_validates() {
+        assert_eq!(demo_uuid("tenant", "acme"), demo_uuid("tenant", "acme"));
+        assert_ne!(demo_uuid("tenant", "acme"), demo_uuid("origin", "acme"));
+        let cfg = with_uuids(Config::from_yaml_validated(DEMO_YAML).unwrap());
+        cfg.validate().unwrap();
+        assert!(cfg
+            .routes
+            .iter()
+            .all(|r| uuid::Uuid::parse_str(&r.origin_id).is_ok()));
+    }
+}

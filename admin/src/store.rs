@@ -1,0 +1,478 @@
+//! Reading the configuration from Postgres, validating candidate configurations with the
+//! vantage-model rules, and writing each resource kind back.
+
+use crate::error::{ApiError, Field};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::collections::HashSet;
+use tokio_postgres::Transaction;
+use uuid::Uuid;
+use vantage_model::{ApiKey, Config, JwtIssuer, Origin, Route, ServerSettings, Tenant};
+
+/// The proxy-side settings candidates are validated with (`server` is not stored in
+/// Postgres; with `fleet_has_redis` the fleet is assumed to have `server.redis`).
+pub fn validation_server(fleet_has_redis: bool) -> ServerSettings {
+    ServerSettings {
+        redis: fleet_has_redis.then(|| vantage_model::RedisSettings {
+            url: "redis://fleet".into(),
+            key_prefix: "vantage".into(),
+            timeout_ms: 20,
+        }),
+        ..ServerSettings::default()
+    }
+}
+
+/// The whole configuration, as the proxies read it.
+pub async fn load_config(tx: &Transaction<'_>) -> Result<Config, ApiError> {
+    let row = tx.query_one("SELECT vantage_config()", &[]).await?;
+    let mut v: Value = row.get(0);
+    let cfg = v.get_mut("config").map(Value::take).unwrap_or_default();
+    serde_json::from_value(cfg)
+        .map_err(|e| ApiError::Internal(format!("vantage_config() does not parse: {e}")))
+}
+
+/// Start a configuration write: bump the version (which also makes config writers wait for
+/// each other until commit) and read the current configuration.
+pub async fn begin_write(
+    tx: &Transaction<'_>,
+    fleet_has_redis: bool,
+) -> Result<(i64, Config), ApiError> {
+    let version: i64 = tx
+        .query_one("SELECT vantage_bump_config_version()", &[])
+        .await?
+        .get(0);
+    let mut cfg = load_config(tx).await?;
+    cfg.server = validation_server(fleet_has_redis);
+    Ok((version, cfg))
+}
+
+fn error_set(cfg: &Config) -> HashSet<String> {
+    match cfg.validate() {
+        Ok(()) => HashSet::new(),
+        Err(e) => e.0.iter().map(|f| f.to_string()).collect(),
+    }
+}
+
+/// What a write did, for wording the refusal.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Change<'a> {
+    /// Added or replaced `kind[index]` (e.g. `("routes", 3)`).
+    Upsert(&'a str, usize),
+    /// Removed something.
+    Delete,
+}
+
+/// Refuse `after` when it has validation errors that `before` did not have: 409 for
+/// uniqueness conflicts and for deletes of things still in use, else 422. Errors about the
+/// changed item lose their `kind[i].` prefix.
+pub fn check(before: &Config, after: &Config, change: Change<'_>) -> Result<(), ApiError> {
+    let Err(errors) = after.validate() else {
+        return Ok(());
+    };
+    let old = error_set(before);
+    let prefix = match change {
+        Change::Upsert(kind, i) => Some(format!("{kind}[{i}].")),
+        Change::Delete => None,
+    };
+    let fields: Vec<Field> = errors
+        .0
+        .iter()
+        .filter(|e| !old.contains(&e.to_string()))
+        .map(|e| Field {
+            path: prefix
+                .as_deref()
+                .and_then(|p| e.path.strip_prefix(p))
+                .unwrap_or(&e.path)
+                .to_string(),
+            message: e.message.clone(),
+        })
+        .collect();
+    if fields.is_empty() {
+        return Ok(());
+    }
+    if change == Change::Delete {
+        return Err(ApiError::Conflict(
+            "still in use: removing it would leave the configuration invalid".into(),
+            fields,
+        ));
+    }
+    let unique = |f: &Field| {
+        (f.path.ends_with("subdomain")
+            || f.path.contains("custom_hosts")
+            || f.path.ends_with("key_hash"))
+            && (f.message.contains("already used") || f.message.contains("already api_keys"))
+    };
+    if fields.iter().all(unique) {
+        return Err(ApiError::Conflict("already in use".into(), fields));
+    }
+    Err(ApiError::Invalid(
+        "the request failed validation".into(),
+        fields,
+    ))
+}
+
+fn uuid_of(s: &str, path: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(s)
+        .map_err(|_| ApiError::invalid_field(path, format!("'{s}' is not a known id")))
+}
+
+fn json<T: Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+fn enum_str<T: Serialize>(v: &T) -> String {
+    match json(v) {
+        Value::String(s) => s,
+        _ => String::new(),
+    }
+}
+
+fn int_of(v: u64, path: &str) -> Result<i64, ApiError> {
+    i64::try_from(v).map_err(|_| ApiError::invalid_field(path, "is too large"))
+}
+
+/// A table whose rows the API shows.
+pub trait Table: Send + Sync + 'static {
+    /// Table name (and `Config` field for configuration resources): `origins`.
+    const KIND: &'static str;
+    /// Singular, for messages (`origin`).
+    const NAME: &'static str;
+    /// SQL function giving the model JSON of a row (`vantage_origin_json`).
+    const JSON_FN: &'static str;
+    /// Extra `jsonb_build_object` pairs of the API representation, over the row alias `x`.
+    const EXTRA_SQL: &'static str = "'created_at', x.created_at, 'updated_at', x.updated_at";
+    /// Column holding the owning tenant.
+    const TENANT_COL: &'static str = "tenant_id";
+    /// Remove secrets from the API representation.
+    fn redact(_doc: &mut Map<String, Value>) {}
+}
+
+/// A kind of configuration resource stored in its own table.
+pub trait Resource: Table + Serialize + DeserializeOwned + Clone {
+    /// Fields that updates may not change (besides `id` and `tenant_id`).
+    const IMMUTABLE: &'static [&'static str] = &[];
+
+    fn id(&self) -> &str;
+    fn tenant_id(&self) -> &str;
+    fn items(cfg: &mut Config) -> &mut Vec<Self>;
+    /// Insert the row, or update it when the id exists.
+    fn upsert(
+        &self,
+        tx: &Transaction<'_>,
+    ) -> impl std::future::Future<Output = Result<(), ApiError>> + Send;
+}
+
+impl Table for Tenant {
+    const KIND: &'static str = "tenants";
+    const NAME: &'static str = "tenant";
+    const JSON_FN: &'static str = "vantage_tenant_json";
+    const TENANT_COL: &'static str = "id";
+}
+
+impl Resource for Tenant {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn tenant_id(&self) -> &str {
+        &self.id
+    }
+    fn items(cfg: &mut Config) -> &mut Vec<Self> {
+        &mut cfg.tenants
+    }
+    async fn upsert(&self, tx: &Transaction<'_>) -> Result<(), ApiError> {
+        let id = uuid_of(&self.id, "id")?;
+        tx.execute(
+            "INSERT INTO tenants (id, name, subdomain, clerk_org_id, custom_hosts, access, rate_limits)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, subdomain = EXCLUDED.subdomain,
+               clerk_org_id = EXCLUDED.clerk_org_id, custom_hosts = EXCLUDED.custom_hosts,
+               access = EXCLUDED.access, rate_limits = EXCLUDED.rate_limits, updated_at = now()",
+            &[
+                &id,
+                &self.name,
+                &self.subdomain,
+                &self.clerk_org_id,
+                &self.custom_hosts,
+                &json(&self.access),
+                &json(&self.rate_limits),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+impl Table for Origin {
+    const KIND: &'static str = "origins";
+    const NAME: &'static str = "origin";
+    const JSON_FN: &'static str = "vantage_origin_json";
+}
+
+impl Resource for Origin {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn tenant_id(&self) -> &str {
+        &self.tenant_id
+    }
+    fn items(cfg: &mut Config) -> &mut Vec<Self> {
+        &mut cfg.origins
+    }
+    async fn upsert(&self, tx: &Transaction<'_>) -> Result<(), ApiError> {
+        let id = uuid_of(&self.id, "id")?;
+        let tenant = uuid_of(&self.tenant_id, "tenant_id")?;
+        let retries = i32::try_from(self.retries)
+            .map_err(|_| ApiError::invalid_field("retries", "is too large"))?;
+        tx.execute(
+            "INSERT INTO origins (id, tenant_id, targets, lb, hash_key, health_check, timeouts, retries,
+                                  circuit_breaker, tls, protocol, preserve_host)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+             ON CONFLICT (id) DO UPDATE SET targets = EXCLUDED.targets, lb = EXCLUDED.lb,
+               hash_key = EXCLUDED.hash_key, health_check = EXCLUDED.health_check,
+               timeouts = EXCLUDED.timeouts, retries = EXCLUDED.retries,
+               circuit_breaker = EXCLUDED.circuit_breaker, tls = EXCLUDED.tls,
+               protocol = EXCLUDED.protocol, preserve_host = EXCLUDED.preserve_host, updated_at = now()",
+            &[
+                &id,
+                &tenant,
+                &json(&self.targets),
+                &enum_str(&self.lb),
+                &self.hash_key.as_ref().map(json),
+                &self.health_check.as_ref().map(json),
+                &json(&self.timeouts),
+                &retries,
+                &json(&self.circuit_breaker),
+                &json(&self.tls),
+                &enum_str(&self.protocol),
+                &self.preserve_host,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+impl Table for Route {
+    const KIND: &'static str = "routes";
+    const NAME: &'static str = "route";
+    const JSON_FN: &'static str = "vantage_route_json";
+}
+
+impl Resource for Route {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn tenant_id(&self) -> &str {
+        &self.tenant_id
+    }
+    fn items(cfg: &mut Config) -> &mut Vec<Self> {
+        &mut cfg.routes
+    }
+    async fn upsert(&self, tx: &Transaction<'_>) -> Result<(), ApiError> {
+        let id = uuid_of(&self.id, "id")?;
+        let tenant = uuid_of(&self.tenant_id, "tenant_id")?;
+        let origin = uuid_of(&self.origin_id, "origin_id")?;
+        tx.execute(
+            "INSERT INTO routes (id, tenant_id, origin_id, path_pattern, methods, headers, priority,
+                                 strip_prefix, rewrite, request_headers, response_headers, compression,
+                                 auth_mode, auth_scopes, strip_authorization, rate_limits, access, cache)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+             ON CONFLICT (id) DO UPDATE SET origin_id = EXCLUDED.origin_id,
+               path_pattern = EXCLUDED.path_pattern, methods = EXCLUDED.methods,
+               headers = EXCLUDED.headers, priority = EXCLUDED.priority,
+               strip_prefix = EXCLUDED.strip_prefix, rewrite = EXCLUDED.rewrite,
+               request_headers = EXCLUDED.request_headers, response_headers = EXCLUDED.response_headers,
+               compression = EXCLUDED.compression, auth_mode = EXCLUDED.auth_mode,
+               auth_scopes = EXCLUDED.auth_scopes, strip_authorization = EXCLUDED.strip_authorization,
+               rate_limits = EXCLUDED.rate_limits, access = EXCLUDED.access, cache = EXCLUDED.cache,
+               updated_at = now()",
+            &[
+                &id,
+                &tenant,
+                &origin,
+                &self.path_pattern,
+                &self.methods,
+                &json(&self.headers),
+                &self.priority,
+                &self.strip_prefix,
+                &self.rewrite.as_ref().map(json),
+                &json(&self.request_headers),
+                &json(&self.response_headers),
+                &json(&self.compression),
+                &enum_str(&self.auth.mode),
+                &self.auth.scopes,
+                &self.auth.strip_authorization,
+                &json(&self.rate_limits),
+                &json(&self.access),
+                &json(&self.cache),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+impl Table for ApiKey {
+    const KIND: &'static str = "api_keys";
+    const NAME: &'static str = "API key";
+    const JSON_FN: &'static str = "vantage_api_key_json";
+    const EXTRA_SQL: &'static str = "'created_at', x.created_at, 'updated_at', x.updated_at, \
+        'last_used_at', x.last_used_at, 'revoked_at', x.revoked_at, 'rotated_from', x.rotated_from";
+    fn redact(doc: &mut Map<String, Value>) {
+        doc.remove("key_hash");
+    }
+}
+
+impl Resource for ApiKey {
+    const IMMUTABLE: &'static [&'static str] = &["key_hash", "prefix", "status"];
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn tenant_id(&self) -> &str {
+        &self.tenant_id
+    }
+    fn items(cfg: &mut Config) -> &mut Vec<Self> {
+        &mut cfg.api_keys
+    }
+    async fn upsert(&self, tx: &Transaction<'_>) -> Result<(), ApiError> {
+        let id = uuid_of(&self.id, "id")?;
+        let tenant = uuid_of(&self.tenant_id, "tenant_id")?;
+        tx.execute(
+            "INSERT INTO api_keys (id, tenant_id, name, key_hash, prefix, scopes, expires_at, status, revoked_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7::text::timestamptz, $8,
+                     CASE WHEN $8 = 'revoked' THEN now() END)
+             ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, scopes = EXCLUDED.scopes,
+               expires_at = EXCLUDED.expires_at, status = EXCLUDED.status,
+               revoked_at = COALESCE(api_keys.revoked_at, EXCLUDED.revoked_at), updated_at = now()",
+            &[
+                &id,
+                &tenant,
+                &self.name,
+                &self.key_hash,
+                &self.prefix,
+                &self.scopes,
+                &self.expires_at,
+                &enum_str(&self.status),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+impl Table for JwtIssuer {
+    const KIND: &'static str = "jwt_issuers";
+    const NAME: &'static str = "JWT issuer";
+    const JSON_FN: &'static str = "vantage_jwt_issuer_json";
+    fn redact(doc: &mut Map<String, Value>) {
+        if doc.remove("shared_secret").is_some() {
+            doc.insert("shared_secret_set".into(), Value::Bool(true));
+        }
+    }
+}
+
+impl Resource for JwtIssuer {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn tenant_id(&self) -> &str {
+        &self.tenant_id
+    }
+    fn items(cfg: &mut Config) -> &mut Vec<Self> {
+        &mut cfg.jwt_issuers
+    }
+    async fn upsert(&self, tx: &Transaction<'_>) -> Result<(), ApiError> {
+        let id = uuid_of(&self.id, "id")?;
+        let tenant = uuid_of(&self.tenant_id, "tenant_id")?;
+        let leeway = int_of(self.leeway_s, "leeway_s")?;
+        let refresh = int_of(self.jwks_refresh_s, "jwks_refresh_s")?;
+        let min_gap = int_of(self.jwks_min_refetch_s, "jwks_min_refetch_s")?;
+        tx.execute(
+            "INSERT INTO jwt_issuers (id, tenant_id, issuer, audiences, jwks_url, public_key_pem,
+                                      shared_secret, algorithms, leeway_s, cookie, claim_headers,
+                                      jwks_refresh_s, jwks_min_refetch_s)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+             ON CONFLICT (id) DO UPDATE SET issuer = EXCLUDED.issuer, audiences = EXCLUDED.audiences,
+               jwks_url = EXCLUDED.jwks_url, public_key_pem = EXCLUDED.public_key_pem,
+               shared_secret = EXCLUDED.shared_secret, algorithms = EXCLUDED.algorithms,
+               leeway_s = EXCLUDED.leeway_s, cookie = EXCLUDED.cookie,
+               claim_headers = EXCLUDED.claim_headers, jwks_refresh_s = EXCLUDED.jwks_refresh_s,
+               jwks_min_refetch_s = EXCLUDED.jwks_min_refetch_s, updated_at = now()",
+            &[
+                &id,
+                &tenant,
+                &self.issuer,
+                &self.audiences,
+                &self.jwks_url,
+                &self.public_key_pem,
+                &self.shared_secret,
+                &self.algorithms,
+                &leeway,
+                &self.cookie,
+                &json(&self.claim_headers),
+                &refresh,
+                &min_gap,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// People of a tenant (not part of the proxies' configuration).
+pub struct Users;
+
+impl Table for Users {
+    const KIND: &'static str = "users";
+    const NAME: &'static str = "user";
+    const JSON_FN: &'static str = "vantage_user_json";
+}
+
+/// The API representation of one row of `R` (model JSON plus bookkeeping, secrets removed).
+pub async fn fetch_doc<R: Table>(
+    c: &impl tokio_postgres::GenericClient,
+    id: Uuid,
+    scope: Option<Uuid>,
+) -> Result<Option<Value>, ApiError> {
+    let sql = format!(
+        "SELECT {}(x) || jsonb_build_object({}) FROM {} x WHERE x.id = $1 AND ($2::uuid IS NULL OR x.{} = $2)",
+        R::JSON_FN,
+        R::EXTRA_SQL,
+        R::KIND,
+        R::TENANT_COL
+    );
+    let row = c.query_opt(&sql, &[&id, &scope]).await?;
+    Ok(row.map(|r| redacted::<R>(r.get(0))))
+}
+
+/// A page of `R`, ordered by id, after `cursor`.
+pub async fn list_docs<R: Table>(
+    c: &impl tokio_postgres::GenericClient,
+    scope: Option<Uuid>,
+    cursor: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<(Uuid, Value)>, ApiError> {
+    let sql = format!(
+        "SELECT x.id, {}(x) || jsonb_build_object({}) FROM {} x
+          WHERE ($1::uuid IS NULL OR x.{} = $1) AND ($2::uuid IS NULL OR x.id > $2)
+          ORDER BY x.id LIMIT $3",
+        R::JSON_FN,
+        R::EXTRA_SQL,
+        R::KIND,
+        R::TENANT_COL
+    );
+    let rows = c.query(&sql, &[&scope, &cursor, &limit]).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.get(0), redacted::<R>(r.get(1))))
+        .collect())
+}
+
+fn redacted<R: Table>(mut v: Value) -> Value {
+    if let Value::Object(m) = &mut v {
+        R::redact(m);
+    }
+    v
+}

@@ -1,0 +1,179 @@
+//! request_logs partitions and the analytics endpoint, on rows with known answers.
+
+mod common;
+
+use common::{bodies, id, Admin};
+
+#[tokio::test]
+async fn analytics_counts_error_rates_and_percentiles() {
+    let a = Admin::start().await;
+    let t = id(&a.create("/api/v1/tenants", bodies::tenant("acme")).await);
+    let g = id(&a.create("/api/v1/tenants", bodies::tenant("globex")).await);
+    let c = a.db.client().await;
+
+    // migrate made daily partitions around today; a row of today lands in today's.
+    let part: String = c
+        .query_one(
+            "SELECT 'request_logs_' || to_char((now() AT TIME ZONE 'UTC')::date, 'YYYYMMDD')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    // Acme: 100 requests in the last hour, latency 1..=100 ms; 5 are 503, 10 are 404;
+    // route r1 gets the first 60, r2 the rest; key k1 on the even ones.
+    c.execute(
+        "INSERT INTO request_logs (ts, request_id, tenant_id, route_id, api_key_id, method, host, path, status, latency_ms, bytes_sent)
+         SELECT now() - interval '30 minutes', 'req-' || i, $1, CASE WHEN i <= 60 THEN 'r1' ELSE 'r2' END,
+                CASE WHEN i % 2 = 0 THEN 'k1' END, 'GET', 'acme.test', '/x',
+                CASE WHEN i <= 5 THEN 503 WHEN i <= 15 THEN 404 ELSE 200 END, i, 10
+           FROM generate_series(1, 100) i",
+        &[&t],
+    )
+    .await
+    .unwrap();
+    // Globex: 4 requests, one 500; one acme row far outside the range (default partition).
+    c.execute(
+        "INSERT INTO request_logs (ts, request_id, tenant_id, method, path, status, latency_ms)
+         VALUES (now() - interval '10 minutes', 'g1', $1, 'GET', '/', 200, 10),
+                (now() - interval '10 minutes', 'g2', $1, 'GET', '/', 200, 20),
+                (now() - interval '10 minutes', 'g3', $1, 'GET', '/', 500, 30),
+                (now() - interval '10 minutes', 'g4', $1, 'GET', '/', 200, 40),
+                ('2001-01-01T00:00:00Z', 'old', $2, 'GET', '/', 500, 9999)",
+        &[&g, &t],
+    )
+    .await
+    .unwrap();
+    let in_part: i64 = c
+        .query_one(&format!("SELECT count(*) FROM {part}"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(in_part, 104);
+    let in_default: i64 = c
+        .query_one("SELECT count(*) FROM request_logs_default", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(in_default, 1);
+
+    let r = a.root("GET", "/api/v1/analytics/requests", None).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let groups = r.body["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 2);
+    let acme = &groups[0];
+    assert_eq!(acme["tenant_id"], t.as_str());
+    assert_eq!(acme["requests"], 100);
+    assert_eq!(acme["server_errors"], 5);
+    assert_eq!(acme["error_rate"], 0.05);
+    assert_eq!(acme["client_errors"], 10);
+    assert_eq!(acme["client_error_rate"], 0.1);
+    let close = |v: &serde_json::Value, want: f64| {
+        let got = v.as_f64().unwrap();
+        assert!((got - want).abs() < 1e-9, "{got} != {want}");
+    };
+    close(&acme["latency_ms"]["p50"], 50.5);
+    close(&acme["latency_ms"]["p95"], 95.05);
+    close(&acme["latency_ms"]["p99"], 99.01);
+    close(&acme["latency_ms"]["mean"], 50.5);
+    assert_eq!(acme["bytes_sent"], 1000);
+    let globex = &groups[1];
+    assert_eq!(
+        (
+            globex["requests"].as_i64(),
+            globex["server_errors"].as_i64()
+        ),
+        (Some(4), Some(1))
+    );
+    close(&globex["error_rate"], 0.25);
+    close(&globex["latency_ms"]["p50"], 25.0);
+    assert_eq!(r.body["totals"]["requests"], 104);
+
+    // Per route and per key, for one tenant.
+    let r = a
+        .root(
+            "GET",
+            &format!("/api/v1/analytics/requests?tenant_id={t}&group_by=route"),
+            None,
+        )
+        .await;
+    let by: Vec<(String, i64)> = r.body["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["key"].as_str().unwrap().to_string(),
+                g["requests"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(by, [("r1".to_string(), 60), ("r2".to_string(), 40)]);
+    let r1 = &r.body["groups"][0];
+    assert_eq!(r1["server_errors"], 5);
+    close(&r1["latency_ms"]["p50"], 30.5);
+    let r = a
+        .root(
+            "GET",
+            &format!("/api/v1/analytics/requests?tenant_id={t}&group_by=api_key"),
+            None,
+        )
+        .await;
+    let k1 = r.body["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["key"] == "k1")
+        .unwrap();
+    assert_eq!(k1["requests"], 50);
+    assert_eq!(k1["server_errors"], 2);
+
+    // The time range: the old row only.
+    let r = a
+        .root("GET", "/api/v1/analytics/requests?from=2000-12-31T00:00:00Z&to=2001-01-02T00:00:00Z&group_by=none", None)
+        .await;
+    assert_eq!(r.body["totals"]["requests"], 1);
+    assert_eq!(r.body["totals"]["error_rate"], 1.0);
+    assert_eq!(r.body["groups"], serde_json::json!([]));
+    let r = a
+        .root(
+            "GET",
+            "/api/v1/analytics/requests?from=2030-01-01T00:00:00Z&to=2029-01-01T00:00:00Z",
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 400);
+
+    // A tenant_admin gets its own tenant only.
+    let tok = a.token_for("globex");
+    let r = a
+        .call(&tok, "GET", "/api/v1/analytics/requests", None)
+        .await;
+    let groups = r.body["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 1);
+    assert_eq!(groups[0]["tenant_id"], g.as_str());
+    assert_eq!(r.body["totals"]["requests"], 4);
+
+    // Creating a partition for a day that has rows in the default partition moves them.
+    let moved: i32 = c
+        .query_one(
+            "SELECT vantage_ensure_request_log_partitions('2001-01-01', '2001-01-01')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(moved, 1);
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM request_logs_20010101", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM request_logs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 105);
+}

@@ -1,0 +1,281 @@
+//! Config version, signed Redis notices, the `vantage_config()` contract, seed, OpenAPI.
+
+mod common;
+
+use common::{bodies, id, run_cli, Admin, Subscriber, SECRET};
+use serde_json::json;
+use vantage_model::notify::{verify, Notice};
+use vantage_model::Config;
+
+#[tokio::test]
+async fn every_write_bumps_the_version_and_publishes_a_signed_notice() {
+    let a = Admin::start().await;
+    let mut sub = Subscriber::new(&a.channel()).await;
+    let mut last = a.version().await;
+
+    let mut expect = |r: &common::Resp, status: u16| {
+        assert_eq!(r.status, status, "{:?}", r.body);
+        let v = r.version.expect("X-Config-Version on every write");
+        assert!(v > last, "version {v} after {last}");
+        last = v;
+        v
+    };
+    let t = a
+        .root("POST", "/api/v1/tenants", Some(bodies::tenant("acme")))
+        .await;
+    let v1 = expect(&t, 201);
+    let tid = id(&t.body);
+    let msg = sub.next().await;
+    assert_eq!(
+        verify(SECRET, &msg).unwrap(),
+        Notice {
+            version: v1,
+            tenant_id: Some(tid.clone())
+        }
+    );
+    assert!(verify("another-secret-of-16+", &msg).is_err());
+
+    let o = a
+        .root("POST", "/api/v1/origins", Some(bodies::origin(&tid, 9001)))
+        .await;
+    let mut versions = vec![expect(&o, 201)];
+    let oid = id(&o.body);
+    let r = a
+        .root(
+            "POST",
+            "/api/v1/routes",
+            Some(bodies::route(&tid, &oid, "/a/*")),
+        )
+        .await;
+    versions.push(expect(&r, 201));
+    let rid = id(&r.body);
+    let k = a
+        .root(
+            "POST",
+            "/api/v1/api-keys",
+            Some(json!({"tenant_id": tid, "name": "k"})),
+        )
+        .await;
+    versions.push(expect(&k, 201));
+    let j = a.root("POST", "/api/v1/jwt-issuers", Some(json!({"tenant_id": tid, "issuer": "https://i.test", "jwks_url": "https://i.test/jwks"}))).await;
+    versions.push(expect(&j, 201));
+    let u = a
+        .root(
+            "POST",
+            "/api/v1/users",
+            Some(json!({"tenant_id": tid, "email": "a@b.test", "role": "member"})),
+        )
+        .await;
+    versions.push(expect(&u, 201));
+    let p = a
+        .root(
+            "PATCH",
+            &format!("/api/v1/routes/{rid}"),
+            Some(json!({"priority": 3})),
+        )
+        .await;
+    versions.push(expect(&p, 200));
+    let d = a
+        .root(
+            "POST",
+            &format!("/api/v1/api-keys/{}/revoke", id(&k.body)),
+            None,
+        )
+        .await;
+    versions.push(expect(&d, 200));
+    for v in versions {
+        let n = verify(SECRET, &sub.next().await).unwrap();
+        assert_eq!(
+            n,
+            Notice {
+                version: v,
+                tenant_id: Some(tid.clone())
+            }
+        );
+    }
+    // The database agrees, and a refused write changes nothing.
+    assert_eq!(a.version().await, last);
+    let bad = a
+        .root(
+            "POST",
+            "/api/v1/routes",
+            Some(bodies::route(&tid, &oid, "bad")),
+        )
+        .await;
+    assert_eq!(bad.status, 422);
+    assert!(bad.version.is_none());
+    assert_eq!(a.version().await, last);
+
+    // A write made by hand in SQL bumps the version too (triggers), once per transaction.
+    let c = a.db.client().await;
+    c.batch_execute("BEGIN; UPDATE tenants SET name = 'x'; UPDATE tenants SET name = 'y'; COMMIT;")
+        .await
+        .unwrap();
+    assert_eq!(a.version().await, last + 1);
+}
+
+#[tokio::test]
+async fn vantage_config_round_trips_into_the_model_and_validates() {
+    let a = Admin::start().await;
+    let t = id(&a.create("/api/v1/tenants", json!({
+        "name": "Acme", "subdomain": "acme", "custom_hosts": ["api.acme.test"], "clerk_org_id": "org_1",
+        "access": {"cors": {"allowed_origins": ["https://app.acme.test"]}, "ip_rules": {"deny": ["203.0.113.7/32"]}},
+        "rate_limits": [{"name": "ceiling", "algorithm": {"type": "sliding_window", "limit": 100, "period_s": 60}, "subject": {"by": "tenant"}, "backend": "redis"}],
+    })).await);
+    let g = id(&a.create("/api/v1/tenants", bodies::tenant("globex")).await);
+    let o = id(&a.create("/api/v1/origins", json!({
+        "tenant_id": t, "lb": "consistent_hash", "hash_key": {"source": "header", "name": "X-User"},
+        "targets": [{"url": "https://api.acme.test"}], "tls": {"verify": true, "sni": "api.acme.test"},
+        "health_check": {"path": "/h"}, "circuit_breaker": {"enabled": false}, "protocol": "http2", "preserve_host": true,
+    })).await);
+    let go = id(&a.create("/api/v1/origins", bodies::origin(&g, 9003)).await);
+    a.create("/api/v1/jwt-issuers", json!({"tenant_id": t, "issuer": "https://clerk.acme.test", "jwks_url": "https://clerk.acme.test/jwks", "cookie": "__session", "audiences": ["acme"]})).await;
+    a.create("/api/v1/routes", json!({
+        "tenant_id": t, "origin_id": o, "path_pattern": "/users/:id", "methods": ["GET"],
+        "headers": [{"name": "X-Version", "value": "2"}, {"name": "X-Any"}],
+        "rewrite": {"pattern": "^/users/(.*)$", "replacement": "/v2/$1"},
+        "response_headers": {"remove": ["Server"]}, "compression": {"enabled": true, "level": 4},
+        "auth": {"mode": "jwt_or_apikey", "scopes": ["users:read"], "strip_authorization": true},
+        "access": {"security_headers": {"enabled": true}},
+        "cache": {"enabled": true, "storage": "memory+redis", "key": "path", "statuses": [200]},
+    })).await;
+    a.create("/api/v1/routes", bodies::route(&g, &go, "/*"))
+        .await;
+    a.create("/api/v1/api-keys", json!({"tenant_id": t, "name": "k", "scopes": ["users:read"], "expires_at": "2031-05-06T07:08:09Z"})).await;
+
+    let c = a.db.client().await;
+    let v: serde_json::Value = c
+        .query_one("SELECT vantage_config()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v["version"].as_i64().unwrap(), a.version().await);
+    let cfg: Config =
+        serde_json::from_value(v["config"].clone()).expect("the model parses vantage_config()");
+    assert_eq!(
+        (
+            cfg.tenants.len(),
+            cfg.origins.len(),
+            cfg.routes.len(),
+            cfg.api_keys.len(),
+            cfg.jwt_issuers.len()
+        ),
+        (2, 2, 2, 1, 1)
+    );
+    // Redis-backed policies need the proxy's server.redis; with it, the config validates.
+    let mut with_redis = cfg.clone();
+    with_redis.server = vantage_admin::store::validation_server(true);
+    with_redis.validate().expect("the stored config is valid");
+    let key = &cfg.api_keys[0];
+    assert_eq!(key.expires_at.as_deref(), Some("2031-05-06T07:08:09Z"));
+    assert_eq!(key.key_hash.len(), 64);
+    assert_eq!(
+        cfg.tenants
+            .iter()
+            .find(|x| x.id == t)
+            .unwrap()
+            .clerk_org_id
+            .as_deref(),
+        Some("org_1")
+    );
+    let route = cfg.routes.iter().find(|r| r.tenant_id == t).unwrap();
+    assert_eq!(route.headers[1].value, None);
+    assert_eq!(route.auth.mode, vantage_model::AuthMode::JwtOrApikey);
+    // The per-tenant variant has only that tenant's part.
+    let gv: serde_json::Value = c
+        .query_one("SELECT vantage_config($1::text::uuid)", &[&g])
+        .await
+        .unwrap()
+        .get(0);
+    let gcfg: Config = serde_json::from_value(gv["config"].clone()).unwrap();
+    assert_eq!(
+        (gcfg.tenants.len(), gcfg.origins.len(), gcfg.routes.len()),
+        (1, 1, 1)
+    );
+    gcfg.validate().unwrap();
+    // The API's own /config answers the same.
+    let api = a.root("GET", "/api/v1/config", None).await;
+    assert_eq!(api.body["config"], v["config"]);
+}
+
+#[tokio::test]
+async fn seed_loads_the_demo_idempotently() {
+    let a = Admin::start().await;
+    let out = run_cli(&a.db, &["seed"]);
+    assert!(out.contains("subdomain acme"), "{out}");
+    run_cli(&a.db, &["seed"]);
+    let c = a.db.client().await;
+    let v: serde_json::Value = c
+        .query_one("SELECT vantage_config()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let cfg: Config = serde_json::from_value(v["config"].clone()).unwrap();
+    cfg.validate().unwrap();
+    let demo = Config::from_yaml(vantage_admin::seed::DEMO_YAML).unwrap();
+    assert_eq!(cfg.tenants.len(), demo.tenants.len());
+    assert_eq!(cfg.routes.len(), demo.routes.len());
+    let acme = cfg.tenants.iter().find(|t| t.subdomain == "acme").unwrap();
+    let key = cfg
+        .api_keys
+        .iter()
+        .find(|k| {
+            k.key_hash
+                == vantage_admin::auth::sha256_hex("vk_live_demo_acme_key_do_not_use_in_prod")
+        })
+        .expect("the demo key");
+    assert_eq!(key.tenant_id, acme.id);
+    // The seeded tenant can be managed through the API, including by its tenant_admin.
+    let tok = a.token_for("acme");
+    let l = a.call(&tok, "GET", "/api/v1/routes", None).await;
+    assert_eq!(
+        l.body["items"].as_array().unwrap().len(),
+        demo.routes.iter().filter(|r| r.tenant_id == "acme").count()
+    );
+    // migrate is idempotent on a live database.
+    run_cli(&a.db, &["migrate"]);
+}
+
+#[tokio::test]
+async fn openapi_documents_exactly_served_endpoints() {
+    let a = Admin::start().await;
+    let doc = a.root("GET", "/openapi.json", None).await.body;
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    let mut ops = 0;
+    for (path, item) in paths {
+        let concrete = path.replace("{id}", &uuid::Uuid::new_v4().to_string());
+        for (method, op) in item.as_object().unwrap() {
+            ops += 1;
+            assert!(op["responses"].is_object(), "{method} {path}");
+            let r = a
+                .root(&method.to_uppercase(), &concrete, Some(json!({})))
+                .await;
+            assert_ne!(
+                r.status, 405,
+                "{method} {path} is documented but not served"
+            );
+            assert_ne!(
+                r.code(),
+                "no_such_endpoint",
+                "{method} {path} is documented but not served"
+            );
+        }
+    }
+    assert!(ops >= 30, "{ops} operations");
+    // And what is not documented is not served.
+    for (m, p) in [
+        ("DELETE", "/api/v1/tenants"),
+        ("PUT", "/api/v1/users/x"),
+        ("GET", "/api/v1/nothing"),
+        ("POST", "/api/v1/api-keys/x/unrevoke"),
+    ] {
+        let r = a.root(m, p, None).await;
+        assert!(
+            r.status == 405 || r.code() == "no_such_endpoint",
+            "{m} {p}: {}",
+            r.status
+        );
+        assert!(paths.get(p).and_then(|i| i.get(m.to_lowercase())).is_none());
+    }
+}

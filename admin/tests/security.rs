@@ -1,0 +1,450 @@
+//! Credentials, tenant isolation, hostile input, and API key secrecy.
+
+mod common;
+
+use common::{bodies, id, Admin};
+use serde_json::json;
+
+#[tokio::test]
+async fn no_endpoint_works_without_credentials_except_healthz() {
+    let a = Admin::start().await;
+    let r = a.http.get(a.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let doc = a.root("GET", "/openapi.json", None).await.body;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        if path == "/healthz" {
+            continue;
+        }
+        let path = path.replace("{id}", &uuid::Uuid::new_v4().to_string());
+        for method in ops.as_object().unwrap().keys() {
+            for auth in [
+                None,
+                Some("Bearer vat_wrong"),
+                Some("Basic abc"),
+                Some("Bearer "),
+            ] {
+                let mut req = a
+                    .http
+                    .request(method.to_uppercase().parse().unwrap(), a.url(&path));
+                if let Some(h) = auth {
+                    req = req.header("authorization", h);
+                }
+                let r = req.json(&json!({})).send().await.unwrap();
+                assert_eq!(r.status(), 401, "{method} {path} with {auth:?}");
+                assert!(r.headers().contains_key("www-authenticate"));
+                let body: serde_json::Value = r.json().await.unwrap();
+                assert_eq!(body["error"]["code"], "unauthorized");
+                assert!(body["error"]["request_id"]
+                    .as_str()
+                    .is_some_and(|s| !s.is_empty()));
+            }
+        }
+    }
+    // A revoked token stops working.
+    let c = a.db.client().await;
+    c.execute("UPDATE admin_tokens SET revoked_at = now()", &[])
+        .await
+        .unwrap();
+    assert_eq!(a.root("GET", "/api/v1/tenants", None).await.status, 401);
+}
+
+#[tokio::test]
+async fn tenant_admin_sees_and_changes_only_its_tenant() {
+    let a = Admin::start().await;
+    let mine = id(&a.create("/api/v1/tenants", bodies::tenant("acme")).await);
+    let theirs = id(&a.create("/api/v1/tenants", bodies::tenant("globex")).await);
+    let their_origin = id(&a
+        .create("/api/v1/origins", bodies::origin(&theirs, 9002))
+        .await);
+    let their_route = id(&a
+        .create(
+            "/api/v1/routes",
+            bodies::route(&theirs, &their_origin, "/g"),
+        )
+        .await);
+    let their_key = id(&a
+        .create(
+            "/api/v1/api-keys",
+            json!({"tenant_id": theirs, "name": "k"}),
+        )
+        .await);
+    let their_user = id(&a
+        .create(
+            "/api/v1/users",
+            json!({"tenant_id": theirs, "email": "g@globex.test", "role": "admin"}),
+        )
+        .await);
+    let tok = a.token_for("acme");
+
+    // Creating without tenant_id lands in the own tenant.
+    let o = a
+        .call(
+            &tok,
+            "POST",
+            "/api/v1/origins",
+            Some(json!({"targets": [{"url": "http://127.0.0.1:9001"}]})),
+        )
+        .await;
+    assert_eq!(o.status, 201, "{:?}", o.body);
+    assert_eq!(o.body["tenant_id"], mine.as_str());
+    // Naming the other tenant is as if it did not exist.
+    let r = a
+        .call(
+            &tok,
+            "POST",
+            "/api/v1/origins",
+            Some(bodies::origin(&theirs, 1)),
+        )
+        .await;
+    assert_eq!((r.status, r.fields()), (422, vec!["tenant_id".to_string()]));
+    // Using the other tenant's origin from an own route: unknown origin.
+    let r = a
+        .call(
+            &tok,
+            "POST",
+            "/api/v1/routes",
+            Some(json!({"origin_id": their_origin, "path_pattern": "/x"})),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{:?}", r.body);
+
+    // Lists show only the own tenant's things; filtering by the other tenant is 404.
+    for kind in [
+        "tenants",
+        "origins",
+        "routes",
+        "api-keys",
+        "users",
+        "jwt-issuers",
+    ] {
+        let l = a.call(&tok, "GET", &format!("/api/v1/{kind}"), None).await;
+        assert_eq!(l.status, 200);
+        for item in l.body["items"].as_array().unwrap() {
+            let t = item.get("tenant_id").unwrap_or(&item["id"]);
+            assert_eq!(t, mine.as_str(), "{kind}: {item}");
+        }
+        let l = a
+            .call(
+                &tok,
+                "GET",
+                &format!("/api/v1/{kind}?tenant_id={theirs}"),
+                None,
+            )
+            .await;
+        assert_eq!(l.status, 404, "{kind}");
+    }
+    // Every way of touching the other tenant's things is 404.
+    let paths = [
+        format!("/api/v1/tenants/{theirs}"),
+        format!("/api/v1/origins/{their_origin}"),
+        format!("/api/v1/routes/{their_route}"),
+        format!("/api/v1/api-keys/{their_key}"),
+        format!("/api/v1/users/{their_user}"),
+    ];
+    for p in &paths {
+        for (m, body) in [("GET", None), ("PATCH", Some(json!({}))), ("DELETE", None)] {
+            let r = a.call(&tok, m, p, body).await;
+            assert_eq!((r.status, r.code()), (404, "not_found"), "{m} {p}");
+        }
+    }
+    for action in ["rotate", "revoke"] {
+        let r = a
+            .call(
+                &tok,
+                "POST",
+                &format!("/api/v1/api-keys/{their_key}/{action}"),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 404, "{action}");
+    }
+    let r = a
+        .call(
+            &tok,
+            "GET",
+            &format!("/api/v1/analytics/requests?tenant_id={theirs}"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 404);
+    let r = a.call(&tok, "GET", "/api/v1/config", None).await;
+    assert_eq!(r.status, 403);
+    // Tenants are made and removed by superadmins only.
+    let r = a
+        .call(&tok, "POST", "/api/v1/tenants", Some(bodies::tenant("new")))
+        .await;
+    assert_eq!(r.status, 403);
+    let r = a
+        .call(&tok, "DELETE", &format!("/api/v1/tenants/{mine}"), None)
+        .await;
+    assert_eq!(r.status, 403);
+    // The own tenant can be read and changed.
+    let r = a
+        .call(
+            &tok,
+            "PATCH",
+            &format!("/api/v1/tenants/{mine}"),
+            Some(json!({"name": "Acme!"})),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    // Nothing of the other tenant changed.
+    let c = a.db.client().await;
+    let n: i64 = c
+        .query_one(
+            "SELECT count(*) FROM origins WHERE tenant_id::text = $1",
+            &[&theirs],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+}
+
+async fn counts(a: &Admin) -> Vec<i64> {
+    let c = a.db.client().await;
+    let row = c
+        .query_one(
+            "SELECT (SELECT count(*) FROM tenants), (SELECT count(*) FROM origins),
+                    (SELECT count(*) FROM routes), (SELECT count(*) FROM api_keys),
+                    (SELECT count(*) FROM users), (SELECT count(*) FROM jwt_issuers),
+                    vantage_config_version()",
+            &[],
+        )
+        .await
+        .unwrap();
+    (0..7).map(|i| row.get(i)).collect()
+}
+
+#[tokio::test]
+async fn hostile_input_gets_clean_4xx_and_writes_nothing() {
+    let a = Admin::start().await;
+    let t = id(&a.create("/api/v1/tenants", bodies::tenant("acme")).await);
+    let o = id(&a.create("/api/v1/origins", bodies::origin(&t, 9001)).await);
+    let before = counts(&a).await;
+    let raw = |method: &str, path: &str, ctype: &str, body: Vec<u8>| {
+        a.http
+            .request(method.parse().unwrap(), a.url(path))
+            .bearer_auth(&a.root)
+            .header("content-type", ctype)
+            .body(body)
+            .send()
+    };
+    let json_ct = "application/json";
+    let origin_path = format!("/api/v1/origins/{o}");
+    let cases: Vec<(&str, &str, &str, Vec<u8>, u16)> = vec![
+        ("POST", "/api/v1/tenants", json_ct, b"{\"name\": \"x\", ".to_vec(), 400),
+        ("POST", "/api/v1/tenants", json_ct, b"[1,2,3]".to_vec(), 400),
+        ("POST", "/api/v1/tenants", json_ct, b"".to_vec(), 400),
+        ("POST", "/api/v1/tenants", json_ct, b"\xff\xfe".to_vec(), 400),
+        ("POST", "/api/v1/tenants", json_ct, br#"{"name": ["x"], "subdomain": "y"}"#.to_vec(), 400),
+        ("POST", "/api/v1/tenants", json_ct, br#"{"name": "x", "subdomain": 5}"#.to_vec(), 400),
+        ("POST", "/api/v1/tenants", "text/plain", br#"{"name": "x", "subdomain": "y"}"#.to_vec(), 415),
+        ("POST", "/api/v1/origins", json_ct, format!(r#"{{"tenant_id": "{t}", "targets": [{{"url": "http://h:1", "weight": -1}}]}}"#).into_bytes(), 400),
+        ("POST", "/api/v1/routes", json_ct, format!(r#"{{"tenant_id": "{t}", "origin_id": "{o}", "path_pattern": "/x", "priority": 99999999999}}"#).into_bytes(), 400),
+        ("POST", "/api/v1/routes", json_ct, format!(r#"{{"tenant_id": "{t}", "origin_id": "{o}", "path_pattern": "/x", "auth": {{"mode": "root"}}}}"#).into_bytes(), 400),
+        ("POST", "/api/v1/routes", json_ct, format!(r#"{{"tenant_id": "{t}", "origin_id": "'; DROP TABLE routes; --", "path_pattern": "/x"}}"#).into_bytes(), 422),
+        ("POST", "/api/v1/tenants", json_ct, br#"{"name": "x", "subdomain": "a' OR '1'='1"}"#.to_vec(), 422),
+        ("POST", "/api/v1/tenants", json_ct, br#"{"name": "x", "subdomain": "x", "custom_hosts": ["evil.test; DROP TABLE tenants"]}"#.to_vec(), 422),
+        ("POST", "/api/v1/api-keys", json_ct, format!(r#"{{"tenant_id": "{t}", "name": "k", "expires_at": "tomorrow"}}"#).into_bytes(), 422),
+        ("POST", "/api/v1/api-keys", json_ct, format!(r#"{{"tenant_id": "{t}", "name": "k", "key_hash": "vk_live_plaintext"}}"#).into_bytes(), 422),
+        ("POST", "/api/v1/users", json_ct, format!(r#"{{"tenant_id": "{t}", "email": "x@y.z", "role": "admin'; --"}}"#).into_bytes(), 422),
+        ("PATCH", &origin_path, json_ct, br#"{"targets": "lots"}"#.to_vec(), 400),
+        ("PATCH", &origin_path, json_ct, br#"{"targets": []}"#.to_vec(), 422),
+        ("GET", "/api/v1/analytics/requests?from=yesterday", json_ct, vec![], 400),
+        ("GET", "/api/v1/analytics/requests?group_by=1;DROP", json_ct, vec![], 400),
+        ("GET", "/api/v1/tenants?tenant_id=%27%20OR%201%3D1", json_ct, vec![], 400),
+    ];
+    for (m, p, ct, body, want) in cases {
+        let shown = String::from_utf8_lossy(&body).to_string();
+        let r = raw(m, p, ct, body).await.unwrap();
+        let status = r.status().as_u16();
+        let v: serde_json::Value = r.json().await.unwrap_or_default();
+        assert_eq!(status, want, "{m} {p} {shown}: {v}");
+        assert!(
+            v["error"]["code"].is_string() && v["error"]["message"].is_string(),
+            "{v}"
+        );
+    }
+    // Deeply nested JSON is refused, not a crash.
+    let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+    let r = raw("POST", "/api/v1/tenants", json_ct, deep.into_bytes())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // Oversized bodies: 413 (the test server allows 64 KiB).
+    let big = format!(
+        r#"{{"name": "{}", "subdomain": "big"}}"#,
+        "a".repeat(100_000)
+    );
+    let r = raw("POST", "/api/v1/tenants", json_ct, big.into_bytes())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "payload_too_large");
+
+    assert_eq!(
+        counts(&a).await,
+        before,
+        "a refused request wrote something"
+    );
+    // SQL-looking text that is valid is stored literally.
+    let sneaky = "Robert'); DROP TABLE tenants; --";
+    let r = a
+        .create(
+            "/api/v1/tenants",
+            json!({"name": sneaky, "subdomain": "bobby"}),
+        )
+        .await;
+    assert_eq!(r["name"], sneaky);
+    let got = a
+        .root("GET", &format!("/api/v1/tenants/{}", id(&r)), None)
+        .await;
+    assert_eq!(got.body["name"], sneaky);
+    assert_eq!(counts(&a).await[0], before[0] + 1);
+    // The service is still healthy.
+    assert_eq!(
+        a.http.get(a.url("/healthz")).send().await.unwrap().status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn api_keys_plaintext_once_rotate_revoke_and_never_stored() {
+    let a = Admin::start().await;
+    let t = id(&a.create("/api/v1/tenants", bodies::tenant("acme")).await);
+    let k = a.create("/api/v1/api-keys", json!({"tenant_id": t, "name": "CI", "scopes": ["orders:read"], "expires_at": "2030-01-01T00:00:00Z"})).await;
+    let plain = k["key"].as_str().unwrap().to_string();
+    assert!(
+        plain.starts_with("vk_live_") && plain.len() == 40,
+        "{plain}"
+    );
+    assert_eq!(k["prefix"], &plain[..12]);
+    assert!(k.get("key_hash").is_none());
+    assert_eq!(k["expires_at"], "2030-01-01T00:00:00Z");
+    let kid = id(&k);
+    // Reads never show the key.
+    let got = a
+        .root("GET", &format!("/api/v1/api-keys/{kid}"), None)
+        .await;
+    assert!(got.body.get("key").is_none() && got.body.get("key_hash").is_none());
+    // The stored hash is the SHA-256 the proxy computes.
+    let c = a.db.client().await;
+    let hash: String = c
+        .query_one("SELECT key_hash FROM api_keys WHERE id::text = $1", &[&kid])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(hash, vantage_admin::auth::sha256_hex(&plain));
+
+    // Patch: name/scopes/expiry yes, the secret parts no.
+    let p = a
+        .root(
+            "PATCH",
+            &format!("/api/v1/api-keys/{kid}"),
+            Some(json!({"name": "CI 2", "expires_at": null})),
+        )
+        .await;
+    assert_eq!(p.status, 200, "{:?}", p.body);
+    assert!(p.body.get("expires_at").is_none());
+    for f in [
+        json!({"key_hash": "0".repeat(64)}),
+        json!({"status": "revoked"}),
+        json!({"prefix": "x"}),
+    ] {
+        let p = a
+            .root("PATCH", &format!("/api/v1/api-keys/{kid}"), Some(f.clone()))
+            .await;
+        assert_eq!(p.status, 400, "{f}");
+    }
+    let p = a
+        .root("PUT", &format!("/api/v1/api-keys/{kid}"), Some(json!({})))
+        .await;
+    assert_eq!(p.status, 405);
+
+    // Rotate with a grace period: the old key expires later, the new one is returned once.
+    let r = a
+        .root(
+            "POST",
+            &format!("/api/v1/api-keys/{kid}/rotate"),
+            Some(json!({"grace_seconds": 3600})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let plain2 = r.body["key"].as_str().unwrap().to_string();
+    assert_ne!(plain2, plain);
+    assert_eq!(r.body["rotated_from"], kid.as_str());
+    assert_eq!(r.body["scopes"], json!(["orders:read"]));
+    let old = a
+        .root("GET", &format!("/api/v1/api-keys/{kid}"), None)
+        .await
+        .body;
+    assert_eq!(old["status"], "active");
+    assert!(old["expires_at"].is_string());
+    // Rotate without grace: the old one is revoked at once.
+    let k2 = id(&r.body);
+    let r = a
+        .root("POST", &format!("/api/v1/api-keys/{k2}/rotate"), None)
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let plain3 = r.body["key"].as_str().unwrap().to_string();
+    let old = a
+        .root("GET", &format!("/api/v1/api-keys/{k2}"), None)
+        .await
+        .body;
+    assert_eq!(old["status"], "revoked");
+    assert!(old["revoked_at"].is_string());
+    let again = a
+        .root("POST", &format!("/api/v1/api-keys/{k2}/rotate"), None)
+        .await;
+    assert_eq!(again.status, 409);
+    // Revoke is idempotent.
+    let k3 = id(&r.body);
+    for _ in 0..2 {
+        let r = a
+            .root("POST", &format!("/api/v1/api-keys/{k3}/revoke"), None)
+            .await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body["status"], "revoked");
+    }
+    // Importing a key by its hash returns no plaintext.
+    let imported = a.create("/api/v1/api-keys", json!({"tenant_id": t, "name": "imported", "key_hash": vantage_admin::auth::sha256_hex("vk_live_imported"), "prefix": "vk_live_impo"})).await;
+    assert!(imported.get("key").is_none());
+    let dup = a.root("POST", "/api/v1/api-keys", Some(json!({"tenant_id": t, "name": "again", "key_hash": vantage_admin::auth::sha256_hex("vk_live_imported")}))).await;
+    assert_eq!(dup.status, 409, "{:?}", dup.body);
+
+    // No plaintext anywhere in the database (every row of every table, as text).
+    let tables: Vec<String> = c
+        .query(
+            "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(tables.iter().any(|t| t == "api_keys"));
+    for table in tables {
+        let rows = c
+            .query(&format!("SELECT to_jsonb(x)::text FROM \"{table}\" x"), &[])
+            .await
+            .unwrap();
+        for row in rows {
+            let text: String = row.get(0);
+            for p in [&plain, &plain2, &plain3] {
+                assert!(!text.contains(p.as_str()), "plaintext key in {table}");
+                assert!(!text.contains(&p[8..]), "key body in {table}");
+            }
+            assert!(!text.contains(&a.root), "admin token in {table}");
+        }
+    }
+    // Deleting a key.
+    assert_eq!(
+        a.root("DELETE", &format!("/api/v1/api-keys/{kid}"), None)
+            .await
+            .status,
+        204
+    );
+}
