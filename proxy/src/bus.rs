@@ -1,27 +1,51 @@
-//! The fleet's message bus: a Redis pub/sub subscriber (`fred`) that applies what other
-//! proxies publish — today cache purges (`<prefix>:cache:purge`). It resubscribes after
-//! every reconnect and then catches up with state it may have missed.
+//! The fleet's message bus: a Redis pub/sub subscriber (`fred`) for what other processes
+//! publish — cache purges from other proxies (`<prefix>:cache:purge`) and, with
+//! `source: postgres`, the admin's signed config-change announcements (`<prefix>:config`).
+//! It resubscribes after every reconnect and then catches up with state it may have missed
+//! (purge generations; the config version poll covers missed announcements).
 
 use crate::cache::purge::{PurgeMessage, Purges};
+use crate::metrics::METRICS;
+use crate::snapshot::Snapshot;
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use fred::clients::SubscriberClient;
 use fred::prelude::*;
 use fred::types::Message;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+use std::sync::Arc;
 use std::time::Duration;
 use vantage_model::RedisSettings;
+
+/// Config-change announcements: checked with the shared secret, then they wake the
+/// reloader (which reads the truth from Postgres).
+pub struct ConfigNotices {
+    pub secret: String,
+    pub wake: Arc<tokio::sync::Notify>,
+    pub state: Arc<ArcSwap<Snapshot>>,
+}
 
 /// Subscriber of the fleet's channels.
 pub struct Bus {
     client: SubscriberClient,
     prefix: String,
     purges: &'static Purges,
+    notices: Option<ConfigNotices>,
+}
+
+/// The channel the admin announces config changes on.
+pub fn config_channel(prefix: &str) -> String {
+    format!("{prefix}:config")
 }
 
 impl Bus {
     /// A subscriber for `settings`; it connects when the background service starts.
-    pub fn new(settings: &RedisSettings, purges: &'static Purges) -> Result<Bus, String> {
+    pub fn new(
+        settings: &RedisSettings,
+        purges: &'static Purges,
+        notices: Option<ConfigNotices>,
+    ) -> Result<Bus, String> {
         let config =
             Config::from_url(&settings.url).map_err(|e| format!("server.redis.url: {e}"))?;
         let client = Builder::from_config(config)
@@ -35,7 +59,45 @@ impl Bus {
             client,
             prefix: settings.key_prefix.clone(),
             purges,
+            notices,
         })
+    }
+
+    fn channels(&self) -> Vec<String> {
+        let mut c = vec![Purges::channel(&self.prefix)];
+        if self.notices.is_some() {
+            c.push(config_channel(&self.prefix));
+        }
+        c
+    }
+
+    fn config_notice(&self, n: &ConfigNotices, body: &str) {
+        match vantage_model::notify::verify(&n.secret, body) {
+            Ok(notice) => {
+                let current = n.state.load().version;
+                if notice.version.max(0) as u64 != current {
+                    METRICS
+                        .config_notices
+                        .with_label_values(&["accepted"])
+                        .inc();
+                    tracing::info!(
+                        version = notice.version,
+                        tenant = notice.tenant_id.as_deref().unwrap_or("-"),
+                        "config change announced"
+                    );
+                    n.wake.notify_one();
+                } else {
+                    METRICS.config_notices.with_label_values(&["ignored"]).inc();
+                }
+            }
+            Err(e) => {
+                METRICS
+                    .config_notices
+                    .with_label_values(&["rejected"])
+                    .inc();
+                tracing::warn!("ignoring config announcement: {e}");
+            }
+        }
     }
 
     fn handle(&self, msg: Message) {
@@ -48,6 +110,10 @@ impl Bus {
                 Ok(m) => self.purges.apply(&m),
                 Err(e) => tracing::warn!("ignoring malformed purge message: {e}"),
             }
+        } else if channel == config_channel(&self.prefix) {
+            if let Some(n) = &self.notices {
+                self.config_notice(n, &body);
+            }
         }
     }
 }
@@ -58,18 +124,22 @@ impl BackgroundService for Bus {
         let mut messages = self.client.message_rx();
         let mut reconnects = self.client.reconnect_rx();
         let conn = self.client.connect();
-        let channel = Purges::channel(&self.prefix);
+        let channels = self.channels();
         let mut subscribed = false;
         loop {
             if !subscribed && self.client.is_connected() {
-                match self.client.subscribe(channel.as_str()).await {
+                match self.client.subscribe(channels.clone()).await {
                     Ok(()) => {
                         subscribed = true;
                         if let Err(e) = self.purges.sync_generations().await {
                             tracing::warn!("cache generations not synced: {e}");
                         }
+                        // Announcements may have been missed while disconnected.
+                        if let Some(n) = &self.notices {
+                            n.wake.notify_one();
+                        }
                     }
-                    Err(e) => tracing::warn!("subscribing to {channel}: {e}"),
+                    Err(e) => tracing::warn!("subscribing to {channels:?}: {e}"),
                 }
             }
             tokio::select! {

@@ -7,8 +7,10 @@ use crate::cache::{self, Caches, RequestDirectives};
 use crate::errors::{self, Reply};
 use crate::limits;
 use crate::metrics::METRICS;
+use crate::request_log::{Record, RequestLogger};
 use crate::safety::{self, Limits};
 use crate::snapshot::{PolicyRt, RouteRt, Snapshot};
+use crate::trace::TraceContext;
 use crate::upstream::{backend_id, InflightGuard, Pool, Selection, TargetState};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -39,6 +41,8 @@ pub struct Gateway {
     forwarded_headers: bool,
     /// Response cache storages, lock and purges.
     caches: &'static Caches,
+    /// Request-log records for Postgres, when enabled.
+    request_logs: Option<RequestLogger>,
 }
 
 impl Gateway {
@@ -50,6 +54,7 @@ impl Gateway {
         forwarded_headers: bool,
         redis: Option<Arc<limits::redis::RedisLimiter>>,
         caches: &'static Caches,
+        request_logs: Option<RequestLogger>,
     ) -> Gateway {
         Gateway {
             state,
@@ -59,6 +64,7 @@ impl Gateway {
             access_log,
             forwarded_headers,
             caches,
+            request_logs,
         }
     }
 }
@@ -97,6 +103,10 @@ pub struct Ctx {
     not_modified: Option<Box<ResponseHeader>>,
     /// The cache was looked up and missed (even if the response then was not stored).
     cache_missed: bool,
+    /// `X-Cache` of the response, on caching routes.
+    cache_label: Option<&'static str>,
+    /// W3C trace context of this hop.
+    trace: Option<TraceContext>,
     /// Targets whose connect failed (retries go elsewhere).
     tried: Vec<usize>,
     /// The current attempt's target, its identity, and its in-flight count.
@@ -131,6 +141,7 @@ fn idempotent(m: &Method) -> bool {
 }
 
 const X_REQUEST_ID: &str = "x-request-id";
+const TRACEPARENT: &str = "traceparent";
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 const X_FORWARDED_HOST: &str = "x-forwarded-host";
@@ -486,6 +497,7 @@ impl Gateway {
                 phase => cache::status_label(phase),
             };
             cache::record(label);
+            ctx.cache_label = Some(label);
             resp.insert_header("x-cache", label)?;
         }
         let unsafe_method = !matches!(
@@ -568,6 +580,8 @@ impl ProxyHttp for Gateway {
             credentials: false,
             not_modified: None,
             cache_missed: false,
+            cache_label: None,
+            trace: None,
             tried: Vec::new(),
             target: None,
             retries_left: 0,
@@ -584,6 +598,9 @@ impl ProxyHttp for Gateway {
     /// Request id → HTTP safety → tenant → route → per-route modules.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
         ctx.request_id = request_id(session.req_header().headers.get(X_REQUEST_ID));
+        ctx.trace = Some(TraceContext::from_request(
+            session.req_header().headers.get(TRACEPARENT),
+        ));
         let raw_content_length = session
             .req_header()
             .headers
@@ -845,6 +862,9 @@ impl ProxyHttp for Gateway {
             }
         }
         self.forwarded_headers(session, ctx, upstream)?;
+        if let Some(t) = &ctx.trace {
+            upstream.insert_header(TRACEPARENT, t.header())?;
+        }
         if !route.pool.spec.preserve_host {
             if let Some((t, _, _)) = &ctx.target {
                 upstream.insert_header(http::header::HOST, t.host_header.clone())?;
@@ -1051,11 +1071,38 @@ impl ProxyHttp for Gateway {
             }
             d.as_secs_f64() * 1000.0
         });
+        if let Some(logger) = &self.request_logs {
+            let req = session.req_header();
+            let (api_key_id, user_id) = match &ctx.identity {
+                Some(Identity::Key(k)) => (Some(k.id.to_string()), None),
+                Some(Identity::User(u)) => (None, Some(u.sub.to_string())),
+                None => (None, None),
+            };
+            logger.log(Record {
+                ts: SystemTime::now(),
+                request_id: ctx.request_id().to_string(),
+                tenant_id: ctx.tenant.as_deref().map(str::to_string),
+                route_id: ctx.route.as_ref().map(|r| r.id.to_string()),
+                api_key_id,
+                user_id,
+                method: req.method.as_str().to_string(),
+                host: request_host(session).map(str::to_string),
+                path: req.uri.path().to_string(),
+                status: i32::from(status),
+                latency_ms: elapsed.as_secs_f64() * 1000.0,
+                bytes_sent: session.body_bytes_sent() as i64,
+                client_ip: ctx.client.map(|ip| ip.to_string()),
+                cache_status: ctx.cache_label.map(str::to_string),
+                upstream: target.as_ref().map(|(t, _, _)| t.label.clone()),
+            });
+        }
         if self.access_log {
             let req = session.req_header();
             tracing::info!(
                 target: "access",
                 request_id = ctx.request_id(),
+                trace_id = ctx.trace.as_ref().map(|t| t.trace_id.as_str()),
+                span_id = ctx.trace.as_ref().map(|t| t.span_id.as_str()),
                 client = client_ip(session).map(|ip| ip.to_string()),
                 method = %req.method,
                 version = ?req.version,

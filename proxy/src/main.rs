@@ -79,6 +79,17 @@ fn load(cli: &Cli) -> Result<Config, String> {
 
 fn check_files(config: &Config) -> Result<(), String> {
     let mut missing = Vec::new();
+    if config.server.source == vantage_model::ConfigSource::Postgres
+        && !(config.tenants.is_empty()
+            && config.origins.is_empty()
+            && config.routes.is_empty()
+            && config.api_keys.is_empty()
+            && config.jwt_issuers.is_empty())
+    {
+        missing.push(
+            "server.source: postgres: tenants, origins, routes, api_keys and jwt_issuers come from Postgres; remove them from this file".to_string(),
+        );
+    }
     for (i, t) in config.server.tls.iter().enumerate() {
         for (field, file) in [("cert_file", &t.cert_file), ("key_file", &t.key_file)] {
             if let Err(e) = std::fs::metadata(file) {

@@ -55,6 +55,20 @@ pub struct Metrics {
     pub cache_lock_waits: IntCounter,
     /// `vantage_cache_purges_total{kind}`: `url` or `tenant`.
     pub cache_purges: IntCounterVec,
+    /// `vantage_config_source_up`: 1 while the last call to Postgres (`source: postgres`)
+    /// succeeded, 0 while it fails (the proxy keeps serving its last configuration).
+    pub config_source_up: IntGauge,
+    /// `vantage_config_notices_total{result}`: change announcements (`accepted`, `ignored`
+    /// for old versions, `rejected` for bad signatures or malformed messages).
+    pub config_notices: IntCounterVec,
+    /// `vantage_request_logs_written_total`: request-log rows inserted into Postgres.
+    pub request_logs_written: IntCounter,
+    /// `vantage_request_logs_dropped_total{reason}`: records dropped (`queue_full`,
+    /// `write_error`); the request path never waits for Postgres.
+    pub request_logs_dropped: IntCounterVec,
+    /// `vantage_config_reload_seconds`: time to read, validate, compile and swap a
+    /// configuration.
+    pub reload_duration: prometheus::Histogram,
 }
 
 /// The process-wide metrics.
@@ -174,6 +188,34 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         &["kind"]
     )
     .expect("register vantage_cache_purges_total"),
+    config_source_up: register_int_gauge!(
+        "vantage_config_source_up",
+        "1 while the configuration source (Postgres) answers, 0 while it fails"
+    )
+    .expect("register vantage_config_source_up"),
+    config_notices: register_int_counter_vec!(
+        "vantage_config_notices_total",
+        "Config change announcements received, by result",
+        &["result"]
+    )
+    .expect("register vantage_config_notices_total"),
+    request_logs_written: register_int_counter!(
+        "vantage_request_logs_written_total",
+        "Request-log rows written to Postgres"
+    )
+    .expect("register vantage_request_logs_written_total"),
+    request_logs_dropped: register_int_counter_vec!(
+        "vantage_request_logs_dropped_total",
+        "Request-log records dropped, by reason",
+        &["reason"]
+    )
+    .expect("register vantage_request_logs_dropped_total"),
+    reload_duration: prometheus::register_histogram!(
+        "vantage_config_reload_seconds",
+        "Time to read, validate, compile and swap a configuration",
+        vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]
+    )
+    .expect("register vantage_config_reload_seconds"),
 });
 
 /// Text exposition of every registered metric.

@@ -5,6 +5,7 @@ use crate::cache::Purges;
 use crate::limits::redis::RedisLimiter;
 use crate::metrics;
 use crate::snapshot::Snapshot;
+use crate::source::PgSource;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use http::Response;
@@ -20,6 +21,8 @@ pub struct Ops {
     purges: &'static Purges,
     /// SHA-256 of the ops token.
     token_hash: Option<[u8; 32]>,
+    /// The Postgres configuration source, with `source: postgres`.
+    pg: Option<Arc<PgSource>>,
 }
 
 impl Ops {
@@ -29,12 +32,14 @@ impl Ops {
         redis: Option<Arc<RedisLimiter>>,
         purges: &'static Purges,
         token: Option<String>,
+        pg: Option<Arc<PgSource>>,
     ) -> Ops {
         Ops {
             state,
             redis,
             purges,
             token_hash: token.map(|t| Sha256::digest(t.as_bytes()).into()),
+            pg,
         }
     }
 
@@ -176,17 +181,25 @@ impl ServeHttp for Ops {
         match path.as_str() {
             "/metrics" => reply(200, "text/plain; version=0.0.4", metrics::render()),
             "/healthz" => json(200, serde_json::json!({"status": "ok"})),
-            // Ready once a configuration is loaded: Redis is reported, never required.
+            // Ready once a configuration is loaded: Redis and Postgres are reported, never
+            // required (without them the last configuration keeps being served).
             "/readyz" => json(
                 200,
                 serde_json::json!({
                     "status": "ready",
                     "config_version": snap.version,
-                    "config_source": "file",
+                    "config_source": if self.pg.is_some() { "postgres" } else { "file" },
+                    "postgres": self.pg.as_ref().map(|p| if p.is_reachable() { "connected" } else { "unreachable" }),
                     "redis": self.redis.as_ref().map(|r| if r.is_connected() { "connected" } else { "disconnected" }),
                 }),
             ),
-            "/config/version" => json(200, serde_json::json!({"version": snap.version})),
+            "/config/version" => json(
+                200,
+                serde_json::json!({
+                    "version": snap.version,
+                    "source": if self.pg.is_some() { "postgres" } else { "file" },
+                }),
+            ),
             "/cache/purge" => self.purge(session).await,
             _ => error(404, "not_found", format!("no ops endpoint at {path}")),
         }

@@ -1,11 +1,15 @@
-//! Configuration reloads: on SIGHUP and when the file's content changes.
+//! Configuration reloads. With a file: on SIGHUP and when the file's content changes. With
+//! `source: postgres`: when a signed change announcement arrives (see [`crate::bus`]), when
+//! the periodic version poll sees another version, and on SIGHUP.
 //!
-//! A reload reads and validates the file, compiles a new [`Snapshot`] (reusing unchanged
-//! pools), and swaps it in atomically. A bad file is refused with a logged error and the
-//! running configuration stays. Requests in flight keep the snapshot they started with.
+//! A reload reads and validates the configuration, compiles a new [`Snapshot`] (reusing
+//! unchanged pools), and swaps it in atomically. A bad configuration is refused with a
+//! logged error and the running one stays. Requests in flight keep the snapshot they started
+//! with. While Postgres is away the proxy keeps serving its last configuration.
 
 use crate::metrics::METRICS;
 use crate::snapshot::Snapshot;
+use crate::source::{self, PgSource};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
@@ -17,10 +21,22 @@ use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 use vantage_model::Config;
 
+/// Where reloads read from.
+enum Source {
+    File {
+        path: Option<PathBuf>,
+        watch: bool,
+    },
+    Postgres {
+        pg: Arc<PgSource>,
+        poll: Duration,
+        wake: Arc<tokio::sync::Notify>,
+    },
+}
+
 /// Owns the current snapshot and replaces it.
 pub struct Reloader {
-    path: Option<PathBuf>,
-    watch: bool,
+    source: Source,
     state: Arc<ArcSwap<Snapshot>>,
     lock: tokio::sync::Mutex<()>,
 }
@@ -36,28 +52,70 @@ impl Reloader {
     /// `path` is None for the embedded demo config (nothing to reload).
     pub fn new(path: Option<PathBuf>, watch: bool, state: Arc<ArcSwap<Snapshot>>) -> Reloader {
         Reloader {
-            path,
-            watch,
+            source: Source::File { path, watch },
             state,
             lock: tokio::sync::Mutex::new(()),
         }
     }
 
-    /// Reload now. Returns the new version, or the reason the file was refused.
-    pub async fn reload(&self, why: &str) -> Result<u64, String> {
-        let Some(path) = &self.path else {
-            return Err("the embedded demo configuration cannot be reloaded".into());
-        };
-        let _one_at_a_time = self.lock.lock().await;
-        let result = async {
-            let config = Config::load(path).map_err(|e| e.to_string())?;
-            let current = self.state.load_full();
-            if config.server != current.config.server {
-                tracing::warn!(
-                    "server settings changed; listeners and process settings apply after a restart or graceful upgrade"
-                );
+    /// Reloads from Postgres: polled every `poll`, and at once when `wake` is notified.
+    pub fn postgres(
+        pg: Arc<PgSource>,
+        poll: Duration,
+        wake: Arc<tokio::sync::Notify>,
+        state: Arc<ArcSwap<Snapshot>>,
+    ) -> Reloader {
+        Reloader {
+            source: Source::Postgres { pg, poll, wake },
+            state,
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The next configuration and its version, or None when nothing changed.
+    async fn next(&self, current: &Snapshot) -> Result<Option<(Config, u64)>, String> {
+        match &self.source {
+            Source::File { path: None, .. } => {
+                Err("the embedded demo configuration cannot be reloaded".into())
             }
-            let version = current.version + 1;
+            Source::File {
+                path: Some(path), ..
+            } => {
+                let config = Config::load(path).map_err(|e| e.to_string())?;
+                if config.server != current.config.server {
+                    tracing::warn!(
+                        "server settings changed; listeners and process settings apply after a restart or graceful upgrade"
+                    );
+                }
+                Ok(Some((config, current.version + 1)))
+            }
+            Source::Postgres { pg, .. } => {
+                let fetched = pg.fetch().await.map_err(|e| e.to_string())?;
+                if fetched.version == current.version {
+                    return Ok(None);
+                }
+                let config = source::combine(&current.config.server, fetched.config.clone());
+                config.validate().map_err(|e| {
+                    format!("version {} from postgres is invalid:\n{e}", fetched.version)
+                })?;
+                if let Err(e) = pg.write_last_good(&fetched) {
+                    tracing::warn!("{e}");
+                }
+                Ok(Some((config, fetched.version)))
+            }
+        }
+    }
+
+    /// Reload now. Returns the version served afterwards, or the reason the new
+    /// configuration was refused.
+    pub async fn reload(&self, why: &str) -> Result<u64, String> {
+        let _one_at_a_time = self.lock.lock().await;
+        let started = std::time::Instant::now();
+        let result = async {
+            let current = self.state.load_full();
+            let Some((config, version)) = self.next(&current).await? else {
+                return Ok(current.version);
+            };
             let snap = Arc::new(
                 Snapshot::build(config, version, Some(&current), true)
                     .await
@@ -75,7 +133,14 @@ impl Reloader {
             Ok(v) => {
                 METRICS.reloads.with_label_values(&["ok"]).inc();
                 METRICS.config_version.set(*v as i64);
-                tracing::info!(version = v, trigger = why, "configuration reloaded");
+                let took = started.elapsed();
+                METRICS.reload_duration.observe(took.as_secs_f64());
+                tracing::info!(
+                    version = v,
+                    trigger = why,
+                    took_ms = took.as_secs_f64() * 1000.0,
+                    "configuration reloaded"
+                );
             }
             Err(e) => {
                 METRICS.reloads.with_label_values(&["error"]).inc();
@@ -121,9 +186,13 @@ impl BackgroundService for Reloader {
                 None
             }
         };
-        let watch_path = self.path.clone().filter(|_| self.watch);
+        let (watch_path, poll, wake) = match &self.source {
+            Source::File { path, watch } => (path.clone().filter(|_| *watch), None, None),
+            Source::Postgres { poll, wake, .. } => (None, Some(*poll), Some(wake.clone())),
+        };
         let mut last = watch_path.as_ref().and_then(content_hash);
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut tick = tokio::time::interval(poll.unwrap_or(Duration::from_millis(500)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = shutdown.changed() => {
@@ -134,7 +203,22 @@ impl BackgroundService for Reloader {
                     let _ = self.reload("SIGHUP").await;
                     last = watch_path.as_ref().and_then(content_hash);
                 }
-                _ = tick.tick(), if watch_path.is_some() => {
+                _ = async { match &wake { Some(w) => w.notified().await, None => std::future::pending().await } } => {
+                    let _ = self.reload("announcement").await;
+                }
+                _ = tick.tick(), if watch_path.is_some() || poll.is_some() => {
+                    if let Source::Postgres { pg, .. } = &self.source {
+                        // Cheap: one version query; a reload only when it moved (or
+                        // Postgres came back after the proxy started from the last good file).
+                        match pg.version().await {
+                            Ok(v) if v != self.state.load().version => {
+                                let _ = self.reload("version poll").await;
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::debug!("config version poll: {e}"),
+                        }
+                        continue;
+                    }
                     let now = watch_path.as_ref().and_then(content_hash);
                     if now.is_some() && now != last {
                         last = now;

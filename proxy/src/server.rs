@@ -1,7 +1,7 @@
 //! Wiring: the Pingora server with the proxy service, the ops listener, the config reloader
 //! and (for the demo) the demo origins.
 
-use crate::bus::Bus;
+use crate::bus::{Bus, ConfigNotices};
 use crate::cache::{Caches, Purges};
 use crate::demo_origin::DemoOrigin;
 use crate::gateway::Gateway;
@@ -9,6 +9,7 @@ use crate::ops::Ops;
 use crate::reload::Reloader;
 use crate::safety::Limits;
 use crate::snapshot::Snapshot;
+use crate::source::{self, PgSource};
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use pingora::apps::http_app::HttpServer;
@@ -23,7 +24,55 @@ use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use vantage_model::{Config, TargetUrl};
+use std::time::Duration;
+use vantage_model::{Config, ConfigSource, PostgresSettings, ServerSettings, TargetUrl};
+
+/// The notify secret: `VANTAGE_NOTIFY_SECRET` when set, else the settings'.
+fn notify_secret(pgs: &PostgresSettings) -> Option<String> {
+    std::env::var("VANTAGE_NOTIFY_SECRET")
+        .ok()
+        .or_else(|| pgs.notify_secret.clone())
+        .filter(|s| !s.is_empty())
+}
+
+/// The first configuration with `source: postgres`: from Postgres, or — while it is down or
+/// holds an invalid configuration — from the last good file.
+async fn initial_from_postgres(
+    pg: &PgSource,
+    settings: &ServerSettings,
+) -> anyhow::Result<(Config, u64)> {
+    let fetched = pg.fetch().await.map_err(|e| e.to_string()).and_then(|v| {
+        let config = source::combine(settings, v.config.clone());
+        config
+            .validate()
+            .map_err(|e| format!("version {} is invalid:\n{e}", v.version))?;
+        Ok((v, config))
+    });
+    match fetched {
+        Ok((v, config)) => {
+            if let Err(e) = pg.write_last_good(&v) {
+                tracing::warn!("{e}");
+            }
+            tracing::info!(version = v.version, "configuration loaded from postgres");
+            Ok((config, v.version))
+        }
+        Err(e) => {
+            let last = pg.read_last_good().map_err(|e2| {
+                anyhow::anyhow!("cannot load the configuration from postgres ({e}) and there is no usable last good copy ({e2})")
+            })?;
+            let config = source::combine(settings, last.config);
+            config
+                .validate()
+                .map_err(|e| anyhow::anyhow!("the last good configuration is invalid:\n{e}"))?;
+            tracing::warn!(
+                version = last.version,
+                path = %pg.last_good_path().display(),
+                "postgres unavailable ({e}); serving the last good configuration"
+            );
+            Ok((config, last.version))
+        }
+    }
+}
 
 /// How to run.
 pub struct RunOptions {
@@ -106,13 +155,18 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting a runtime")?;
+    let pg = match (settings.source, &settings.postgres) {
+        (ConfigSource::Postgres, Some(pgs)) => Some(Arc::new(
+            PgSource::new(pgs).map_err(|e| anyhow::anyhow!(e))?,
+        )),
+        _ => None,
+    };
+    let (config, version) = match &pg {
+        Some(pg) => rt.block_on(initial_from_postgres(pg, &settings))?,
+        None => (opts.config.clone(), 1),
+    };
     let snapshot = rt
-        .block_on(Snapshot::build(
-            opts.config.clone(),
-            1,
-            None,
-            !opts.demo_origins,
-        ))
+        .block_on(Snapshot::build(config, version, None, !opts.demo_origins))
         .context("compiling the configuration")?;
     drop(rt);
     let state = Arc::new(ArcSwap::from_pointee(snapshot));
@@ -154,11 +208,44 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             .map(|r| (r.client().clone(), r.prefix().to_string(), r.timeout())),
         purges,
     )));
+    // Change announcements wake the reloader (source: postgres with a notify secret).
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let notices = match (&pg, &settings.postgres) {
+        (Some(_), Some(pgs)) => match notify_secret(pgs) {
+            Some(secret) => Some(ConfigNotices {
+                secret,
+                wake: wake.clone(),
+                state: state.clone(),
+            }),
+            None => {
+                tracing::warn!(
+                    "no notify secret: config changes are picked up by the version poll only"
+                );
+                None
+            }
+        },
+        _ => None,
+    };
     if let (Some(r), Some(rs)) = (&redis, &settings.redis) {
         purges.attach_redis(r.client().clone(), r.prefix());
-        let bus = Bus::new(rs, purges).map_err(|e| anyhow::anyhow!(e))?;
+        let bus = Bus::new(rs, purges, notices).map_err(|e| anyhow::anyhow!(e))?;
         server.add_service(background_service("bus", bus));
+    } else if notices.is_some() {
+        tracing::warn!("no server.redis: config changes are picked up by the version poll only");
     }
+    let request_logs = match &settings.postgres {
+        Some(pgs) if pgs.request_logs.enabled => {
+            let pool = crate::source::pool(pgs).map_err(|e| anyhow::anyhow!(e))?;
+            let (logger, writer) = crate::request_log::channel(
+                &pgs.request_logs,
+                pool,
+                Duration::from_millis(pgs.timeout_ms),
+            );
+            server.add_service(background_service("request-logs", writer));
+            Some(logger)
+        }
+        _ => None,
+    };
     let gateway = Gateway::new(
         state.clone(),
         Limits {
@@ -169,6 +256,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         settings.forwarded_headers,
         redis.clone(),
         caches,
+        request_logs,
     );
     let mut server_options = HttpServerOptions::default();
     server_options.h2c = settings.h2c;
@@ -197,6 +285,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
                 redis.clone(),
                 purges,
                 settings.ops_token.clone(),
+                pg.clone(),
             )),
         );
         ops.add_tcp(&settings.ops_listen);
@@ -204,7 +293,19 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         server.add_service(ops);
     }
 
-    let reloader = Reloader::new(opts.config_path.clone(), settings.watch_config, state);
+    let reloader = match (&pg, &settings.postgres) {
+        (Some(pg), Some(pgs)) => Reloader::postgres(
+            pg.clone(),
+            Duration::from_millis(pgs.poll_interval_ms),
+            wake.clone(),
+            state.clone(),
+        ),
+        _ => Reloader::new(
+            opts.config_path.clone(),
+            settings.watch_config,
+            state.clone(),
+        ),
+    };
     server.add_service(background_service("config-reloader", reloader));
 
     if opts.demo_origins {

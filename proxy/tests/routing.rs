@@ -520,3 +520,53 @@ fn websocket_upgrades_pass_through() {
     let head = origin.join().unwrap().to_ascii_lowercase();
     assert!(head.contains("upgrade: websocket"), "{head}");
 }
+
+#[test]
+fn traceparent_is_joined_or_started_and_logged() {
+    let o = Origin::start("o");
+    let p = Proxy::start(&simple(&o));
+    let client = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let r = p.send("GET", "t.test.local", "/x", &[("traceparent", client)], b"");
+    let sent = r.json()["headers"]["traceparent"]
+        .as_str()
+        .expect("traceparent to the origin")
+        .to_string();
+    let parts: Vec<&str> = sent.split('-').collect();
+    assert_eq!(parts.len(), 4);
+    assert_eq!(parts[1], "4bf92f3577b34da6a3ce929d0e0e4736", "same trace");
+    assert_ne!(
+        parts[2], "00f067aa0ba902b7",
+        "the gateway's own span is the parent"
+    );
+    assert_eq!(parts[3], "01");
+    // Absent or invalid: a new trace.
+    for given in [None, Some("00-zz-00f067aa0ba902b7-01")] {
+        let h: Vec<(&str, &str)> = given.map(|g| ("traceparent", g)).into_iter().collect();
+        let r = p.send("GET", "t.test.local", "/y", &h, b"");
+        let tp = r.json()["headers"]["traceparent"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let parts: Vec<&str> = tp.split('-').collect();
+        assert_eq!(
+            (parts[0], parts[1].len(), parts[2].len()),
+            ("00", 32, 16),
+            "{tp}"
+        );
+        assert_ne!(parts[1], "4bf92f3577b34da6a3ce929d0e0e4736");
+    }
+    // The access log carries the trace and span ids.
+    let log = wait_for("access log line", 10, || {
+        let log = p.log();
+        log.contains("4bf92f3577b34da6a3ce929d0e0e4736")
+            .then_some(log)
+    });
+    let line = log
+        .lines()
+        .find(|l| {
+            l.contains("\"target\":\"access\"") && l.contains("4bf92f3577b34da6a3ce929d0e0e4736")
+        })
+        .expect("access line with the trace id");
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["fields"]["span_id"], parts[2]);
+}

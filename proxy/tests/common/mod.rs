@@ -177,25 +177,46 @@ impl Proxy {
             server_section(&dir, port, ops_port, server_extra)
         );
         std::fs::write(&config_path, text).expect("write config");
-        let log = std::fs::File::create(dir.join("proxy.log")).expect("log file");
-        let child = Command::new(BIN)
-            .arg("--config")
-            .arg(&config_path)
-            .env("RUST_LOG", "info")
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn proxy");
         let mut p = Proxy {
             port,
             ops_port,
             dir,
             config_path,
             server_extra: server_extra.to_string(),
-            child: Some(child),
+            child: None,
         };
+        p.spawn();
         p.wait_ready();
         p
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("proxy.log"))
+            .expect("log file");
+        let child = Command::new(BIN)
+            .arg("--config")
+            .arg(&self.config_path)
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn proxy");
+        self.child = Some(child);
+    }
+
+    /// Kill the process and start it again on the same configuration file and ports.
+    pub fn restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill(&mut c);
+        }
+        wait_for("proxy port to close", 10, || {
+            (!port_open(self.port)).then_some(())
+        });
+        self.spawn();
+        self.wait_ready();
     }
 
     fn wait_ready(&mut self) {
@@ -542,5 +563,268 @@ impl Redis {
             .output()
             .expect("redis-cli");
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// `psql` against 127.0.0.1:`port` as user postgres (trust auth); `-tA` output.
+pub fn psql(port: u16, db: &str, sql: &str) -> Result<String, String> {
+    let out = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
+        .args(["-d", db, "-v", "ON_ERROR_STOP=1", "-tAc", sql])
+        .output()
+        .map_err(|e| format!("psql: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// A database of the test's own on a Postgres server, dropped at the end.
+pub struct Database {
+    pub name: String,
+    pub port: u16,
+}
+
+impl Database {
+    /// On the machine's shared Postgres (127.0.0.1:5432; scripts/test.sh starts it).
+    pub fn shared() -> Database {
+        Self::on(5432)
+    }
+
+    /// On the server listening on `port`.
+    pub fn on(port: u16) -> Database {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "vantage_test_{}_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0)
+        );
+        psql(port, "postgres", &format!("CREATE DATABASE {name}"))
+            .unwrap_or_else(|e| panic!("create database on {port} (is Postgres running?): {e}"));
+        Database { name, port }
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{}", self.port, self.name)
+    }
+
+    pub fn sql(&self, sql: &str) -> String {
+        psql(self.port, &self.name, sql).unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// Apply the schema with `vantage-admin migrate`.
+    pub fn migrate(&self) {
+        let out = Command::new(admin_bin())
+            .arg("migrate")
+            .env("DATABASE_URL", self.url())
+            .output()
+            .expect("vantage-admin migrate");
+        assert!(
+            out.status.success(),
+            "migrate: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let _ = psql(
+            self.port,
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+/// The `vantage-admin` binary (built beside `vantage-proxy` by `cargo test --workspace`;
+/// built here when a narrower run did not).
+pub fn admin_bin() -> PathBuf {
+    let path = Path::new(BIN).with_file_name("vantage-admin");
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let ok = Command::new(cargo)
+            .args(["build", "-p", "vantage-admin"])
+            .status()
+            .expect("cargo build -p vantage-admin")
+            .success();
+        assert!(ok && path.exists(), "vantage-admin not built at {path:?}");
+    }
+    path
+}
+
+/// A private Postgres cluster (Debian's pg_createcluster) on a free port, for tests that stop
+/// and start Postgres; never the machine's shared server. Dropped at the end.
+pub struct PgCluster {
+    pub port: u16,
+    version: String,
+    name: String,
+}
+
+impl PgCluster {
+    pub fn start() -> PgCluster {
+        let version = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("postgresql installed (scripts/test.sh installs it)")
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .max()
+            .expect("a postgresql version");
+        let port = free_port();
+        let name = format!("vt{}_{}", std::process::id(), port);
+        let out = Command::new("pg_createcluster")
+            .args([
+                &version,
+                &name,
+                "-p",
+                &port.to_string(),
+                "--start-conf=manual",
+            ])
+            .args(["--", "--auth=trust"])
+            .output()
+            .expect("pg_createcluster");
+        assert!(
+            out.status.success(),
+            "pg_createcluster: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let c = PgCluster {
+            port,
+            version,
+            name,
+        };
+        c.ctl("start");
+        wait_for("private postgres", 30, || {
+            psql(port, "postgres", "SELECT 1").ok()
+        });
+        c
+    }
+
+    fn ctl(&self, action: &str) {
+        let out = Command::new("pg_ctlcluster")
+            .args([
+                "--skip-systemctl-redirect",
+                &self.version,
+                &self.name,
+                action,
+            ])
+            .args(if action == "stop" {
+                &["--", "-m", "fast"][..]
+            } else {
+                &[][..]
+            })
+            .output()
+            .expect("pg_ctlcluster");
+        assert!(
+            out.status.success(),
+            "pg_ctlcluster {action}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn stop(&self) {
+        self.ctl("stop");
+        let port = self.port;
+        wait_for("private postgres to stop", 30, || {
+            (!port_open(port)).then_some(())
+        });
+    }
+
+    pub fn restart(&self) {
+        self.ctl("start");
+        let port = self.port;
+        wait_for("private postgres", 30, || {
+            psql(port, "postgres", "SELECT 1").ok()
+        });
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let _ = Command::new("pg_dropcluster")
+            .args(["--stop", &self.version, &self.name])
+            .output();
+    }
+}
+
+/// A running `vantage-admin serve`.
+pub struct Admin {
+    pub port: u16,
+    pub token: String,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Admin {
+    /// Serve over `db` (already migrated), announcing on `redis_url` with `secret`.
+    pub fn start(db: &Database, redis_url: &str, secret: &str) -> Admin {
+        let env = |c: &mut Command| {
+            c.env("DATABASE_URL", db.url())
+                .env("REDIS_URL", redis_url)
+                .env("VANTAGE_NOTIFY_SECRET", secret);
+        };
+        let mut c = Command::new(admin_bin());
+        c.args(["create-token", "--role", "superadmin", "--name", "tests"]);
+        env(&mut c);
+        let out = c.output().expect("create-token");
+        assert!(
+            out.status.success(),
+            "create-token: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let token = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .find(|w| w.len() >= 20)
+            .expect("a token on stdout")
+            .to_string();
+        let port = free_port();
+        let log = temp_dir("admin").join("admin.log");
+        let file = std::fs::File::create(&log).expect("admin log");
+        let mut c = Command::new(admin_bin());
+        c.args(["serve", "--listen", &format!("127.0.0.1:{port}")]);
+        env(&mut c);
+        let child = c
+            .stdout(file.try_clone().expect("log"))
+            .stderr(file)
+            .spawn()
+            .expect("spawn vantage-admin");
+        wait_for("vantage-admin", 30, || port_open(port).then_some(()));
+        Admin {
+            port,
+            token,
+            child,
+            log,
+        }
+    }
+
+    /// A JSON request with the admin token.
+    pub fn call(&self, method: &str, path: &str, body: &serde_json::Value) -> Response {
+        let auth = format!("Bearer {}", self.token);
+        let body = if body.is_null() {
+            Vec::new()
+        } else {
+            body.to_string().into_bytes()
+        };
+        request(
+            self.port,
+            method,
+            "admin",
+            path,
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            &body,
+        )
+    }
+}
+
+impl Drop for Admin {
+    fn drop(&mut self) {
+        kill(&mut self.child);
     }
 }

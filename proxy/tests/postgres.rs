@@ -1,0 +1,245 @@
+//! `source: postgres` end to end: the real `vantage-admin` writes through its REST API into
+//! real Postgres and announces on real (private) Redis; real `vantage-proxy` processes follow.
+//! Waits are on the served config version, never on a sleep.
+
+mod common;
+use common::*;
+use serde_json::json;
+
+const SECRET: &str = "notify-secret-for-tests-0123456789";
+
+/// The server lines of a proxy in postgres mode.
+fn pg_server(db_url: &str, redis: Option<&Redis>, dir_tag: &str, request_logs: bool) -> String {
+    let last_good = temp_dir(dir_tag).join("last-good.json");
+    let mut s = format!(
+        "  source: postgres\n  postgres: {{url: \"{db_url}\", poll_interval_ms: 300, timeout_ms: 1000, last_good_file: \"{}\", notify_secret: \"{SECRET}\", request_logs: {{enabled: {request_logs}, flush_interval_ms: 50}}}}\n",
+        last_good.display()
+    );
+    if let Some(r) = redis {
+        s.push_str(&format!(
+            "  redis: {{url: \"{}\", key_prefix: vantage, timeout_ms: 100}}\n",
+            r.url()
+        ));
+    }
+    s
+}
+
+/// Create a tenant with an origin and a catch-all route; returns (tenant id, version).
+fn tenant_with_route(admin: &Admin, sub: &str, origin: &str) -> (String, u64) {
+    let r = admin.call(
+        "POST",
+        "/api/v1/tenants",
+        &json!({"name": sub, "subdomain": sub}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let tenant = r.json()["id"].as_str().expect("tenant id").to_string();
+    let r = admin.call(
+        "POST",
+        "/api/v1/origins",
+        &json!({"tenant_id": tenant, "targets": [{"url": origin}]}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let origin_id = r.json()["id"].as_str().expect("origin id").to_string();
+    let r = admin.call(
+        "POST",
+        "/api/v1/routes",
+        &json!({"tenant_id": tenant, "path_pattern": "/*", "origin_id": origin_id}),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    (tenant, version_of(&r))
+}
+
+fn version_of(r: &Response) -> u64 {
+    r.header("x-config-version")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no x-config-version in {:?}", r.headers))
+}
+
+#[test]
+fn proxies_follow_the_admin_api_and_log_requests() {
+    let db = Database::shared();
+    db.migrate();
+    let redis = Redis::start();
+    let admin = Admin::start(&db, &redis.url(), SECRET);
+    let o = Origin::start("pg-origin");
+    let p1 = Proxy::start_with("", &pg_server(&db.url(), Some(&redis), "pg1", true));
+    let p2 = Proxy::start_with("", &pg_server(&db.url(), Some(&redis), "pg2", false));
+    p1.wait_redis_connected();
+    p2.wait_redis_connected();
+    let r = request(p1.ops_port, "GET", "ops", "/readyz", &[], b"");
+    assert_eq!(r.json()["config_source"], "postgres");
+    assert_eq!(r.json()["postgres"], "connected");
+    assert_eq!(p1.get("acme.test.local", "/x").status, 404);
+
+    // A tenant, origin and route created through the API are served by both proxies.
+    let (tenant, v) = tenant_with_route(&admin, "acme", &o.url());
+    p1.wait_version(v);
+    p2.wait_version(v);
+    for p in [&p1, &p2] {
+        let r = p.get("acme.test.local", "/hello");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.json()["origin"], "pg-origin");
+    }
+    assert!(p1
+        .metrics()
+        .contains("vantage_config_notices_total{result=\"accepted\"}"));
+
+    // An unsigned (forged) announcement is refused.
+    redis.cli(&[
+        "PUBLISH",
+        "vantage:config",
+        r#"{"version":999,"tenant_id":null,"ts":1}"#,
+    ]);
+    wait_for("rejected notice", 10, || {
+        p1.metrics()
+            .contains("vantage_config_notices_total{result=\"rejected\"}")
+            .then_some(())
+    });
+    assert_eq!(p1.version(), v, "a forged announcement changes nothing");
+
+    // Deleting the route is followed too.
+    let routes = admin.call(
+        "GET",
+        &format!("/api/v1/routes?tenant_id={tenant}"),
+        &serde_json::Value::Null,
+    );
+    let route_id = routes.json()["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = admin.call(
+        "DELETE",
+        &format!("/api/v1/routes/{route_id}"),
+        &serde_json::Value::Null,
+    );
+    assert!(r.status == 200 || r.status == 204, "{}", r.text());
+    let v = version_of(&r);
+    p2.wait_version(v);
+    p2.get("acme.test.local", "/hello")
+        .assert_error(404, "no_route");
+
+    // Request logs of p1 land in request_logs (batched, off the request path).
+    let n: usize = wait_for("request logs", 20, || {
+        let n: usize = db
+            .sql(&format!(
+                "SELECT count(*) FROM request_logs WHERE tenant_id = '{tenant}'"
+            ))
+            .parse()
+            .unwrap_or(0);
+        (n >= 1).then_some(n)
+    });
+    assert!(n >= 1);
+    let row = db.sql(&format!(
+        "SELECT method, path, status, route_id IS NOT NULL FROM request_logs WHERE tenant_id = '{tenant}' ORDER BY ts LIMIT 1"
+    ));
+    assert_eq!(row, "GET|/hello|200|t");
+    assert!(p1.metrics().contains("vantage_request_logs_written_total"));
+}
+
+#[test]
+fn redis_away_the_poll_catches_up() {
+    let db = Database::shared();
+    db.migrate();
+    let mut redis = Redis::start();
+    let admin = Admin::start(&db, &redis.url(), SECRET);
+    let o = Origin::start("o");
+    let p = Proxy::start_with("", &pg_server(&db.url(), Some(&redis), "poll", false));
+    p.wait_redis_connected();
+    redis.stop();
+    // The admin still commits (announcing fails); the proxy's version poll sees it.
+    let (_, v) = tenant_with_route(&admin, "globex", &o.url());
+    p.wait_version(v);
+    assert_eq!(p.get("globex.test.local", "/").status, 200);
+    redis.restart();
+    p.wait_redis_connected();
+    let (_, v) = tenant_with_route(&admin, "initech", &o.url());
+    p.wait_version(v);
+    assert_eq!(p.get("initech.test.local", "/").status, 200);
+}
+
+#[test]
+fn postgres_down_keeps_serving_and_restarts_from_the_last_good_file() {
+    let cluster = PgCluster::start();
+    let db = Database::on(cluster.port);
+    db.migrate();
+    let redis = Redis::start();
+    let admin = Admin::start(&db, &redis.url(), SECRET);
+    let o = Origin::start("o");
+    let mut p = Proxy::start_with("", &pg_server(&db.url(), Some(&redis), "down", true));
+    let (_, v) = tenant_with_route(&admin, "acme", &o.url());
+    p.wait_version(v);
+    assert_eq!(p.get("acme.test.local", "/a").status, 200);
+
+    // Postgres stops: requests keep being served, readiness and metrics say so.
+    cluster.stop();
+    wait_for("postgres reported unreachable", 20, || {
+        let r = request(p.ops_port, "GET", "ops", "/readyz", &[], b"");
+        (r.status == 200 && r.json()["postgres"] == "unreachable").then_some(())
+    });
+    for _ in 0..20 {
+        assert_eq!(p.get("acme.test.local", "/a").status, 200);
+    }
+    assert!(p.metrics().contains("vantage_config_source_up 0"));
+
+    // Restarted while Postgres is down: it serves the last good configuration.
+    p.restart();
+    assert_eq!(p.version(), v);
+    assert_eq!(p.get("acme.test.local", "/b").status, 200);
+
+    // Postgres back: the proxy catches up with changes made meanwhile.
+    cluster.restart();
+    let (_, v2) = tenant_with_route(&admin, "umbrella", &o.url());
+    p.wait_version(v2);
+    assert_eq!(p.get("umbrella.test.local", "/").status, 200);
+    wait_for("postgres reported connected", 20, || {
+        let r = request(p.ops_port, "GET", "ops", "/readyz", &[], b"");
+        (r.json()["postgres"] == "connected").then_some(())
+    });
+}
+
+#[test]
+fn no_postgres_and_no_last_good_file_is_a_clear_error() {
+    let dir = temp_dir("nopg");
+    let port = free_port();
+    let cfg = server_section(
+        &dir,
+        free_port(),
+        free_port(),
+        &format!(
+            "  source: postgres\n  postgres: {{url: \"postgres://postgres@127.0.0.1:{port}/none\", timeout_ms: 300, last_good_file: \"{}\"}}\n",
+            dir.join("missing.json").display()
+        ),
+    );
+    let path = dir.join("c.yaml");
+    std::fs::write(&path, cfg).unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot load the configuration from postgres") && err.contains("last good"),
+        "{err}"
+    );
+    // Tenants in the file are refused with source: postgres.
+    let cfg = format!(
+        "{}\ntenants: [{{id: t, name: T, subdomain: t}}]\n",
+        server_section(
+            &dir,
+            free_port(),
+            free_port(),
+            "  source: postgres\n  postgres: {url: \"postgres://x@127.0.0.1/x\"}\n"
+        )
+    );
+    std::fs::write(&path, cfg).unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .arg("--check")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("come from Postgres"));
+}
