@@ -9,6 +9,8 @@
 #   (f) as (d) with API-key auth and a local rate limit that never refuses
 #   (g) as (d) with JWT auth (RS256, static public key)
 #   (h) as (d) with a Redis-backed rate limit (private redis-server on the load CPU)
+#   (i) nginx proxy_cache, every request a hit
+#   (j) as (d) with the route's memory cache, every request a hit
 # Layout (see ../shared/reference/benchmarking.md): the proxy under test alone on CPU 0 with
 # one worker; upstream and load generator on CPU 1. Saturation with wrk (closed loop, 64
 # keep-alive connections); latency with oha at a fixed rate (open loop). Rounds interleave
@@ -38,6 +40,10 @@ cargo build --release -q -p vantage-proxy -p bare-pingora
 BIN=target/release
 
 work=$(mktemp -d /tmp/vantage-bench.XXXXXX)
+# nginx's cache and temp files; its workers run unprivileged when started as root.
+mkdir -p "$work/nginx-cache" "$work/nginx-temp"
+chmod 755 "$work"
+chmod 777 "$work/nginx-cache" "$work/nginx-temp"
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -47,7 +53,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-UP=18080 NGX=18081 BARE=18082 VP1=18083 VP1K=18084 VP1NF=18085 VPKEY=18086 VPJWT=18087 VPRED=18088 REDIS=18089
+UP=18080 NGX=18081 BARE=18082 VP1=18083 VP1K=18084 VP1NF=18085 VPKEY=18086 VPJWT=18087 VPRED=18088 REDIS=18089 NGXC=18090 VPCACHE=18091
 
 wait_port() {
   for _ in $(seq 1 200); do
@@ -84,12 +90,24 @@ http {
   access_log off;
   keepalive_requests 100000000;
   upstream up { server 127.0.0.1:$UP; keepalive 64; }
+  proxy_cache_path $work/nginx-cache keys_zone=hits:10m;
+  proxy_temp_path $work/nginx-temp;
   server {
     listen 127.0.0.1:$NGX;
     location / {
       proxy_pass http://up;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
+    }
+  }
+  server {
+    listen 127.0.0.1:$NGXC;
+    location / {
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_cache hits;
+      proxy_cache_valid 200 10m;
     }
   }
 }
@@ -163,7 +181,8 @@ variant $VPJWT 19087 ", auth: {mode: jwt_required}" "" \
   "jwt_issuers:\n  - id: bench\n    tenant_id: t5\n    issuer: https://issuer.bench\n    algorithms: [RS256]\n    public_key_pem: |\n${PEM_YAML//$'\n'/\\n}\n" >"$work/vpjwt.yaml"
 variant $VPRED 19088 ", rate_limits: [{name: shared, algorithm: {type: token_bucket, rate: 1000000000, burst: 1000000}, subject: {by: tenant}, backend: redis, on_redis_error: deny}]" \
   "  redis: {url: \"redis://127.0.0.1:$REDIS\", timeout_ms: 50}" >"$work/vpred.yaml"
-for f in vpkey vpjwt vpred; do "$BIN/vantage-proxy" --config "$work/$f.yaml" --check >&2; done
+variant $VPCACHE 19089 ", cache: {enabled: true, default_ttl_seconds: 600}" "" >"$work/vpcache.yaml"
+for f in vpkey vpjwt vpred vpcache; do "$BIN/vantage-proxy" --config "$work/$f.yaml" --check >&2; done
 
 taskset -c "$LOAD_CPU" redis-server --port $REDIS --bind 127.0.0.1 --save "" --appendonly no >"$work/redis.log" 2>&1 & pids+=($!)
 taskset -c "$LOAD_CPU" nginx -c "$work/upstream.conf" -p "$work" & pids+=($!)
@@ -175,18 +194,19 @@ taskset -c "$PROXY_CPU" "$BIN/vantage-proxy" --config "$work/vp1nf.yaml" >"$work
 taskset -c "$PROXY_CPU" "$BIN/vantage-proxy" --config "$work/vpkey.yaml" >"$work/vpkey.log" 2>&1 & pids+=($!)
 taskset -c "$PROXY_CPU" "$BIN/vantage-proxy" --config "$work/vpjwt.yaml" >"$work/vpjwt.log" 2>&1 & pids+=($!)
 taskset -c "$PROXY_CPU" "$BIN/vantage-proxy" --config "$work/vpred.yaml" >"$work/vpred.log" 2>&1 & pids+=($!)
-for p in $REDIS $UP $NGX $BARE $VP1 $VP1K $VP1NF $VPKEY $VPJWT $VPRED; do wait_port "$p"; done
+taskset -c "$PROXY_CPU" "$BIN/vantage-proxy" --config "$work/vpcache.yaml" >"$work/vpcache.log" 2>&1 & pids+=($!)
+for p in $REDIS $UP $NGX $BARE $VP1 $VP1K $VP1NF $VPKEY $VPJWT $VPRED $NGXC $VPCACHE; do wait_port "$p"; done
 for ops in 19088; do
   for _ in $(seq 1 100); do curl -s "http://127.0.0.1:$ops/readyz" | grep -q '"redis":"connected"' && break; sleep 0.1; done
 done
 
-names=(upstream nginx bare-pingora vantage-1route vantage-10k-routes vantage-1route-no-xff vantage-apikey-limit vantage-jwt vantage-redis-limit)
-labels=("(a) upstream directly" "(b) nginx reverse proxy" "(c) bare Pingora" "(d) vantage-proxy, 1 tenant / 1 route" "(e) vantage-proxy, 1,000 tenants / 10,000 routes" "(d′) as (d), \`forwarded_headers: false\`" "(f) as (d) + API key + local limit" "(g) as (d) + JWT (RS256)" "(h) as (d) + Redis limit")
-ports=($UP $NGX $BARE $VP1 $VP1K $VP1NF $VPKEY $VPJWT $VPRED)
-hosts=(up.bench.local up.bench.local up.bench.local t5.bench.local t500.bench.local t5.bench.local t5.bench.local t5.bench.local t5.bench.local)
-extra=("" "" "" "" "" "" "X-API-Key: $API_KEY" "Authorization: Bearer $JWT" "")
-# pids[0] is redis-server
-pidof_target=("${pids[1]}" "${pids[2]}" "${pids[3]}" "${pids[4]}" "${pids[5]}" "${pids[6]}" "${pids[7]}" "${pids[8]}" "${pids[9]}")
+names=(upstream nginx bare-pingora vantage-1route vantage-10k-routes vantage-1route-no-xff vantage-apikey-limit vantage-jwt vantage-redis-limit nginx-cache-hit vantage-cache-hit)
+labels=("(a) upstream directly" "(b) nginx reverse proxy" "(c) bare Pingora" "(d) vantage-proxy, 1 tenant / 1 route" "(e) vantage-proxy, 1,000 tenants / 10,000 routes" "(d′) as (d), \`forwarded_headers: false\`" "(f) as (d) + API key + local limit" "(g) as (d) + JWT (RS256)" "(h) as (d) + Redis limit" "(i) nginx proxy_cache hit" "(j) as (d), memory cache hit")
+ports=($UP $NGX $BARE $VP1 $VP1K $VP1NF $VPKEY $VPJWT $VPRED $NGXC $VPCACHE)
+hosts=(up.bench.local up.bench.local up.bench.local t5.bench.local t500.bench.local t5.bench.local t5.bench.local t5.bench.local t5.bench.local up.bench.local t5.bench.local)
+extra=("" "" "" "" "" "" "X-API-Key: $API_KEY" "Authorization: Bearer $JWT" "" "" "")
+# pids[0] is redis-server; the nginx proxy process serves (b) and (i).
+pidof_target=("${pids[1]}" "${pids[2]}" "${pids[3]}" "${pids[4]}" "${pids[5]}" "${pids[6]}" "${pids[7]}" "${pids[8]}" "${pids[9]}" "${pids[2]}" "${pids[10]}")
 hdrs() { # the -H arguments for target $1
   H=(-H "Host: ${hosts[$1]}")
   if [ -n "${extra[$1]}" ]; then H+=(-H "${extra[$1]}"); fi
@@ -278,8 +298,20 @@ mkdir -p loadtest/results
   echo
   echo "| target | req/s ÷ (d) | CPU/req ÷ (d) | p50 − p50(d) ms |"
   echo "| --- | ---: | ---: | ---: |"
-  for i in 6 7 8; do
+  for i in 6 7 8 10; do
     awk -v n="${reqs[$i]}" -v nd="${reqs[3]}" -v c="$(cpu_us "$i")" -v cd="$(cpu_us 3)" -v p="${p50[$i]}" -v pd="${p50[3]}" -v l="${labels[$i]}" \
       'BEGIN { printf "| %s | %.2f | %.2f | %+.3f |\n", l, n / nd, c / cd, p - pd }'
+  done
+  echo
+  echo "Cache hits, same run: vantage's hit (j) against its own proxied miss path (d) and"
+  echo "against nginx's proxy_cache hit (i) (below 1.00 = vantage uses less CPU per request):"
+  echo
+  echo "| comparison | CPU/req ratio | req/s ratio | p50 ratio |"
+  echo "| --- | ---: | ---: | ---: |"
+  for pair in "10 3" "10 9"; do
+    set -- $pair
+    awk -v c="$(cpu_us "$1")" -v cd="$(cpu_us "$2")" -v n="${reqs[$1]}" -v nd="${reqs[$2]}" -v p="${p50[$1]}" -v pd="${p50[$2]}" \
+      -v l="${labels[$1]} ÷ ${labels[$2]}" \
+      'BEGIN { printf "| %s | %.2f | %.2f | %.2f |\n", l, c / cd, n / nd, (pd > 0 ? p / pd : 0) }'
   done
 } | tee "$report"
