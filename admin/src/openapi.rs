@@ -201,6 +201,15 @@ pub fn document() -> Value {
         json!({"get": op("meta", "This document", vec![], None, resp(&[("200", ok("OpenAPI 3", json!({"type": "object"})))]))}),
     );
     paths.insert(
+        "/metrics".into(),
+        json!({"get": op("meta", "Prometheus metrics (text exposition)", vec![], None,
+        resp(&[("200", {
+            let mut r = ok("Prometheus text", json!({"type": "string"}));
+            r["content"] = json!({"text/plain": {"schema": {"type": "string"}}});
+            r
+        })]))}),
+    );
+    paths.insert(
         "/healthz".into(),
         json!({"get": {"tags": ["meta"], "summary": "Liveness and database reachability (no credentials)", "security": [],
             "responses": {"200": {"description": "Healthy"}, "503": {"description": "Database unreachable"}}}}),

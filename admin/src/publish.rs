@@ -1,5 +1,6 @@
 //! Publishing signed config notices on `<prefix>:config`.
 
+use crate::metrics::METRICS;
 use fred::prelude::*;
 use std::time::Duration;
 use vantage_model::notify::{sign, Notice};
@@ -53,10 +54,17 @@ impl Publisher {
         .await;
         match sent {
             Ok(Ok(receivers)) => {
+                METRICS.notices.with_label_values(&["published"]).inc();
                 tracing::debug!(version, receivers, channel = %self.channel, "config notice published")
             }
-            Ok(Err(e)) => tracing::warn!(version, "config notice not published: {e}"),
-            Err(_) => tracing::warn!(version, "config notice not published: Redis timed out"),
+            Ok(Err(e)) => {
+                METRICS.notices.with_label_values(&["failed"]).inc();
+                tracing::warn!(version, "config notice not published: {e}")
+            }
+            Err(_) => {
+                METRICS.notices.with_label_values(&["failed"]).inc();
+                tracing::warn!(version, "config notice not published: Redis timed out")
+            }
         }
     }
 }

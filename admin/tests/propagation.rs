@@ -279,3 +279,28 @@ async fn openapi_documents_exactly_served_endpoints() {
         assert!(paths.get(p).and_then(|i| i.get(m.to_lowercase())).is_none());
     }
 }
+
+#[tokio::test]
+async fn metrics_report_the_version_and_published_notices() {
+    let a = Admin::start().await;
+    let _sub = Subscriber::new(&a.channel()).await;
+    let t = a
+        .root("POST", "/api/v1/tenants", Some(bodies::tenant("metrics")))
+        .await;
+    assert_eq!(t.status, 201, "{:?}", t.body);
+    let v = t.version.unwrap();
+    let m = a.root("GET", "/metrics", None).await;
+    assert_eq!(m.status, 200);
+    let text = m.body.as_str().expect("text exposition").to_string();
+    assert!(
+        text.contains(&format!("vantage_admin_config_version {v}")),
+        "{text}"
+    );
+    assert!(text.contains("vantage_admin_database_up 1"), "{text}");
+    assert!(
+        text.contains("vantage_admin_notices_total{result=\"published\"}"),
+        "{text}"
+    );
+    let anon = reqwest::get(a.url("/metrics")).await.unwrap();
+    assert_eq!(anon.status().as_u16(), 401, "metrics need a token");
+}

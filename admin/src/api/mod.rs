@@ -98,6 +98,7 @@ pub fn router(st: Arc<AppState>) -> Router {
         .route("/config", get(config_snapshot));
     let protected = Router::new()
         .route("/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
         .nest("/api/v1", v1)
         .route_layer(middleware::from_fn_with_state(st.clone(), require_token));
     Router::new()
@@ -131,6 +132,33 @@ async fn healthz(State(st): State<Arc<AppState>>) -> Response {
         )
             .into_response(),
     }
+}
+
+/// Prometheus metrics (needs an admin token like everything but `/healthz`).
+async fn metrics(State(st): State<Arc<AppState>>, _: Principal) -> Response {
+    use crate::metrics::METRICS;
+    let version = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        let c = st.pool.get().await.ok()?;
+        c.query_one("SELECT vantage_config_version()", &[])
+            .await
+            .ok()
+            .map(|r| r.get::<_, i64>(0))
+    })
+    .await
+    .ok()
+    .flatten();
+    METRICS.database_up.set(i64::from(version.is_some()));
+    if let Some(v) = version {
+        METRICS.config_version.set(v);
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        crate::metrics::render(),
+    )
+        .into_response()
 }
 
 async fn openapi(_: Principal) -> Json<Value> {
