@@ -155,6 +155,33 @@ pub struct ServerSettings {
     /// Postgres, for `source: postgres` and for request logs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub postgres: Option<PostgresSettings>,
+    /// OpenTelemetry span export (OTLP over HTTP). Absent: no spans are exported (the
+    /// `traceparent` header is propagated either way).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingSettings>,
+}
+
+/// OpenTelemetry export of the proxy's spans: one server span per request with child spans
+/// for auth, rate limit, cache and upstream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingSettings {
+    /// OTLP/HTTP traces endpoint (protobuf). Example: `http://127.0.0.1:4318/v1/traces`.
+    pub otlp_endpoint: String,
+    /// `service.name` of the spans. Example: `vantage-proxy`.
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// Share of new traces sampled (traces joined from a client keep the client's sampled
+    /// flag). Example: `0.1`.
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: f64,
+}
+
+fn default_service_name() -> String {
+    "vantage-proxy".into()
+}
+fn default_sample_ratio() -> f64 {
+    1.0
 }
 
 /// Where the proxy's tenants, origins and routes come from.
@@ -280,6 +307,7 @@ impl Default for ServerSettings {
             cache: CacheSettings::default(),
             source: ConfigSource::File,
             postgres: None,
+            tracing: None,
         }
     }
 }

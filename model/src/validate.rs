@@ -423,6 +423,20 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
             );
         }
     }
+    if let Some(t) = &s.tracing {
+        if !(t.otlp_endpoint.starts_with("http://") || t.otlp_endpoint.starts_with("https://")) {
+            c.err(
+                "server.tracing.otlp_endpoint",
+                "must be an http:// or https:// URL",
+            );
+        }
+        if t.service_name.is_empty() {
+            c.err("server.tracing.service_name", "must not be empty");
+        }
+        if !(0.0..=1.0).contains(&t.sample_ratio) {
+            c.err("server.tracing.sample_ratio", "must be between 0 and 1");
+        }
+    }
     if s.cache.memory_bytes < 1 << 20 {
         c.err(
             "server.cache.memory_bytes",

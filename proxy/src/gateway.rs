@@ -7,6 +7,7 @@ use crate::cache::{self, Caches, RequestDirectives};
 use crate::errors::{self, Reply};
 use crate::limits;
 use crate::metrics::METRICS;
+use crate::otel::{Otel, RequestSpans};
 use crate::request_log::{Record, RequestLogger};
 use crate::safety::{self, Limits};
 use crate::snapshot::{PolicyRt, RouteRt, Snapshot};
@@ -15,6 +16,7 @@ use crate::upstream::{backend_id, InflightGuard, Pool, Selection, TargetState};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use http::{HeaderName, HeaderValue, Method};
+use opentelemetry::KeyValue;
 use pingora::cache::key::HashBinary;
 use pingora::cache::CacheOptionOverrides;
 use pingora::cache::{CacheKey, CacheMeta, CachePhase, ForcedFreshness, HitHandler, RespCacheable};
@@ -43,6 +45,20 @@ pub struct Gateway {
     caches: &'static Caches,
     /// Request-log records for Postgres, when enabled.
     request_logs: Option<RequestLogger>,
+    /// OpenTelemetry span export, when `server.tracing` is set.
+    otel: Option<&'static Otel>,
+}
+
+/// The process-wide services a gateway uses besides the configuration snapshot.
+pub struct Services {
+    /// Shared counters in Redis, when `server.redis` is set.
+    pub redis: Option<Arc<limits::redis::RedisLimiter>>,
+    /// Response cache storages, lock and purges.
+    pub caches: &'static Caches,
+    /// Request-log records for Postgres, when enabled.
+    pub request_logs: Option<RequestLogger>,
+    /// OpenTelemetry span export, when `server.tracing` is set.
+    pub otel: Option<&'static Otel>,
 }
 
 impl Gateway {
@@ -52,19 +68,18 @@ impl Gateway {
         limits: Limits,
         access_log: bool,
         forwarded_headers: bool,
-        redis: Option<Arc<limits::redis::RedisLimiter>>,
-        caches: &'static Caches,
-        request_logs: Option<RequestLogger>,
+        services: Services,
     ) -> Gateway {
         Gateway {
             state,
             limiter: Arc::new(limits::Store::default()),
-            redis,
+            redis: services.redis,
             limits,
             access_log,
             forwarded_headers,
-            caches,
-            request_logs,
+            caches: services.caches,
+            request_logs: services.request_logs,
+            otel: services.otel,
         }
     }
 }
@@ -107,6 +122,10 @@ pub struct Ctx {
     cache_label: Option<&'static str>,
     /// W3C trace context of this hop.
     trace: Option<TraceContext>,
+    /// Spans being recorded (with `server.tracing`), and when the phases began.
+    spans: Option<RequestSpans>,
+    cache_started: Option<SystemTime>,
+    upstream_started_at: Option<SystemTime>,
     /// Targets whose connect failed (retries go elsewhere).
     tried: Vec<usize>,
     /// The current attempt's target, its identity, and its in-flight count.
@@ -295,7 +314,8 @@ impl Gateway {
             return cors.preflight(&req.headers, method).map(Admit::Preflight);
         }
         let tenant = ctx.tenant.clone().unwrap_or_else(|| "".into());
-        ctx.identity = auth::authenticate(
+        let auth_started = ctx.spans.is_some().then(SystemTime::now);
+        let identity = auth::authenticate(
             &route.auth,
             &tenant,
             &route.tenant_auth,
@@ -309,9 +329,20 @@ impl Gateway {
                 .auth_failures
                 .with_label_values(&[&tenant, r.code])
                 .inc();
-        })?;
+        });
+        if let (Some(spans), Some(t)) = (ctx.spans.as_mut(), auth_started) {
+            if route.auth.mode != vantage_model::AuthMode::Public {
+                spans.phase("auth", t);
+            }
+        }
+        ctx.identity = identity?;
         if !route.limits.is_empty() {
-            self.rate_limit(session, ctx, &route, &tenant).await?;
+            let started = ctx.spans.is_some().then(SystemTime::now);
+            let limited = self.rate_limit(session, ctx, &route, &tenant).await;
+            if let (Some(spans), Some(t)) = (ctx.spans.as_mut(), started) {
+                spans.phase("rate_limit", t);
+            }
+            limited?;
         }
         Ok(Admit::Proxy)
     }
@@ -582,6 +613,9 @@ impl ProxyHttp for Gateway {
             cache_missed: false,
             cache_label: None,
             trace: None,
+            spans: None,
+            cache_started: None,
+            upstream_started_at: None,
             tried: Vec::new(),
             target: None,
             retries_left: 0,
@@ -598,9 +632,16 @@ impl ProxyHttp for Gateway {
     /// Request id → HTTP safety → tenant → route → per-route modules.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
         ctx.request_id = request_id(session.req_header().headers.get(X_REQUEST_ID));
-        ctx.trace = Some(TraceContext::from_request(
-            session.req_header().headers.get(TRACEPARENT),
-        ));
+        let traceparent = session.req_header().headers.get(TRACEPARENT);
+        ctx.trace = Some(match self.otel {
+            Some(otel) => {
+                let started = SystemTime::now() - ctx.started.elapsed();
+                let (spans, trace) = otel.start(traceparent, started);
+                ctx.spans = Some(spans);
+                trace
+            }
+            None => TraceContext::from_request(traceparent),
+        });
         let raw_content_length = session
             .req_header()
             .headers
@@ -652,6 +693,9 @@ impl ProxyHttp for Gateway {
         let Some(policy) = ctx.route.as_ref().and_then(|r| r.cache.as_ref()) else {
             return Ok(());
         };
+        if ctx.spans.is_some() {
+            ctx.cache_started = Some(SystemTime::now());
+        }
         let req = session.req_header();
         ctx.credentials = ctx.identity.is_some()
             || req.headers.contains_key(http::header::AUTHORIZATION)
@@ -822,6 +866,9 @@ impl ProxyHttp for Gateway {
                 let peer = pool.peer(&backend, &state);
                 ctx.target = Some((state.clone(), backend_id(&backend), Pool::track(&state)));
                 ctx.upstream_started.get_or_insert_with(Instant::now);
+                if ctx.spans.is_some() && ctx.upstream_started_at.is_none() {
+                    ctx.upstream_started_at = Some(SystemTime::now());
+                }
                 Ok(Box::new(peer))
             }
             Selection::NoneAvailable if ctx.tried.is_empty() => {
@@ -1071,6 +1118,33 @@ impl ProxyHttp for Gateway {
             }
             d.as_secs_f64() * 1000.0
         });
+        if let (Some(otel), Some(mut spans)) = (self.otel, ctx.spans.take()) {
+            if let Some(start) = ctx.cache_started {
+                let took = session.cache.lookup_duration().unwrap_or_default()
+                    + session.cache.lock_duration().unwrap_or_default();
+                spans.phase_between("cache", start, start + took);
+            }
+            if let Some(start) = ctx.upstream_started_at {
+                spans.phase("upstream", start);
+            }
+            let req = session.req_header();
+            let mut attrs = vec![
+                KeyValue::new("http.request.method", req.method.as_str().to_string()),
+                KeyValue::new("url.path", req.uri.path().to_string()),
+                KeyValue::new("http.response.status_code", i64::from(status)),
+                KeyValue::new("vantage.request_id", ctx.request_id().to_string()),
+            ];
+            if let Some(t) = &ctx.tenant {
+                attrs.push(KeyValue::new("vantage.tenant", t.to_string()));
+            }
+            if let Some(r) = &ctx.route {
+                attrs.push(KeyValue::new("vantage.route", r.id.to_string()));
+            }
+            if let Some(c) = ctx.cache_label {
+                attrs.push(KeyValue::new("vantage.cache", c));
+            }
+            otel.finish(spans, attrs, status);
+        }
         if let Some(logger) = &self.request_logs {
             let req = session.req_header();
             let (api_key_id, user_id) = match &ctx.identity {

@@ -17,6 +17,7 @@ pub mod jwt;
 pub mod limits;
 pub mod metrics;
 pub mod ops;
+pub mod otel;
 pub mod reload;
 pub mod request_log;
 pub mod router;

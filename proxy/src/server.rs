@@ -4,7 +4,7 @@
 use crate::bus::{Bus, ConfigNotices};
 use crate::cache::{Caches, Purges};
 use crate::demo_origin::DemoOrigin;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Services};
 use crate::ops::Ops;
 use crate::reload::Reloader;
 use crate::safety::Limits;
@@ -233,6 +233,12 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     } else if notices.is_some() {
         tracing::warn!("no server.redis: config changes are picked up by the version poll only");
     }
+    let otel: Option<&'static crate::otel::Otel> = match &settings.tracing {
+        Some(t) => Some(Box::leak(Box::new(
+            crate::otel::Otel::new(t).map_err(|e| anyhow::anyhow!(e))?,
+        ))),
+        None => None,
+    };
     let request_logs = match &settings.postgres {
         Some(pgs) if pgs.request_logs.enabled => {
             let pool = crate::source::pool(pgs).map_err(|e| anyhow::anyhow!(e))?;
@@ -254,9 +260,12 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         },
         settings.access_log,
         settings.forwarded_headers,
-        redis.clone(),
-        caches,
-        request_logs,
+        Services {
+            redis: redis.clone(),
+            caches,
+            request_logs,
+            otel,
+        },
     );
     let mut server_options = HttpServerOptions::default();
     server_options.h2c = settings.h2c;

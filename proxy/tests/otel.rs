@@ -1,0 +1,131 @@
+//! OTLP span export through the real binary, to a collector stand-in on loopback that
+//! records what the proxy POSTs to `/v1/traces` (OTLP/HTTP, protobuf).
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+/// Accepts OTLP/HTTP posts and keeps their bodies.
+fn collector() -> (u16, Arc<Mutex<Vec<Vec<u8>>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let bodies = Arc::new(Mutex::new(Vec::new()));
+    let keep = bodies.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let keep = keep.clone();
+            std::thread::spawn(move || loop {
+                // One request: head, then Content-Length bytes.
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match s.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                let len = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0u8; len];
+                if s.read_exact(&mut body).is_err() {
+                    return;
+                }
+                keep.lock().unwrap().push(body);
+                let _ = s.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n",
+                );
+            });
+        }
+    });
+    (port, bodies)
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn spans_for_the_request_and_its_phases_reach_the_collector() {
+    let (port, bodies) = collector();
+    let o = Origin::start("o");
+    let key = "vk_live_otel_test_key_0123456789abcdef";
+    let hash = {
+        let out = std::process::Command::new(BIN)
+            .args(["hash-key", key])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let body = format!(
+        r#"
+tenants: [{{id: t, name: T, subdomain: t}}]
+origins: [{{id: o, tenant_id: t, targets: [{{url: "{u}"}}]}}]
+routes:
+  - id: r
+    tenant_id: t
+    path_pattern: /*
+    origin_id: o
+    auth: {{mode: apikey_required}}
+    rate_limits: [{{name: l, algorithm: {{type: token_bucket, rate: 100, burst: 100}}, subject: {{by: api_key}}}}]
+api_keys: [{{id: k, tenant_id: t, name: K, key_hash: "{hash}"}}]
+"#,
+        u = o.url()
+    );
+    let p = Proxy::start_with(
+        &body,
+        &format!(
+            "  tracing: {{otlp_endpoint: \"http://127.0.0.1:{port}/v1/traces\", service_name: vantage-test}}\n"
+        ),
+    );
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let r = p.send(
+        "GET",
+        "t.test.local",
+        "/traced",
+        &[
+            ("traceparent", &format!("00-{trace}-00f067aa0ba902b7-01")),
+            ("X-API-Key", key),
+        ],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    // The origin's traceparent names the exported server span.
+    let sent = r.json()["headers"]["traceparent"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let span_id = sent.split('-').nth(2).unwrap().to_string();
+    let trace_bin: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&trace[i * 2..i * 2 + 2], 16).unwrap())
+        .collect();
+    let span_bin: Vec<u8> = (0..8)
+        .map(|i| u8::from_str_radix(&span_id[i * 2..i * 2 + 2], 16).unwrap())
+        .collect();
+    let all = wait_for("spans at the collector", 30, || {
+        let all: Vec<u8> = bodies.lock().unwrap().concat();
+        (contains(&all, b"upstream") && contains(&all, &span_bin)).then_some(all)
+    });
+    for name in [
+        &b"request"[..],
+        b"auth",
+        b"rate_limit",
+        b"upstream",
+        b"vantage-test",
+        b"/traced",
+    ] {
+        assert!(
+            contains(&all, name),
+            "{} in the export",
+            String::from_utf8_lossy(name)
+        );
+    }
+    assert!(contains(&all, &trace_bin), "the client's trace id");
+    assert!(contains(&all, &span_bin), "the server span's id");
+}
