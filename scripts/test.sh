@@ -14,3 +14,5 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --all-targets
 # RFC 9111 conformance of the response cache (http-cache-tests 0.4.5, needs node and npm).
 bash scripts/cache-conformance.sh
+# Deploy artifacts: systemd units verify, compose validates, Prometheus config and rules check.
+bash scripts/check-deploy.sh
