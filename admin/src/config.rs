@@ -40,6 +40,9 @@ pub struct AdminConfig {
     pub request_log_retention_days: u32,
     /// How often `serve` maintains the partitions, in seconds. Example: `3600`.
     pub partition_interval_s: u64,
+    /// OTLP/HTTP traces endpoint for the admin's request spans (env `VANTAGE_OTLP_ENDPOINT`
+    /// overrides); empty: no export. Example: `http://127.0.0.1:4318/v1/traces`.
+    pub otlp_endpoint: String,
 }
 
 impl Default for AdminConfig {
@@ -57,6 +60,7 @@ impl Default for AdminConfig {
             partition_days_ahead: 7,
             request_log_retention_days: 30,
             partition_interval_s: 3600,
+            otlp_endpoint: String::new(),
         }
     }
 }
@@ -85,11 +89,20 @@ impl AdminConfig {
         if let Some(v) = env("VANTAGE_ADMIN_LISTEN") {
             cfg.listen = v;
         }
+        if let Some(v) = env("VANTAGE_OTLP_ENDPOINT") {
+            cfg.otlp_endpoint = v;
+        }
         Ok(cfg)
     }
 
     /// Problems that stop `serve` from starting.
     pub fn check_for_serve(&self) -> anyhow::Result<()> {
+        let otlp_ok = self.otlp_endpoint.is_empty()
+            || self.otlp_endpoint.starts_with("http://")
+            || self.otlp_endpoint.starts_with("https://");
+        if !otlp_ok {
+            anyhow::bail!("otlp_endpoint must be an http:// or https:// URL");
+        }
         if !self.redis_url.is_empty() && self.notify_secret.len() < 16 {
             anyhow::bail!(
                 "notify_secret (or VANTAGE_NOTIFY_SECRET) must be at least 16 bytes when redis_url is set"

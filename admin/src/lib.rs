@@ -8,6 +8,7 @@ pub mod db;
 pub mod error;
 pub mod metrics;
 pub mod openapi;
+pub mod otel;
 pub mod publish;
 pub mod seed;
 pub mod store;

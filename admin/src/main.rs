@@ -111,6 +111,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(l) = listen {
                 cfg.listen = l;
             }
+            if !cfg.otlp_endpoint.is_empty() {
+                // The exporter's HTTP client blocks: build it off the async threads.
+                let endpoint = cfg.otlp_endpoint.clone();
+                tokio::task::spawn_blocking(move || vantage_admin::otel::init(&endpoint)).await??;
+            }
             serve(cfg).await
         }
     }

@@ -108,6 +108,7 @@ pub fn router(st: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(st.cfg.max_body_bytes))
         .layer(middleware::from_fn(request_id_layer))
+        .layer(middleware::from_fn(crate::otel::span_layer))
         .with_state(st)
 }
 
