@@ -334,16 +334,17 @@ routes:
         "{}",
         r.text()
     );
-    let log = edge_a.log();
-    let access: Vec<serde_json::Value> = log
-        .lines()
-        .filter(|l| l.contains("\"target\":\"access\""))
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    let versions: Vec<&str> = access
-        .iter()
-        .filter_map(|v| v["fields"]["version"].as_str())
-        .collect();
+    // The access line is written after the response: wait for both.
+    let versions: Vec<String> = wait_for("two access lines on edge-a", 10, || {
+        let versions: Vec<String> = edge_a
+            .log()
+            .lines()
+            .filter(|l| l.contains("\"target\":\"access\""))
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["fields"]["version"].as_str().map(str::to_string))
+            .collect();
+        (versions.len() >= 2).then_some(versions)
+    });
     // `protocol: auto` negotiated h2 by ALPN over TLS; `protocol: http2` spoke h2c.
     assert_eq!(
         versions,
