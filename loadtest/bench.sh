@@ -21,6 +21,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/deps.sh
+. loadtest/lib.sh
 ensure_packages nginx:nginx-light wrk:wrk jq:jq
 
 ROUNDS=${ROUNDS:-3}
@@ -55,31 +56,9 @@ trap cleanup EXIT
 
 UP=18080 NGX=18081 BARE=18082 VP1=18083 VP1K=18084 VP1NF=18085 VPKEY=18086 VPJWT=18087 VPRED=18088 REDIS=18089 NGXC=18090 VPCACHE=18091
 
-wait_port() {
-  for _ in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "port $1 never opened" >&2
-  return 1
-}
 
 # --- upstream and nginx -------------------------------------------------------------------
-cat >"$work/upstream.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $work/upstream.pid;
-error_log $work/upstream.err warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 100000000;
-  server {
-    listen 127.0.0.1:$UP;
-    location / { default_type application/json; return 200 '{"ok":true}\n'; }
-  }
-}
-EOF
+upstream_conf "$work/upstream.conf" "$UP" "$work"
 cat >"$work/nginx-proxy.conf" <<EOF
 worker_processes 1;
 daemon off;

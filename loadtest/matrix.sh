@@ -19,6 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/deps.sh
+. loadtest/lib.sh
 ensure_packages nginx:nginx-light jq:jq gnuplot:gnuplot-nox
 
 DURATION=${DURATION:-10}
@@ -60,31 +61,9 @@ trap cleanup EXIT
 UP=18280 NGX=18281 NGXC=18282 NGXRL=18283 NGXCH=18284
 VPLAIN=18290 VCACHE=18291 VKEY=18292 VJWT=18293 VRL=18294 VCH=18295
 
-wait_port() {
-  for _ in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "port $1 never opened" >&2
-  return 1
-}
 
 # --- upstream and nginx ---------------------------------------------------------------------
-cat >"$work/upstream.conf" <<NGX
-worker_processes 1;
-daemon off;
-pid $work/upstream.pid;
-error_log $work/upstream.err warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 100000000;
-  server {
-    listen 127.0.0.1:$UP;
-    location / { default_type application/json; return 200 '{"ok":true}\n'; }
-  }
-}
-NGX
+upstream_conf "$work/upstream.conf" "$UP" "$work"
 nginx_conf() { # name port location-extra [http-extra]
   cat <<NGX
 worker_processes 1;

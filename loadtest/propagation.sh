@@ -13,6 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/deps.sh
+. loadtest/lib.sh
 ensure_packages redis-server:redis-server psql:postgresql-client python3:python3 jq:jq
 
 CHANGES=${CHANGES:-200}
@@ -34,10 +35,6 @@ cleanup() {
 }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done
-  echo "port $1 never opened" >&2; return 1
-}
 
 psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $DB" >/dev/null
 export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB"

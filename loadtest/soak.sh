@@ -18,6 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/deps.sh
+. loadtest/lib.sh
 ensure_packages nginx:nginx-light jq:jq gnuplot:gnuplot-nox
 
 SOAK_SECONDS=${SOAK_SECONDS:-600}
@@ -54,30 +55,8 @@ cleanup() {
 trap cleanup EXIT
 
 UP=18180 VP=18181 OPS=18191
-wait_port() {
-  for _ in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "port $1 never opened" >&2
-  return 1
-}
 
-cat >"$work/upstream.conf" <<NGX
-worker_processes 1;
-daemon off;
-pid $work/upstream.pid;
-error_log $work/upstream.err warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 100000000;
-  server {
-    listen 127.0.0.1:$UP;
-    location / { default_type application/json; return 200 '{"ok":true}\n'; }
-  }
-}
-NGX
+upstream_conf "$work/upstream.conf" "$UP" "$work"
 KEY_LINES=$("$BIN" gen-key)
 API_KEY=$(echo "$KEY_LINES" | awk '/^key:/ {print $2}')
 KEY_HASH=$(echo "$KEY_LINES" | awk '/^key_hash:/ {print $2}')

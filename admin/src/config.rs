@@ -136,6 +136,6 @@ mod tests {
         let keys = serde_yaml::from_str::<serde_yaml::Mapping>(text)
             .unwrap()
             .len();
-        assert_eq!(keys, 12, "conf/admin.yaml shows every field");
+        assert_eq!(keys, 13, "conf/admin.yaml shows every field");
     }
 }
