@@ -32,11 +32,7 @@ PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 PATH_UNDER_TEST=/svc5/items/42
 
-if ! command -v oha >/dev/null 2>&1; then
-  echo "installing oha from crates.io (a few minutes, once)" >&2
-  cargo install oha --locked >/dev/null
-fi
-OHA=$(command -v oha || echo "$HOME/.cargo/bin/oha")
+ensure_oha
 cargo build --release -q -p vantage-proxy -p bare-pingora
 BIN=target/release
 
@@ -148,13 +144,7 @@ variant() { # port ops-port route-extra [server-extra] [top-level-extra]
 }
 variant $VPKEY 19086 ", auth: {mode: apikey_required}, rate_limits: [{name: high, algorithm: {type: token_bucket, rate: 1000000000, burst: 1000000}, subject: {by: api_key}}]" "" \
   "api_keys: [{id: bench, tenant_id: t5, name: bench, key_hash: \"$KEY_HASH\"}]\n" >"$work/vpkey.yaml"
-openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$work/jwt.key" 2>/dev/null
-openssl pkey -in "$work/jwt.key" -pubout -out "$work/jwt.pub"
-b64url() { base64 -w0 | tr '+/' '-_' | tr -d '='; }
-JWT_HEAD=$(printf '{"alg":"RS256","typ":"JWT"}' | b64url)
-JWT_BODY=$(printf '{"sub":"bench","iss":"https://issuer.bench","exp":%s}' $(( $(date +%s) + 86400 )) | b64url)
-JWT_SIG=$(printf '%s.%s' "$JWT_HEAD" "$JWT_BODY" | openssl dgst -sha256 -sign "$work/jwt.key" -binary | b64url)
-JWT="$JWT_HEAD.$JWT_BODY.$JWT_SIG"
+mint_jwt "$work" bench
 PEM_YAML=$(sed 's/^/      /' "$work/jwt.pub")
 variant $VPJWT 19087 ", auth: {mode: jwt_required}" "" \
   "jwt_issuers:\n  - id: bench\n    tenant_id: t5\n    issuer: https://issuer.bench\n    algorithms: [RS256]\n    public_key_pem: |\n${PEM_YAML//$'\n'/\\n}\n" >"$work/vpjwt.yaml"

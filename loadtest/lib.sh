@@ -29,3 +29,25 @@ http {
 }
 NGX
 }
+
+# Sets OHA to the oha binary, installing it from crates.io the first time.
+ensure_oha() {
+  if ! command -v oha >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/oha" ]; then
+    echo "installing oha from crates.io (a few minutes, once)" >&2
+    cargo install oha --locked >/dev/null
+  fi
+  OHA=$(command -v oha || echo "$HOME/.cargo/bin/oha")
+}
+
+# An RS256 key pair in $1/jwt.key and $1/jwt.pub, and in JWT a token signed with it for
+# subject $2 and issuer https://issuer.$2, valid for a day.
+mint_jwt() {
+  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$1/jwt.key" 2>/dev/null
+  openssl pkey -in "$1/jwt.key" -pubout -out "$1/jwt.pub"
+  local head body sig
+  head=$(printf '{"alg":"RS256","typ":"JWT"}' | _b64url)
+  body=$(printf '{"sub":"%s","iss":"https://issuer.%s","exp":%s}' "$2" "$2" $(( $(date +%s) + 86400 )) | _b64url)
+  sig=$(printf '%s.%s' "$head" "$body" | openssl dgst -sha256 -sign "$1/jwt.key" -binary | _b64url)
+  JWT="$head.$body.$sig"
+}
+_b64url() { base64 -w0 | tr '+/' '-_' | tr -d '='; }

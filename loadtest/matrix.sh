@@ -31,11 +31,7 @@ PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 REQ_PATH=/items/42
 
-if ! command -v oha >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/oha" ]; then
-  echo "installing oha from crates.io (a few minutes, once)" >&2
-  cargo install oha --locked >/dev/null
-fi
-OHA=$(command -v oha || echo "$HOME/.cargo/bin/oha")
+ensure_oha
 # VANTAGE_BIN: an already built binary (skips the build), e.g. while the tree does not compile.
 if [ -n "${VANTAGE_BIN:-}" ]; then
   BIN=$VANTAGE_BIN
@@ -98,13 +94,7 @@ nginx_conf ngxch $NGXCH "" >"$work/ngxch.conf"
 KEY_LINES=$("$BIN" gen-key)
 API_KEY=$(echo "$KEY_LINES" | awk '/^key:/ {print $2}')
 KEY_HASH=$(echo "$KEY_LINES" | awk '/^key_hash:/ {print $2}')
-openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$work/jwt.key" 2>/dev/null
-openssl pkey -in "$work/jwt.key" -pubout -out "$work/jwt.pub"
-b64url() { base64 -w0 | tr '+/' '-_' | tr -d '='; }
-JWT_HEAD=$(printf '{"alg":"RS256","typ":"JWT"}' | b64url)
-JWT_BODY=$(printf '{"sub":"matrix","iss":"https://issuer.matrix","exp":%s}' $(( $(date +%s) + 86400 )) | b64url)
-JWT_SIG=$(printf '%s.%s' "$JWT_HEAD" "$JWT_BODY" | openssl dgst -sha256 -sign "$work/jwt.key" -binary | b64url)
-JWT="$JWT_HEAD.$JWT_BODY.$JWT_SIG"
+mint_jwt "$work" matrix
 
 vconf() { # port ops route-extra [top-level-extra] [marker]
   cat <<YAML

@@ -19,8 +19,7 @@ ensure_packages redis-server:redis-server psql:postgresql-client python3:python3
 CHANGES=${CHANGES:-200}
 RATE=${RATE:-200}
 SECRET=propagation-bench-secret-0123456789
-OHA=$(command -v oha || echo "$HOME/.cargo/bin/oha")
-[ -x "$OHA" ] || cargo install oha --locked >/dev/null
+ensure_oha
 cargo build --release -q -p vantage-proxy -p vantage-admin
 BIN=target/release
 

@@ -30,11 +30,7 @@ PROXY_CPU=${PROXY_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 [ "$SOAK_SECONDS" -ge 30 ] || { echo "SOAK_SECONDS must be at least 30" >&2; exit 2; }
 
-if ! command -v oha >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/oha" ]; then
-  echo "installing oha from crates.io (a few minutes, once)" >&2
-  cargo install oha --locked >/dev/null
-fi
-OHA=$(command -v oha || echo "$HOME/.cargo/bin/oha")
+ensure_oha
 # VANTAGE_BIN: an already built binary (skips the build), e.g. while the tree does not compile.
 if [ -n "${VANTAGE_BIN:-}" ]; then
   BIN=$VANTAGE_BIN
