@@ -157,13 +157,7 @@ fn dashboards_and_alerts_use_only_exported_metrics() {
         logs_dir.join("last-good.json").display()
     );
     let key = "vk_test_dashboards_key_0123456789";
-    let key_hash = {
-        let out = std::process::Command::new(BIN)
-            .args(["hash-key", key])
-            .output()
-            .expect("hash-key");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let key_hash = hash_key(key);
     let body = |version_marker: &str| {
         format!(
             r#"tenants: [{{id: t, name: "T {version_marker}", subdomain: t}}]

@@ -56,13 +56,7 @@ fn spans_for_the_request_and_its_phases_reach_the_collector() {
     let (port, bodies) = collector();
     let o = Origin::start("o");
     let key = "vk_live_otel_test_key_0123456789abcdef";
-    let hash = {
-        let out = std::process::Command::new(BIN)
-            .args(["hash-key", key])
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    };
+    let hash = hash_key(key);
     let body = format!(
         r#"
 tenants: [{{id: t, name: T, subdomain: t}}]

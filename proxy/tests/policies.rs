@@ -2,17 +2,7 @@
 
 mod common;
 use common::*;
-use std::process::Command;
 use std::time::Instant;
-
-fn hash(key: &str) -> String {
-    let out = Command::new(BIN)
-        .args(["hash-key", key])
-        .output()
-        .expect("hash-key");
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 #[test]
 fn api_keys_scopes_expiry_revocation_and_tenants() {
@@ -37,10 +27,10 @@ api_keys:
   - {{id: globex-key, tenant_id: globex, name: G, key_hash: "{other}", scopes: [orders:read]}}
 "#,
         u = o.url(),
-        good = hash("vk_live_good_secret_1"),
-        old = hash("vk_live_old_secret_2"),
-        gone = hash("vk_live_gone_secret_3"),
-        other = hash("vk_live_globex_secret_4"),
+        good = hash_key("vk_live_good_secret_1"),
+        old = hash_key("vk_live_old_secret_2"),
+        gone = hash_key("vk_live_gone_secret_3"),
+        other = hash_key("vk_live_globex_secret_4"),
     );
     let p = Proxy::start(&body);
     let get =

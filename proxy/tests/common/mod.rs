@@ -13,6 +13,16 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_vantage-proxy");
 
+/// The stored form of an API key (`vantage-proxy hash-key KEY`).
+pub fn hash_key(key: &str) -> String {
+    let out = Command::new(BIN)
+        .args(["hash-key", key])
+        .output()
+        .expect("hash-key");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
