@@ -168,6 +168,18 @@ pub fn merge_patch(target: &mut Value, patch: Value) {
     }
 }
 
+/// Where the `R` with `id` is in `cfg`, if the caller may see it (else 404).
+fn visible_index<R: Resource>(
+    cfg: &mut vantage_model::Config,
+    id: &str,
+    p: &Principal,
+) -> Result<usize, ApiError> {
+    R::items(cfg)
+        .iter()
+        .position(|x| x.id() == id && p.sees(x.tenant_id()))
+        .ok_or_else(|| ApiError::not_found(R::NAME))
+}
+
 async fn update<R: Resource>(
     st: Arc<AppState>,
     p: Principal,
@@ -181,10 +193,7 @@ async fn update<R: Resource>(
     let tx = client.transaction().await?;
     let (version, mut cfg) = begin_write(&tx, st.cfg.fleet_has_redis).await?;
     let before = cfg.clone();
-    let idx = R::items(&mut cfg)
-        .iter()
-        .position(|x| x.id() == id_s && p.sees(x.tenant_id()))
-        .ok_or_else(|| ApiError::not_found(R::NAME))?;
+    let idx = visible_index::<R>(&mut cfg, &id_s, &p)?;
     let current = match serde_json::to_value(&R::items(&mut cfg)[idx]) {
         Ok(Value::Object(m)) => m,
         _ => {
@@ -271,10 +280,7 @@ pub async fn delete<R: Resource>(
     let tx = client.transaction().await?;
     let (version, mut cfg) = begin_write(&tx, st.cfg.fleet_has_redis).await?;
     let before = cfg.clone();
-    let idx = R::items(&mut cfg)
-        .iter()
-        .position(|x| x.id() == id_s && p.sees(x.tenant_id()))
-        .ok_or_else(|| ApiError::not_found(R::NAME))?;
+    let idx = visible_index::<R>(&mut cfg, &id_s, &p)?;
     let tenant = R::items(&mut cfg)[idx].tenant_id().to_string();
     R::items(&mut cfg).remove(idx);
     if R::TENANT_COL == "id" {
