@@ -5,7 +5,6 @@ use common::*;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,7 +19,7 @@ struct Jwks {
 
 impl Jwks {
     fn start() -> Jwks {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = listener();
         let port = listener.local_addr().unwrap().port();
         let keys: Arc<Mutex<Vec<Jwk>>> = Arc::default();
         let hits = Arc::new(AtomicUsize::new(0));

@@ -4,12 +4,11 @@
 mod common;
 use common::*;
 use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
 /// Accepts OTLP/HTTP posts and keeps their bodies.
 fn collector() -> (u16, Arc<Mutex<Vec<Vec<u8>>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener = listener();
     let port = listener.local_addr().unwrap().port();
     let bodies = Arc::new(Mutex::new(Vec::new()));
     let keep = bodies.clone();

@@ -469,27 +469,40 @@ fn check_flag_validates_like_nginx_t() {
 #[test]
 fn websocket_upgrades_pass_through() {
     use std::io::{BufRead, BufReader, Read, Write};
-    // A minimal upgrade-capable origin: answers 101, then echoes bytes.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // A minimal upgrade-capable origin: answers the upgrade to /ws with 101, then echoes
+    // bytes. Any other connection (nothing else should come, but a stray one must not
+    // take the test's place) gets a 404.
+    let listener = listener();
     let port = listener.local_addr().unwrap().port();
-    let origin = std::thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        let mut reader = BufReader::new(stream.try_clone().unwrap());
-        let mut head = String::new();
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
-                break;
-            }
-            head.push_str(&line);
+    let (heads, upgraded) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let heads = heads.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut head = String::new();
+                loop {
+                    let mut line = String::new();
+                    match reader.read_line(&mut line) {
+                        Ok(n) if n > 0 && line != "\r\n" => head.push_str(&line),
+                        _ => break,
+                    }
+                }
+                let mut s = stream;
+                if !head.starts_with("GET /ws ") {
+                    let _ = s.write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                    return;
+                }
+                s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+                    .unwrap();
+                let mut buf = [0u8; 5];
+                reader.read_exact(&mut buf).unwrap();
+                s.write_all(&buf).unwrap();
+                let _ = heads.send(head);
+            });
         }
-        let mut s = stream;
-        s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-            .unwrap();
-        let mut buf = [0u8; 5];
-        reader.read_exact(&mut buf).unwrap();
-        s.write_all(&buf).unwrap();
-        head
     });
     let body = format!(
         "tenants: [{{id: t, name: T, subdomain: t}}]\norigins: [{{id: o, tenant_id: t, targets: [{{url: \"http://127.0.0.1:{port}\"}}]}}]\nroutes: [{{id: ws, tenant_id: t, path_pattern: \"/ws\", origin_id: o}}]\n"
@@ -517,7 +530,10 @@ fn websocket_upgrades_pass_through() {
     let mut echo = [0u8; 5];
     reader.read_exact(&mut echo).unwrap();
     assert_eq!(&echo, b"hello");
-    let head = origin.join().unwrap().to_ascii_lowercase();
+    let head = upgraded
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the origin saw the upgrade")
+        .to_ascii_lowercase();
     assert!(head.contains("upgrade: websocket"), "{head}");
 }
 

@@ -23,12 +23,82 @@ pub fn hash_key(key: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-/// A loopback port that was free a moment ago.
+/// Ports handed out in this test process: never handed out twice, so two tests running at
+/// once never share one.
+fn handed_out() -> &'static std::sync::Mutex<std::collections::HashSet<u16>> {
+    static PORTS: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<u16>>> =
+        std::sync::OnceLock::new();
+    PORTS.get_or_init(Default::default)
+}
+
+/// A loopback port held by a bound socket that does not listen: connections to it are
+/// refused, and the kernel hands it to no one else until it is released.
+pub struct PortHold {
+    pub port: u16,
+    socket: Option<socket2::Socket>,
+}
+
+fn bind_quiet(port: u16) -> std::io::Result<socket2::Socket> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    // Binding again after a server on this port stopped must not fail on its TIME_WAITs.
+    s.set_reuse_address(true)?;
+    s.bind(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())?;
+    Ok(s)
+}
+
+impl PortHold {
+    /// A new port, never handed out before in this process.
+    pub fn new() -> PortHold {
+        for _ in 0..100 {
+            let s = bind_quiet(0).expect("bind a loopback port");
+            let port = s
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_socket())
+                .map(|a| a.port())
+                .expect("bound port");
+            if handed_out().lock().unwrap().insert(port) {
+                return PortHold {
+                    port,
+                    socket: Some(s),
+                };
+            }
+        }
+        panic!("no fresh loopback port");
+    }
+
+    /// Let a server bind the port (call right before starting it).
+    pub fn release(&mut self) {
+        self.socket = None;
+    }
+
+    /// Hold the port again after its server stopped (best effort: a TIME_WAIT-free port
+    /// always binds).
+    pub fn hold(&mut self) {
+        if self.socket.is_none() {
+            self.socket = bind_quiet(self.port).ok();
+        }
+    }
+}
+
+impl Default for PortHold {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A loopback port for a server about to start (never handed out before in this process).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    PortHold::new().port
+}
+
+/// A listening socket on a fresh loopback port, for servers the test runs in-process.
+pub fn listener() -> TcpListener {
+    let l = TcpListener::bind("127.0.0.1:0").expect("listen on loopback");
+    let port = l.local_addr().expect("local addr").port();
+    handed_out().lock().unwrap().insert(port);
+    l
 }
 
 /// A fresh directory under the system temp dir.
@@ -68,16 +138,28 @@ fn kill(child: &mut Child) {
     let _ = child.wait();
 }
 
-/// A child process serving on one loopback port; killed when dropped.
+/// A child process serving on one loopback port; killed when dropped. While it is not
+/// running, the port is held (connections are refused, and no other test gets the port).
 struct Served {
     port: u16,
+    hold: PortHold,
     child: Option<Child>,
 }
 
 impl Served {
+    fn new() -> Served {
+        let hold = PortHold::new();
+        Served {
+            port: hold.port,
+            hold,
+            child: None,
+        }
+    }
+
     /// Spawn `cmd` (output discarded) and wait until the port accepts connections.
     fn spawn(&mut self, cmd: &mut Command, what: &str) {
         assert!(self.child.is_none(), "{what} already running");
+        self.hold.release();
         let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -97,6 +179,7 @@ impl Served {
         }
         let port = self.port;
         wait_for("port to close", 10, || (!port_open(port)).then_some(()));
+        self.hold.hold();
     }
 }
 
@@ -123,13 +206,13 @@ impl Origin {
         o
     }
 
-    /// An origin that is not running (a port nothing listens on).
+    /// An origin that is not running (a held port: connections are refused).
     pub fn dead(name: &str) -> Origin {
-        let port = free_port();
+        let served = Served::new();
         Origin {
-            port,
+            port: served.port,
             name: name.to_string(),
-            served: Served { port, child: None },
+            served,
         }
     }
 
@@ -179,25 +262,29 @@ impl Proxy {
     /// Like [`Proxy::start`], with extra `server:` lines (indented by two spaces).
     pub fn start_with(body: &str, server_extra: &str) -> Proxy {
         let dir = temp_dir("proxy");
-        let port = free_port();
-        let ops_port = free_port();
         let config_path = dir.join("config.yaml");
-        let text = format!(
-            "{}\n{body}",
-            server_section(&dir, port, ops_port, server_extra)
-        );
-        std::fs::write(&config_path, text).expect("write config");
         let mut p = Proxy {
-            port,
-            ops_port,
+            port: 0,
+            ops_port: 0,
             dir,
             config_path,
             server_extra: server_extra.to_string(),
             child: None,
         };
-        p.spawn();
-        p.wait_ready();
-        p
+        // A port can be taken between choosing it and the proxy binding it (by a process
+        // outside this test run): the proxy then refuses to start, and new ports are tried.
+        for _ in 0..3 {
+            p.port = free_port();
+            p.ops_port = free_port();
+            p.write_body(body);
+            p.spawn();
+            match p.try_ready() {
+                Ok(()) => return p,
+                Err(log) if log.contains("cannot listen on") => p.child = None,
+                Err(log) => panic!("proxy did not start; log:\n{log}"),
+            }
+        }
+        panic!("proxy did not start: its ports were taken three times");
     }
 
     fn spawn(&mut self) {
@@ -230,20 +317,30 @@ impl Proxy {
     }
 
     fn wait_ready(&mut self) {
+        if let Err(log) = self.try_ready() {
+            panic!("proxy not ready; log:\n{log}");
+        }
+    }
+
+    /// Wait until the proxy answers; `Err` with its log when it exited or never answered.
+    fn try_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
-                    panic!("proxy exited early ({status}); log:\n{}", self.log());
+                    return Err(format!("exited early ({status}):\n{}", self.log()));
                 }
             }
             if let Ok(r) = try_request(self.ops_port, "GET", "ops", "/readyz", &[], b"") {
                 if r.status == 200 && port_open(self.port) {
-                    return;
+                    return Ok(());
                 }
             }
             if Instant::now() > deadline {
-                panic!("proxy not ready; log:\n{}", self.log());
+                if let Some(mut c) = self.child.take() {
+                    kill(&mut c);
+                }
+                return Err(format!("not ready after 30 s:\n{}", self.log()));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -530,10 +627,10 @@ pub struct Redis {
 
 impl Redis {
     pub fn start() -> Redis {
-        let port = free_port();
+        let served = Served::new();
         let mut r = Redis {
-            port,
-            served: Served { port, child: None },
+            port: served.port,
+            served,
         };
         r.restart();
         r
@@ -791,17 +888,27 @@ impl Admin {
             .find(|w| w.len() >= 20)
             .expect("a token on stdout")
             .to_string();
-        let port = free_port();
         let log = temp_dir("admin").join("admin.log");
         let file = std::fs::File::create(&log).expect("admin log");
         let mut c = Command::new(admin_bin());
-        c.args(["serve", "--listen", &format!("127.0.0.1:{port}")]);
+        // Port 0: the admin binds a free port itself and prints it.
+        c.args(["serve", "--listen", "127.0.0.1:0"]);
         env(&mut c);
         let child = c
             .stdout(file.try_clone().expect("log"))
             .stderr(file)
             .spawn()
             .expect("spawn vantage-admin");
+        let port = wait_for("vantage-admin to print its address", 30, || {
+            std::fs::read_to_string(&log).ok()?.lines().find_map(|l| {
+                l.strip_prefix("vantage-admin listening on ")?
+                    .rsplit(':')
+                    .next()?
+                    .trim()
+                    .parse::<u16>()
+                    .ok()
+            })
+        });
         wait_for("vantage-admin", 30, || port_open(port).then_some(()));
         Admin {
             port,
