@@ -8,6 +8,8 @@
 //! the admin service, so both sides accept exactly the same configurations. This crate has
 //! no Pingora in it on purpose: the admin service builds fast and cannot drift.
 
+pub mod bounds;
+pub mod netrules;
 pub mod notify;
 mod pattern;
 mod policy;
@@ -20,6 +22,9 @@ pub use policy::{
     RateLimitPolicy, RouteAuth, SecurityHeaders,
 };
 pub use validate::{parse_cidr, FieldError, ValidationErrors};
+
+/// Re-exported for [`netrules`] users.
+pub use ipnet;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -159,6 +164,61 @@ pub struct ServerSettings {
     /// `traceparent` header is propagated either way).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tracing: Option<TracingSettings>,
+    /// Defences against slow and greedy clients: deadlines for the request head and body,
+    /// the keep-alive idle time, and caps on connections.
+    pub client_limits: ClientLimits,
+    /// Forward request header names that contain `_`. Off (the default) drops them: CGI and
+    /// WSGI origins read `X_User_Id` as `X-User-Id`, a name the gateway controls.
+    /// Example: `false`.
+    pub allow_underscores_in_headers: bool,
+    /// Networks a `jwt_issuers[].jwks_url` may point into besides public addresses
+    /// (private, link-local and other special ranges are refused otherwise; plain `http://`
+    /// is only ever allowed to loopback). Example: `["127.0.0.0/8", "::1/128", "10.20.0.0/16"]`.
+    pub jwks_allowed_networks: Vec<String>,
+}
+
+/// Limits on what one client (or all of them) may hold of the proxy. Each refusal is
+/// answered with the gateway's JSON error and counted in a metric.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientLimits {
+    /// The whole request head (request line and every header) must arrive within this many
+    /// milliseconds of the connection opening, or of the first byte of a later request on a
+    /// kept-alive connection; otherwise 408 `request_timeout` and the connection closes.
+    /// Example: `10000`.
+    pub header_timeout_ms: u64,
+    /// Longest gap between two reads of a request body; longer is 408 `request_timeout`
+    /// (never counted against the origin). Example: `10000`.
+    pub body_timeout_ms: u64,
+    /// Longest wait for a client to take response bytes before the connection is dropped.
+    /// Example: `30000`.
+    pub send_timeout_ms: u64,
+    /// An idle kept-alive connection is closed after this many milliseconds without a new
+    /// request. Example: `30000`.
+    pub keepalive_timeout_ms: u64,
+    /// Most client connections the process holds open; more are answered 503
+    /// `too_many_connections` and closed. Example: `10000`.
+    pub max_connections: usize,
+    /// Most connections one client address holds open (balancers in `trusted_proxies` are
+    /// exempt); more are answered 429 `too_many_connections` and closed. Example: `256`.
+    pub max_connections_per_ip: usize,
+    /// Longest request target (path and query) in bytes; longer is 414 `uri_too_long`.
+    /// Example: `16384`.
+    pub max_uri_bytes: usize,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 10_000,
+            send_timeout_ms: 30_000,
+            keepalive_timeout_ms: 30_000,
+            max_connections: 10_000,
+            max_connections_per_ip: 256,
+            max_uri_bytes: 16 * 1024,
+        }
+    }
 }
 
 /// OpenTelemetry export of the proxy's spans: one server span per request with child spans
@@ -223,6 +283,15 @@ pub struct PostgresSettings {
     /// and only the poll picks up changes. Example: `"a-long-random-secret"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify_secret: Option<String>,
+    /// A signed announcement whose timestamp is further than this from the proxy's clock
+    /// (either way) is refused as a replay; missed announcements are caught by the version
+    /// poll. Example: `60000`.
+    #[serde(default = "default_notice_window_ms")]
+    pub notice_window_ms: u64,
+    /// Least time between two reloads triggered by announcements; announcements arriving
+    /// sooner are folded into one reload. Example: `250`.
+    #[serde(default = "default_min_reload_interval_ms")]
+    pub min_reload_interval_ms: u64,
     /// One record per request into `request_logs`.
     #[serde(default)]
     pub request_logs: RequestLogSettings,
@@ -236,6 +305,12 @@ fn default_poll_ms() -> u64 {
 }
 fn default_pg_timeout_ms() -> u64 {
     2000
+}
+fn default_notice_window_ms() -> u64 {
+    60_000
+}
+fn default_min_reload_interval_ms() -> u64 {
+    250
 }
 fn default_last_good() -> String {
     "/var/lib/vantage/last-good-config.json".into()
@@ -308,6 +383,9 @@ impl Default for ServerSettings {
             source: ConfigSource::File,
             postgres: None,
             tracing: None,
+            client_limits: ClientLimits::default(),
+            allow_underscores_in_headers: false,
+            jwks_allowed_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
         }
     }
 }
@@ -530,6 +608,10 @@ pub struct Timeouts {
     pub write_ms: u64,
     /// Connect plus TLS handshake budget. Example: `3000`.
     pub total_connect_ms: u64,
+    /// How long an idle pooled connection to a target is kept for reuse. Keep it below the
+    /// origin's own keep-alive timeout (Node.js closes after 5 s); a shorter
+    /// `Keep-Alive: timeout=N` from the origin wins. Example: `4000`.
+    pub idle_ms: u64,
 }
 
 impl Default for Timeouts {
@@ -539,6 +621,7 @@ impl Default for Timeouts {
             read_ms: 30_000,
             write_ms: 30_000,
             total_connect_ms: 5000,
+            idle_ms: 4000,
         }
     }
 }

@@ -373,6 +373,14 @@ pub struct CachePolicy {
     /// Concurrent misses for one key wait this long for the first one to fill the cache,
     /// then go to the origin themselves. Example: `3000`.
     pub lock_timeout_ms: u64,
+    /// Cookies that do not make a request private (analytics, A/B flags). On a route that
+    /// is not `shared`, a request carrying any other cookie bypasses the cache; the JWT
+    /// issuer's cookie always counts as a credential. Example: `[_ga, ab_variant]`.
+    pub ignore_cookies: Vec<String>,
+    /// Store responses that carry `Set-Cookie`, without that field: the cookie reaches only
+    /// the client whose request filled the cache, never a hit. Off: such responses are not
+    /// stored. Example: `false`.
+    pub store_set_cookie: bool,
 }
 
 impl Default for CachePolicy {
@@ -393,6 +401,8 @@ impl Default for CachePolicy {
             stale_if_error_seconds: 0,
             max_entry_bytes: 1 << 20,
             lock_timeout_ms: 3000,
+            ignore_cookies: Vec::new(),
+            store_set_cookie: false,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Field-precise validation of a [`Config`].
 
+use crate::bounds as b;
 use crate::{
     Access, Config, HashKey, HeaderTransform, LbAlgorithm, LimitAlgorithm, LimitSubject,
     PathPattern, RateLimitPolicy, TargetUrl,
@@ -12,6 +13,9 @@ use std::fmt;
 pub struct FieldError {
     pub path: String,
     pub message: String,
+    /// The value is fine on its own but something else already holds it (a host, a
+    /// subdomain, an API key): an API answers 409, and must not say who holds it.
+    pub conflict: bool,
 }
 
 impl fmt::Display for FieldError {
@@ -39,7 +43,41 @@ impl Collector {
         self.0.push(FieldError {
             path: path.into(),
             message: message.into(),
+            conflict: false,
         });
+    }
+
+    fn conflict(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError {
+            path: path.into(),
+            message: message.into(),
+            conflict: true,
+        });
+    }
+
+    /// `s` has at most `max` bytes.
+    fn max_len(&mut self, path: impl Into<String>, s: &str, max: usize) -> bool {
+        if s.len() > max {
+            self.err(path, format!("is {} bytes long; at most {max}", s.len()));
+            return false;
+        }
+        true
+    }
+
+    /// A list has at most `max` entries.
+    fn max_items(&mut self, path: impl Into<String>, n: usize, max: usize) -> bool {
+        if n > max {
+            self.err(path, format!("has {n} entries; at most {max}"));
+            return false;
+        }
+        true
+    }
+
+    /// `v` lies in `lo..=hi`.
+    fn range<T: PartialOrd + fmt::Display>(&mut self, path: impl Into<String>, v: T, lo: T, hi: T) {
+        if v < lo || v > hi {
+            self.err(path, format!("must be between {lo} and {hi}"));
+        }
     }
 }
 
@@ -55,6 +93,7 @@ pub(crate) fn valid_id(id: &str) -> bool {
 /// RFC 9110 token (header names, methods).
 pub(crate) fn valid_token(s: &str) -> bool {
     !s.is_empty()
+        && s.len() <= b::TOKEN_BYTES
         && s.bytes().all(|b| {
             b.is_ascii_alphanumeric()
                 || matches!(
@@ -109,11 +148,41 @@ fn check_cache(c: &mut Collector, p: &str, cp: &crate::CachePolicy, has_redis: b
             );
         }
     }
+    for (field, n) in [
+        ("methods", cp.methods.len()),
+        ("statuses", cp.statuses.len()),
+        ("key_headers", cp.key_headers.len()),
+        ("bypass.headers", cp.bypass.headers.len()),
+        ("bypass.cookies", cp.bypass.cookies.len()),
+        ("ignore_cookies", cp.ignore_cookies.len()),
+    ] {
+        c.max_items(format!("{p}.{field}"), n, b::CACHE_LIST);
+    }
     for (k, h) in cp.key_headers.iter().enumerate() {
         if !valid_token(h) {
             c.err(format!("{p}.key_headers[{k}]"), "not a valid header name");
         }
     }
+    for (k, h) in cp.ignore_cookies.iter().enumerate() {
+        if !valid_token(h) {
+            c.err(
+                format!("{p}.ignore_cookies[{k}]"),
+                "not a valid cookie name",
+            );
+        }
+    }
+    c.range(
+        format!("{p}.stale_while_revalidate_seconds"),
+        cp.stale_while_revalidate_seconds,
+        0,
+        b::STALE_S,
+    );
+    c.range(
+        format!("{p}.stale_if_error_seconds"),
+        cp.stale_if_error_seconds,
+        0,
+        b::STALE_S,
+    );
     for (k, h) in cp.bypass.headers.iter().enumerate() {
         if !valid_token(h) {
             c.err(
@@ -169,6 +238,13 @@ pub(crate) fn valid_host(s: &str) -> bool {
 }
 
 fn check_transform(c: &mut Collector, path: &str, t: &HeaderTransform) {
+    c.max_items(format!("{path}.add"), t.add.len(), b::TRANSFORM_ENTRIES);
+    c.max_items(format!("{path}.set"), t.set.len(), b::TRANSFORM_ENTRIES);
+    c.max_items(
+        format!("{path}.remove"),
+        t.remove.len(),
+        b::TRANSFORM_ENTRIES,
+    );
     for (name, value) in t.add.iter().chain(t.set.iter()) {
         let which = if t.add.contains_key(name) {
             "add"
@@ -184,6 +260,11 @@ fn check_transform(c: &mut Collector, path: &str, t: &HeaderTransform) {
                 "header value contains control characters",
             );
         }
+        c.max_len(
+            format!("{path}.{which}.{name}"),
+            value,
+            b::HEADER_VALUE_BYTES,
+        );
     }
     for (i, name) in t.remove.iter().enumerate() {
         if !valid_token(name) {
@@ -200,6 +281,7 @@ pub fn parse_cidr(s: &str) -> Option<ipnet::IpNet> {
 }
 
 fn check_limits(c: &mut Collector, path: &str, limits: &[RateLimitPolicy], redis: bool) {
+    c.max_items(path, limits.len(), b::POLICIES);
     let mut names = HashSet::new();
     for (i, l) in limits.iter().enumerate() {
         let p = format!("{path}[{i}]");
@@ -213,20 +295,22 @@ fn check_limits(c: &mut Collector, path: &str, limits: &[RateLimitPolicy], redis
         }
         match &l.algorithm {
             LimitAlgorithm::TokenBucket { rate, burst } => {
-                if !(rate.is_finite() && *rate > 0.0) {
+                if !(rate.is_finite() && *rate > 0.0 && *rate <= b::RATE) {
                     c.err(
                         format!("{p}.algorithm.rate"),
-                        "must be a positive number of requests per second",
+                        format!(
+                            "must be a positive number of requests per second, at most {}",
+                            b::RATE
+                        ),
                     );
                 }
                 if *burst == 0 {
                     c.err(format!("{p}.algorithm.burst"), "must be at least 1");
                 }
+                c.range(format!("{p}.algorithm.burst"), *burst, 0, b::BURST);
             }
             LimitAlgorithm::SlidingWindow { limit, period_s } => {
-                if *limit == 0 {
-                    c.err(format!("{p}.algorithm.limit"), "must be at least 1");
-                }
+                c.range(format!("{p}.algorithm.limit"), *limit, 1, b::WINDOW_LIMIT);
                 if *period_s == 0 || *period_s > 86_400 {
                     c.err(
                         format!("{p}.algorithm.period_s"),
@@ -259,6 +343,17 @@ fn check_origin_value(o: &str) -> bool {
 
 fn check_access(c: &mut Collector, path: &str, a: &Access) {
     if let Some(cors) = &a.cors {
+        c.max_items(
+            format!("{path}.cors.allowed_origins"),
+            cors.allowed_origins.len(),
+            b::CORS_ORIGINS,
+        );
+        c.range(
+            format!("{path}.cors.max_age_s"),
+            cors.max_age_s,
+            0,
+            b::CORS_MAX_AGE_S,
+        );
         for (i, o) in cors.allowed_origins.iter().enumerate() {
             if !check_origin_value(o) {
                 c.err(
@@ -278,6 +373,7 @@ fn check_access(c: &mut Collector, path: &str, a: &Access) {
             ("allowed_headers", &cors.allowed_headers),
             ("exposed_headers", &cors.exposed_headers),
         ] {
+            c.max_items(format!("{path}.cors.{field}"), list.len(), b::CORS_TOKENS);
             for (i, v) in list.iter().enumerate() {
                 if !valid_token(v) {
                     c.err(
@@ -293,16 +389,20 @@ fn check_access(c: &mut Collector, path: &str, a: &Access) {
             ("frame_options", &sh.frame_options),
             ("referrer_policy", &sh.referrer_policy),
         ] {
-            if v.is_empty() || !valid_header_value(v) {
+            if v.is_empty() || !valid_header_value(v) || v.len() > b::HEADER_VALUE_BYTES {
                 c.err(
                     format!("{path}.security_headers.{field}"),
-                    "must be a non-empty header value",
+                    format!(
+                        "must be a non-empty header value of at most {} bytes",
+                        b::HEADER_VALUE_BYTES
+                    ),
                 );
             }
         }
     }
     if let Some(ip) = &a.ip_rules {
         for (field, list) in [("allow", &ip.allow), ("deny", &ip.deny)] {
+            c.max_items(format!("{path}.ip_rules.{field}"), list.len(), b::CIDRS);
             for (i, v) in list.iter().enumerate() {
                 if parse_cidr(v).is_none() {
                     c.err(
@@ -403,6 +503,18 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
         if pg.last_good_file.is_empty() {
             c.err("server.postgres.last_good_file", "must not be empty");
         }
+        c.range(
+            "server.postgres.notice_window_ms",
+            pg.notice_window_ms,
+            1000,
+            b::TIMEOUT_MS,
+        );
+        c.range(
+            "server.postgres.min_reload_interval_ms",
+            pg.min_reload_interval_ms,
+            0,
+            60_000,
+        );
         let rl = &pg.request_logs;
         if rl.queue_size == 0 || rl.queue_size > 1_000_000 {
             c.err(
@@ -471,6 +583,26 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
             );
         }
     }
+    c.max_items("server.trusted_proxies", s.trusted_proxies.len(), b::CIDRS);
+    check_client_limits(&mut c, &s.client_limits);
+    c.max_items(
+        "server.jwks_allowed_networks",
+        s.jwks_allowed_networks.len(),
+        b::CIDRS,
+    );
+    for (i, v) in s.jwks_allowed_networks.iter().enumerate() {
+        if parse_cidr(v).is_none() {
+            c.err(
+                format!("server.jwks_allowed_networks[{i}]"),
+                format!("'{v}' is not an IP address or CIDR range"),
+            );
+        }
+    }
+    let jwks_allowed: Vec<ipnet::IpNet> = s
+        .jwks_allowed_networks
+        .iter()
+        .filter_map(|v| parse_cidr(v))
+        .collect();
     for (i, v) in s.trusted_proxies.iter().enumerate() {
         if parse_cidr(v).is_none() {
             c.err(
@@ -506,7 +638,6 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
     // Tenants.
     let mut tenant_ids: HashMap<&str, usize> = HashMap::new();
     let mut subdomains: HashMap<&str, usize> = HashMap::new();
-    let mut hosts: HashMap<String, usize> = HashMap::new();
     for (i, t) in cfg.tenants.iter().enumerate() {
         let p = format!("tenants[{i}]");
         if !valid_id(&t.id) {
@@ -520,16 +651,30 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
                 format!("'{}' is already used by tenants[{j}]", t.id),
             );
         }
-        if t.name.trim().is_empty() {
-            c.err(format!("{p}.name"), "must not be empty");
+        check_name(&mut c, &format!("{p}.name"), &t.name);
+        if let Some(org) = &t.clerk_org_id {
+            if org.is_empty()
+                || org.len() > b::SHORT_TEXT_BYTES
+                || !org.bytes().all(|b| b.is_ascii_graphic())
+            {
+                c.err(
+                    format!("{p}.clerk_org_id"),
+                    format!("must be 1-{} visible ASCII characters", b::SHORT_TEXT_BYTES),
+                );
+            }
         }
+        c.max_items(
+            format!("{p}.custom_hosts"),
+            t.custom_hosts.len(),
+            b::CUSTOM_HOSTS,
+        );
         if !valid_label(&t.subdomain) {
             c.err(
                 format!("{p}.subdomain"),
                 "must be a lower-case DNS label (a-z, 0-9, '-', at most 63)",
             );
         } else if let Some(j) = subdomains.insert(&t.subdomain, i) {
-            c.err(
+            c.conflict(
                 format!("{p}.subdomain"),
                 format!("'{}' is already used by tenants[{j}]", t.subdomain),
             );
@@ -541,15 +686,8 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
             &t.rate_limits,
             s.redis.is_some(),
         );
-        for (k, h) in t.custom_hosts.iter().enumerate() {
-            let hp = format!("{p}.custom_hosts[{k}]");
-            if !valid_host(h) {
-                c.err(hp, format!("'{h}' is not a lower-case host name"));
-            } else if let Some(j) = hosts.insert(h.clone(), i) {
-                c.err(hp, format!("'{h}' is already used by tenants[{j}]"));
-            }
-        }
     }
+    check_hosts(&mut c, cfg);
 
     // Origins.
     let mut origin_ids: HashMap<&str, (usize, &str)> = HashMap::new();
@@ -575,6 +713,7 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
         if o.targets.is_empty() {
             c.err(format!("{p}.targets"), "at least one target is needed");
         }
+        c.max_items(format!("{p}.targets"), o.targets.len(), b::TARGETS);
         let mut seen = HashSet::new();
         for (k, t) in o.targets.iter().enumerate() {
             match TargetUrl::parse(&t.url) {
@@ -637,27 +776,45 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
             }
             if !h.path.starts_with('/') {
                 c.err(format!("{p}.health_check.path"), "must start with '/'");
-            }
-            if h.interval_ms < 50 {
+            } else if c.max_len(format!("{p}.health_check.path"), &h.path, b::PATH_BYTES)
+                && !valid_uri_path(&h.path)
+            {
                 c.err(
-                    format!("{p}.health_check.interval_ms"),
-                    "must be at least 50",
+                    format!("{p}.health_check.path"),
+                    "must be a URI path: no spaces, control or non-ASCII characters, no '#'",
                 );
             }
-            if h.timeout_ms == 0 {
-                c.err(format!("{p}.health_check.timeout_ms"), "must be at least 1");
-            }
-            if h.healthy_threshold == 0 {
-                c.err(
-                    format!("{p}.health_check.healthy_threshold"),
-                    "must be at least 1",
-                );
-            }
-            if h.unhealthy_threshold == 0 {
-                c.err(
-                    format!("{p}.health_check.unhealthy_threshold"),
-                    "must be at least 1",
-                );
+            c.range(
+                format!("{p}.health_check.interval_ms"),
+                h.interval_ms,
+                50,
+                b::TIMEOUT_MS,
+            );
+            c.range(
+                format!("{p}.health_check.timeout_ms"),
+                h.timeout_ms,
+                1,
+                b::TIMEOUT_MS,
+            );
+            c.range(
+                format!("{p}.health_check.healthy_threshold"),
+                h.healthy_threshold,
+                1,
+                b::THRESHOLD,
+            );
+            c.range(
+                format!("{p}.health_check.unhealthy_threshold"),
+                h.unhealthy_threshold,
+                1,
+                b::THRESHOLD,
+            );
+            if let Some(host) = &h.host {
+                if !valid_host(host) {
+                    c.err(
+                        format!("{p}.health_check.host"),
+                        "not a lower-case host name",
+                    );
+                }
             }
         }
         for (name, v) in [
@@ -665,24 +822,26 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
             ("read_ms", o.timeouts.read_ms),
             ("write_ms", o.timeouts.write_ms),
             ("total_connect_ms", o.timeouts.total_connect_ms),
+            ("idle_ms", o.timeouts.idle_ms),
         ] {
-            if v == 0 {
-                c.err(format!("{p}.timeouts.{name}"), "must be at least 1");
-            }
+            c.range(format!("{p}.timeouts.{name}"), v, 1, b::TIMEOUT_MS);
         }
         if o.retries > 10 {
             c.err(format!("{p}.retries"), "must be at most 10");
         }
         if o.circuit_breaker.enabled {
-            if o.circuit_breaker.failure_threshold == 0 {
-                c.err(
-                    format!("{p}.circuit_breaker.failure_threshold"),
-                    "must be at least 1",
-                );
-            }
-            if o.circuit_breaker.open_ms == 0 {
-                c.err(format!("{p}.circuit_breaker.open_ms"), "must be at least 1");
-            }
+            c.range(
+                format!("{p}.circuit_breaker.failure_threshold"),
+                o.circuit_breaker.failure_threshold,
+                1,
+                b::BREAKER_FAILURES,
+            );
+            c.range(
+                format!("{p}.circuit_breaker.open_ms"),
+                o.circuit_breaker.open_ms,
+                1,
+                b::TIMEOUT_MS,
+            );
         }
         if let Some(sni) = &o.tls.sni {
             if !valid_host(sni) {
@@ -714,6 +873,10 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
             );
         }
         let pattern = match PathPattern::parse(&r.path_pattern) {
+            _ if r.path_pattern.len() > b::PATH_BYTES => {
+                c.max_len(format!("{p}.path_pattern"), &r.path_pattern, b::PATH_BYTES);
+                None
+            }
             Ok(pat) => Some(pat),
             Err(e) => {
                 c.err(
@@ -723,6 +886,15 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
                 None
             }
         };
+        c.max_items(format!("{p}.methods"), r.methods.len(), b::ROUTE_METHODS);
+        c.max_items(format!("{p}.headers"), r.headers.len(), b::ROUTE_HEADERS);
+        c.max_items(format!("{p}.auth.scopes"), r.auth.scopes.len(), b::SCOPES);
+        c.range(
+            format!("{p}.priority"),
+            r.priority,
+            -b::PRIORITY,
+            b::PRIORITY,
+        );
         let mut methods = Vec::new();
         for (k, m) in r.methods.iter().enumerate() {
             if !valid_token(m) || m.bytes().any(|b| b.is_ascii_lowercase()) {
@@ -743,11 +915,14 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
             if !valid_token(&h.name) {
                 c.err(format!("{p}.headers[{k}].name"), "not a valid header name");
             }
-            if h.value.as_deref().is_some_and(|v| !valid_header_value(v)) {
-                c.err(
-                    format!("{p}.headers[{k}].value"),
-                    "contains control characters",
-                );
+            if let Some(v) = h.value.as_deref() {
+                if !valid_header_value(v) {
+                    c.err(
+                        format!("{p}.headers[{k}].value"),
+                        "contains control characters",
+                    );
+                }
+                c.max_len(format!("{p}.headers[{k}].value"), v, b::HEADER_VALUE_BYTES);
             }
         }
         match origin_ids.get(r.origin_id.as_str()) {
@@ -770,15 +945,27 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
                     format!("{p}.strip_prefix"),
                     "must start with '/' and be longer than '/'",
                 );
+            } else {
+                c.max_len(format!("{p}.strip_prefix"), sp, b::PATH_BYTES);
             }
         }
         if let Some(rw) = &r.rewrite {
-            if let Err(e) = regex::Regex::new(&rw.pattern) {
-                c.err(
-                    format!("{p}.rewrite.pattern"),
-                    format!("invalid regex: {e}"),
-                );
+            if c.max_len(format!("{p}.rewrite.pattern"), &rw.pattern, b::PATH_BYTES) {
+                if let Err(e) = regex::RegexBuilder::new(&rw.pattern)
+                    .size_limit(REGEX_SIZE_LIMIT)
+                    .build()
+                {
+                    c.err(
+                        format!("{p}.rewrite.pattern"),
+                        format!("invalid regex: {e}"),
+                    );
+                }
             }
+            c.max_len(
+                format!("{p}.rewrite.replacement"),
+                &rw.replacement,
+                b::PATH_BYTES,
+            );
             if rw.replacement.is_empty() {
                 c.err(format!("{p}.rewrite.replacement"), "must not be empty");
             } else if rw
@@ -865,6 +1052,27 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
         if j.issuer.is_empty() {
             c.err(format!("{p}.issuer"), "must not be empty");
         }
+        c.max_len(format!("{p}.issuer"), &j.issuer, b::ISSUER_BYTES);
+        c.max_items(format!("{p}.audiences"), j.audiences.len(), b::AUDIENCES);
+        for (k, a) in j.audiences.iter().enumerate() {
+            c.max_len(format!("{p}.audiences[{k}]"), a, b::ISSUER_BYTES);
+        }
+        c.max_items(format!("{p}.algorithms"), j.algorithms.len(), b::AUDIENCES);
+        c.max_items(
+            format!("{p}.claim_headers"),
+            j.claim_headers.len(),
+            b::CLAIM_HEADERS,
+        );
+        if let Some(pem) = &j.public_key_pem {
+            c.max_len(format!("{p}.public_key_pem"), pem, b::PEM_BYTES);
+        }
+        c.range(format!("{p}.leeway_s"), j.leeway_s, 0, b::LEEWAY_S);
+        c.range(
+            format!("{p}.jwks_refresh_s"),
+            j.jwks_refresh_s,
+            1,
+            b::JWKS_REFRESH_S,
+        );
         let sources = [
             j.jwks_url.is_some(),
             j.public_key_pem.is_some(),
@@ -880,18 +1088,19 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
             );
         }
         if let Some(u) = &j.jwks_url {
-            let ok = u.parse::<http::Uri>().ok().is_some_and(|uri| {
-                matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some()
-            });
-            if !ok {
-                c.err(
-                    format!("{p}.jwks_url"),
-                    format!("'{u}' is not an http(s) URL"),
-                );
+            if c.max_len(format!("{p}.jwks_url"), u, b::URL_BYTES) {
+                if let Err(e) = crate::netrules::check_fetch_url(u, &jwks_allowed) {
+                    c.err(format!("{p}.jwks_url"), e);
+                }
             }
         }
-        if j.shared_secret.as_ref().is_some_and(|s| s.len() < 32) {
-            c.err(format!("{p}.shared_secret"), "must be at least 32 bytes");
+        if let Some(secret) = &j.shared_secret {
+            c.range(
+                format!("{p}.shared_secret"),
+                secret.len(),
+                32,
+                b::SECRET_BYTES,
+            );
         }
         if j.algorithms.is_empty() {
             c.err(
@@ -899,7 +1108,14 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
                 "at least one algorithm is needed",
             );
         }
+        let mut algorithms = HashSet::new();
         for (k, a) in j.algorithms.iter().enumerate() {
+            if !algorithms.insert(a.as_str()) {
+                c.err(
+                    format!("{p}.algorithms[{k}]"),
+                    format!("'{a}' is listed twice"),
+                );
+            }
             let family = match a.as_str() {
                 "HS256" | "HS384" | "HS512" => "hmac",
                 "RS256" | "RS384" | "RS512" | "PS256" | "PS384" | "PS512" => "rsa",
@@ -926,6 +1142,12 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
             }
         }
         for (claim, header) in &j.claim_headers {
+            if claim.is_empty() || claim.len() > b::TOKEN_BYTES {
+                c.err(
+                    format!("{p}.claim_headers"),
+                    format!("claim names must be 1-{} bytes", b::TOKEN_BYTES),
+                );
+            }
             if !valid_token(header) {
                 c.err(
                     format!("{p}.claim_headers.{claim}"),
@@ -933,9 +1155,12 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
                 );
             }
         }
-        if j.jwks_min_refetch_s == 0 {
-            c.err(format!("{p}.jwks_min_refetch_s"), "must be at least 1");
-        }
+        c.range(
+            format!("{p}.jwks_min_refetch_s"),
+            j.jwks_min_refetch_s,
+            1,
+            b::JWKS_REFRESH_S,
+        );
     }
 
     for (i, r) in cfg.routes.iter().enumerate() {
@@ -980,11 +1205,22 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
                 "must be the lower-case hex SHA-256 of the key (64 characters), never the key",
             );
         } else if let Some(j) = hashes.insert(&k.key_hash, i) {
-            c.err(
+            c.conflict(
                 format!("{p}.key_hash"),
                 format!("the same key is already api_keys[{j}]"),
             );
         }
+        check_name(&mut c, &format!("{p}.name"), &k.name);
+        if k.prefix.len() > b::SHORT_TEXT_BYTES || !k.prefix.bytes().all(|b| b.is_ascii_graphic()) {
+            c.err(
+                format!("{p}.prefix"),
+                format!(
+                    "must be at most {} visible ASCII characters",
+                    b::SHORT_TEXT_BYTES
+                ),
+            );
+        }
+        c.max_items(format!("{p}.scopes"), k.scopes.len(), b::SCOPES);
         for (s_i, scope) in k.scopes.iter().enumerate() {
             if !valid_scope(scope) {
                 c.err(
@@ -1007,6 +1243,101 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
         Ok(())
     } else {
         Err(crate::ValidationErrors(c.0))
+    }
+}
+
+/// Display names: 1–200 characters, no control characters.
+fn check_name(c: &mut Collector, path: &str, name: &str) {
+    if name.trim().is_empty() {
+        c.err(path, "must not be empty");
+    } else if name.chars().count() > b::NAME_CHARS {
+        c.err(
+            path,
+            format!("must be at most {} characters", b::NAME_CHARS),
+        );
+    } else if name.chars().any(char::is_control) {
+        c.err(path, "must not contain control characters");
+    }
+}
+
+/// A path sent on the wire (health checks): visible ASCII without `#`.
+fn valid_uri_path(p: &str) -> bool {
+    p.bytes().all(|b| b.is_ascii_graphic() && b != b'#')
+}
+
+/// Compiled size bound of a rewrite regex (the regex crate's default is 10 MiB).
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+fn check_client_limits(c: &mut Collector, l: &crate::ClientLimits) {
+    let p = "server.client_limits";
+    for (field, v, lo) in [
+        ("header_timeout_ms", l.header_timeout_ms, 100),
+        ("body_timeout_ms", l.body_timeout_ms, 100),
+        ("send_timeout_ms", l.send_timeout_ms, 100),
+        ("keepalive_timeout_ms", l.keepalive_timeout_ms, 100),
+    ] {
+        c.range(format!("{p}.{field}"), v, lo, b::TIMEOUT_MS);
+    }
+    c.range(
+        format!("{p}.max_connections"),
+        l.max_connections,
+        1,
+        1_000_000,
+    );
+    c.range(
+        format!("{p}.max_connections_per_ip"),
+        l.max_connections_per_ip,
+        1,
+        l.max_connections.max(1),
+    );
+    c.range(format!("{p}.max_uri_bytes"), l.max_uri_bytes, 256, 1 << 20);
+}
+
+/// The names a tenant is reached by: `<subdomain>.<base>` for every base domain, and its
+/// custom hosts. Each host belongs to at most one tenant however it is spelled (names are
+/// compared lower-case without a trailing dot), and names at or under a base domain are
+/// reserved for subdomains: a custom host there could take another tenant's traffic, now or
+/// once a tenant with that subdomain exists.
+fn check_hosts(c: &mut Collector, cfg: &Config) {
+    let bases: Vec<&str> = cfg.server.base_domains.iter().map(String::as_str).collect();
+    // Every claim of a custom host: host → (tenant, position).
+    let mut claims: HashMap<&str, Vec<(usize, usize)>> = HashMap::new();
+    for (i, t) in cfg.tenants.iter().enumerate() {
+        for (k, h) in t.custom_hosts.iter().enumerate() {
+            let path = format!("tenants[{i}].custom_hosts[{k}]");
+            // Only the canonical spelling is accepted, so equal hosts compare equal.
+            if !valid_host(h) {
+                c.err(
+                    path,
+                    format!("'{h}' is not a lower-case host name without a trailing dot"),
+                );
+            } else if bases
+                .iter()
+                .any(|b| h == b || h.strip_suffix(b).is_some_and(|rest| rest.ends_with('.')))
+            {
+                c.conflict(
+                    path,
+                    format!(
+                        "'{h}' is under a base domain, where names belong to tenant subdomains"
+                    ),
+                );
+            } else {
+                claims.entry(h.as_str()).or_default().push((i, k));
+            }
+        }
+    }
+    let mut hosts: Vec<(&str, Vec<(usize, usize)>)> = claims.into_iter().collect();
+    hosts.sort();
+    for (h, claimants) in hosts {
+        for &(i, k) in &claimants {
+            let path = format!("tenants[{i}].custom_hosts[{k}]");
+            // Each side of a conflict is reported, so the one being changed always is.
+            if let Some(&(j, _)) = claimants.iter().find(|(j, _)| *j != i) {
+                c.conflict(path, format!("'{h}' is also claimed by tenants[{j}]"));
+            } else if claimants.iter().any(|(j, l)| *j == i && *l < k) {
+                c.err(path, format!("'{h}' is listed twice"));
+            }
+        }
     }
 }
 
@@ -1256,6 +1587,120 @@ routes:
             );
         }
         assert_eq!(errs.len(), 7, "{errs:#?}");
+    }
+
+    #[test]
+    fn a_host_belongs_to_one_tenant_however_it_is_spelled() {
+        let two_bases = GOOD.replace(
+            "base_domains: [vantage.localhost]",
+            "base_domains: [vantage.localhost, edge.test]",
+        );
+        let claim = |hosts: &str| {
+            two_bases.replace(
+                "{id: globex, name: Globex, subdomain: globex}",
+                &format!(
+                    "{{id: globex, name: Globex, subdomain: globex, custom_hosts: [{hosts}]}}"
+                ),
+            )
+        };
+        let cfg = |yaml: &str| Config::from_yaml(yaml).unwrap();
+        // Another tenant's subdomain host, under either base domain, or a future one.
+        for host in [
+            "acme.vantage.localhost",
+            "acme.edge.test",
+            "future.vantage.localhost",
+            "vantage.localhost",
+            "deep.acme.edge.test",
+        ] {
+            let errs = cfg(&claim(host)).validate().unwrap_err().0;
+            assert_eq!(errs.len(), 1, "{host}: {errs:?}");
+            assert_eq!(errs[0].path, "tenants[1].custom_hosts[0]");
+            assert!(errs[0].conflict, "{host}: {errs:?}");
+        }
+        // Another tenant's custom host: both sides are told.
+        let errs = cfg(&claim("api.acme.test")).validate().unwrap_err().0;
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert_eq!(errs[0].path, "tenants[0].custom_hosts[0]");
+        assert_eq!(errs[1].path, "tenants[1].custom_hosts[0]");
+        let errs = &errs[1..];
+        assert!(errs[0].conflict);
+        assert!(
+            errs[0].message.contains("also claimed by tenants[0]"),
+            "{errs:?}"
+        );
+        // Other spellings are refused as not canonical rather than compared loosely.
+        for host in [
+            "API.acme.test",
+            "api.acme.test.",
+            "\"acme.vantage.localhost.\"",
+        ] {
+            let errs = cfg(&claim(host)).validate().unwrap_err().0;
+            assert_eq!(errs.len(), 1, "{host}: {errs:?}");
+            assert!(errs[0].message.contains("lower-case host name"), "{errs:?}");
+        }
+        // A name of its own is fine; a name that only looks like a base domain's is too.
+        assert_eq!(cfg(&claim("api.globex.test")).validate(), Ok(()));
+        assert_eq!(cfg(&claim("xvantage.localhost")).validate(), Ok(()));
+    }
+
+    #[test]
+    fn every_string_list_and_number_is_bounded() {
+        let bad = GOOD
+            .replace("name: Acme,", &format!("name: {},", "A".repeat(201)))
+            .replace(
+                "path_pattern: \"/api/*\"",
+                &format!("path_pattern: \"/{}\"", "a".repeat(1100)),
+            )
+            + "jwt_issuers:\n  - {id: j, tenant_id: acme, issuer: i, shared_secret: 0123456789abcdef0123456789abcdef, algorithms: [HS256], leeway_s: 1000000000000, jwks_refresh_s: 0}\n";
+        let errs = errors(&bad);
+        for e in [
+            "tenants[0].name: must be at most 200 characters",
+            "routes[0].path_pattern: is 1101 bytes long; at most 1024",
+            "jwt_issuers[0].leeway_s: must be between 0 and 3600",
+            "jwt_issuers[0].jwks_refresh_s: must be between 1 and 86400",
+        ] {
+            assert!(
+                errs.iter().any(|x| x.starts_with(e)),
+                "missing {e:?} in {errs:#?}"
+            );
+        }
+        assert_eq!(errs.len(), 4, "{errs:#?}");
+        let hosts: Vec<String> = (0..101).map(|i| format!("h{i}.acme.test")).collect();
+        let bad = GOOD.replace("[api.acme.test]", &format!("[{}]", hosts.join(", ")));
+        assert_eq!(
+            errors(&bad),
+            vec!["tenants[0].custom_hosts: has 101 entries; at most 100"]
+        );
+    }
+
+    #[test]
+    fn jwks_urls_follow_the_network_rules() {
+        let issuer = |url: &str| {
+            format!("{GOOD}jwt_issuers:\n  - {{id: j, tenant_id: acme, issuer: i, jwks_url: \"{url}\"}}\n")
+        };
+        for ok in [
+            "https://clerk.acme.test/.well-known/jwks.json",
+            "http://127.0.0.1:9000/jwks",
+            "http://localhost:9000/jwks",
+        ] {
+            assert_eq!(errors(&issuer(ok)), Vec::<String>::new(), "{ok}");
+        }
+        for bad in [
+            "http://clerk.acme.test/jwks",
+            "https://169.254.169.254/latest/meta-data/",
+            "https://10.0.0.7/jwks",
+            "https://[fd12::1]/jwks",
+        ] {
+            let errs = errors(&issuer(bad));
+            assert_eq!(errs.len(), 1, "{bad}: {errs:?}");
+            assert!(errs[0].starts_with("jwt_issuers[0].jwks_url: "), "{errs:?}");
+        }
+        // The operator's allow-list admits a private range for https.
+        let allowed = issuer("https://10.0.0.7/jwks").replace(
+            "  base_domains: [vantage.localhost]",
+            "  base_domains: [vantage.localhost]\n  jwks_allowed_networks: [10.0.0.0/24]",
+        );
+        assert_eq!(errors(&allowed), Vec::<String>::new());
     }
 
     #[test]

@@ -27,6 +27,16 @@ pub struct TenantAuth {
     pub claim_header_names: Vec<String>,
 }
 
+impl TenantAuth {
+    /// The cookies the tenant's JWT issuers read tokens from.
+    pub fn credential_cookies(&self) -> Vec<String> {
+        self.issuers
+            .iter()
+            .filter_map(|i| i.spec.cookie.clone())
+            .collect()
+    }
+}
+
 /// A verified JWT.
 pub struct User {
     /// The cookie the token came in, if it did.

@@ -24,6 +24,63 @@ pub struct ConfigNotices {
     pub secret: String,
     pub wake: Arc<tokio::sync::Notify>,
     pub state: Arc<ArcSwap<Snapshot>>,
+    /// Notices stamped further than this from our clock are refused (replays).
+    pub window_ms: u64,
+}
+
+/// What became of a config notice (the `result` label of `vantage_config_notices_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoticeResult {
+    /// Signed, recent and newer than what is served: a reload is due.
+    Accepted,
+    /// Not newer than the version served (a late or replayed notice).
+    Ignored,
+    /// Signed, but stamped outside the window (a replay, or a badly skewed clock).
+    Stale,
+    /// Bad signature or malformed.
+    Rejected,
+}
+
+impl NoticeResult {
+    pub fn label(self) -> &'static str {
+        match self {
+            NoticeResult::Accepted => "accepted",
+            NoticeResult::Ignored => "ignored",
+            NoticeResult::Stale => "stale",
+            NoticeResult::Rejected => "rejected",
+        }
+    }
+}
+
+impl ConfigNotices {
+    /// Judge a message received at `now_ms` while `served` is the version being served.
+    pub fn judge(&self, body: &str, served: u64, now_ms: u64) -> NoticeResult {
+        match vantage_model::notify::verify_with_ts(&self.secret, body) {
+            Err(e) => {
+                tracing::warn!("ignoring config announcement: {e}");
+                NoticeResult::Rejected
+            }
+            Ok((_, ts)) if ts.abs_diff(now_ms) > self.window_ms => {
+                tracing::warn!(
+                    ts,
+                    now_ms,
+                    "ignoring a config announcement stamped outside the notice window (replayed?)"
+                );
+                NoticeResult::Stale
+            }
+            Ok((notice, _)) if notice.version <= 0 || notice.version as u64 <= served => {
+                NoticeResult::Ignored
+            }
+            Ok((notice, _)) => {
+                tracing::info!(
+                    version = notice.version,
+                    tenant = notice.tenant_id.as_deref().unwrap_or("-"),
+                    "config change announced"
+                );
+                NoticeResult::Accepted
+            }
+        }
+    }
 }
 
 /// Subscriber of the fleet's channels.
@@ -72,31 +129,16 @@ impl Bus {
     }
 
     fn config_notice(&self, n: &ConfigNotices, body: &str) {
-        match vantage_model::notify::verify(&n.secret, body) {
-            Ok(notice) => {
-                let current = n.state.load().version;
-                if notice.version.max(0) as u64 != current {
-                    METRICS
-                        .config_notices
-                        .with_label_values(&["accepted"])
-                        .inc();
-                    tracing::info!(
-                        version = notice.version,
-                        tenant = notice.tenant_id.as_deref().unwrap_or("-"),
-                        "config change announced"
-                    );
-                    n.wake.notify_one();
-                } else {
-                    METRICS.config_notices.with_label_values(&["ignored"]).inc();
-                }
-            }
-            Err(e) => {
-                METRICS
-                    .config_notices
-                    .with_label_values(&["rejected"])
-                    .inc();
-                tracing::warn!("ignoring config announcement: {e}");
-            }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let result = n.judge(body, n.state.load().version, now);
+        METRICS
+            .config_notices
+            .with_label_values(&[result.label()])
+            .inc();
+        if result == NoticeResult::Accepted {
+            n.wake.notify_one();
         }
     }
 
@@ -162,5 +204,50 @@ impl BackgroundService for Bus {
         }
         let _ = self.client.quit().await;
         conn.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vantage_model::notify::{sign_at, Notice};
+
+    const SECRET: &str = "a-shared-secret-of-the-fleet";
+
+    #[tokio::test]
+    async fn replayed_and_old_notices_wake_nothing() {
+        let cfg = vantage_model::Config::from_yaml("{}").unwrap();
+        let snap = Snapshot::build(cfg, 7, None, false).await.unwrap();
+        let n = ConfigNotices {
+            secret: SECRET.into(),
+            wake: Arc::default(),
+            state: Arc::new(ArcSwap::from_pointee(snap)),
+            window_ms: 60_000,
+        };
+        let now = 1_800_000_000_000;
+        let notice = |version| Notice {
+            version,
+            tenant_id: None,
+        };
+        assert_eq!(
+            n.judge(&sign_at(SECRET, &notice(8), now - 1000), 7, now),
+            NoticeResult::Accepted
+        );
+        // The same genuine notice, replayed after the version moved on.
+        assert_eq!(
+            n.judge(&sign_at(SECRET, &notice(8), now - 1000), 8, now),
+            NoticeResult::Ignored
+        );
+        // A genuine notice from an hour ago (or from the future), even of a newer version.
+        for ts in [now - 3_600_000, now + 3_600_000] {
+            assert_eq!(
+                n.judge(&sign_at(SECRET, &notice(99), ts), 8, now),
+                NoticeResult::Stale
+            );
+        }
+        assert_eq!(
+            n.judge(&sign_at("another-secret", &notice(99), now), 8, now),
+            NoticeResult::Rejected
+        );
     }
 }

@@ -50,6 +50,64 @@ impl Reply {
     }
 }
 
+/// Who a failed proxy attempt is down to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    /// The client was too slow or went away; never counted against the origin.
+    Client,
+    /// The origin failed or was too slow.
+    Origin,
+    /// The gateway decided (or failed) itself.
+    Gateway,
+}
+
+/// Who `e` is down to. `request_body_done`: the client had sent its whole request body. An
+/// origin that times out while the client still owes it the body was waiting for the
+/// client, not failing.
+pub fn blame(e: &pingora::Error, request_body_done: bool) -> Blame {
+    use pingora::{ErrorSource, ErrorType::*};
+    match (e.esource(), e.etype()) {
+        (ErrorSource::Downstream, _) => Blame::Client,
+        (ErrorSource::Upstream, ReadTimedout | WriteTimedout) if !request_body_done => {
+            Blame::Client
+        }
+        (ErrorSource::Upstream, _) => Blame::Origin,
+        _ => Blame::Gateway,
+    }
+}
+
+/// The reply for a failed proxy attempt (`None`: the client is gone, nothing to say). The
+/// connection is closed afterwards, and the reply says so.
+pub fn proxy_failure(e: &pingora::Error, blame: Blame) -> Option<Reply> {
+    use pingora::ErrorType::*;
+    let reply = match blame {
+        Blame::Client => match e.etype() {
+            ReadError | WriteError | ConnectionClosed => return None,
+            ReadTimedout | WriteTimedout => Reply::new(
+                408,
+                "request_timeout",
+                "the client was too slow sending the request",
+            ),
+            _ => Reply::new(400, "bad_request", "the request could not be read"),
+        },
+        Blame::Origin => match e.etype() {
+            ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => {
+                Reply::new(504, "upstream_timeout", "the origin did not answer in time")
+            }
+            _ => Reply::new(502, "upstream_error", "the origin failed to answer"),
+        },
+        Blame::Gateway => match e.etype() {
+            HTTPStatus(code) => Reply::new(*code, "gateway_error", e.to_string()),
+            _ => Reply::new(
+                500,
+                "internal_error",
+                "the gateway failed to handle the request",
+            ),
+        },
+    };
+    Some(reply.closing())
+}
+
 /// The JSON body of an error.
 pub fn body(code: &str, message: &str, request_id: &str) -> Bytes {
     let v = serde_json::json!({
@@ -58,16 +116,15 @@ pub fn body(code: &str, message: &str, request_id: &str) -> Bytes {
     Bytes::from(v.to_string())
 }
 
-/// Write `reply` as the whole response.
-pub async fn respond(
-    session: &mut Session,
+/// The response head of `reply` with a body of `body_len` bytes.
+fn response_header(
     reply: &Reply,
+    body_len: usize,
     request_id: &str,
-) -> pingora::Result<()> {
-    let body = body(reply.code, &reply.message, request_id);
-    let mut resp = ResponseHeader::build(reply.status, Some(6))?;
+) -> pingora::Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(reply.status, Some(8 + reply.headers.len()))?;
     resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
-    resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body_len.to_string())?;
     resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
     // Security headers are always on for the gateway's own answers.
     resp.insert_header("x-content-type-options", "nosniff")?;
@@ -81,6 +138,20 @@ pub async fn respond(
     }
     if reply.close {
         resp.insert_header(http::header::CONNECTION, "close")?;
+    }
+    Ok(resp)
+}
+
+/// Write `reply` as the whole response.
+pub async fn respond(
+    session: &mut Session,
+    reply: &Reply,
+    request_id: &str,
+) -> pingora::Result<()> {
+    let body = body(reply.code, &reply.message, request_id);
+    let resp = response_header(reply, body.len(), request_id)?;
+    if reply.close {
+        // Pingora writes `Connection` from the session's keep-alive state.
         session.set_keepalive(None);
     }
     let head_only = session.req_header().method == http::Method::HEAD;
@@ -93,8 +164,91 @@ pub async fn respond(
     Ok(())
 }
 
+/// `reply` as the raw bytes of an HTTP/1.1 response, for answers written before Pingora has
+/// a session (connection refusals, request heads it would not accept).
+pub fn raw(reply: &Reply, request_id: &str, head_only: bool) -> Vec<u8> {
+    let body = body(reply.code, &reply.message, request_id);
+    let Ok(resp) = response_header(reply, body.len(), request_id) else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(512 + body.len());
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(resp.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(resp.status.canonical_reason().unwrap_or("Error").as_bytes());
+    out.extend_from_slice(b"\r\ndate: ");
+    out.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
+    for (name, value) in resp.headers.iter() {
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n\r\n");
+    if !head_only {
+        out.extend_from_slice(&body);
+    }
+    out
+}
+
+/// A new request id (a UUID v4).
+pub fn new_request_id() -> http::HeaderValue {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    http::HeaderValue::from_str(id).unwrap_or(http::HeaderValue::from_static("-"))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn raw_responses_carry_the_json_shape_and_close() {
+        let reply = super::Reply::new(431, "too_many_headers", "more than 256").closing();
+        let raw = String::from_utf8(super::raw(&reply, "rid-1", false)).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.starts_with("HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+            "{head}"
+        );
+        for line in [
+            "content-type: application/json",
+            "connection: close",
+            "x-request-id: rid-1",
+            &format!("content-length: {}", body.len()),
+        ] {
+            assert!(head.contains(line), "{line} in {head}");
+        }
+        assert!(!head.to_ascii_lowercase().contains("server:"));
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"]["code"], "too_many_headers");
+        assert_eq!(v["error"]["request_id"], "rid-1");
+        let head_only = super::raw(&reply, "rid-1", true);
+        assert!(head_only.ends_with(b"\r\n\r\n"));
+    }
+
+    #[test]
+    fn a_slow_client_is_not_the_origins_fault() {
+        use super::{blame, proxy_failure, Blame};
+        use pingora::{Error, ErrorType};
+        let mut down = Error::new(ErrorType::ReadTimedout);
+        down.as_down();
+        assert_eq!(blame(&down, false), Blame::Client);
+        let mut up = Error::new(ErrorType::ReadTimedout);
+        up.as_up();
+        // The origin waited for a body the client never finished.
+        assert_eq!(blame(&up, false), Blame::Client);
+        let reply = proxy_failure(&up, Blame::Client).unwrap();
+        assert_eq!(
+            (reply.status, reply.code, reply.close),
+            (408, "request_timeout", true)
+        );
+        // With the whole request sent, a silent origin is the origin's fault.
+        assert_eq!(blame(&up, true), Blame::Origin);
+        assert_eq!(proxy_failure(&up, Blame::Origin).unwrap().status, 504);
+        let mut reset = Error::new(ErrorType::ConnectionClosed);
+        reset.as_down();
+        assert_eq!(proxy_failure(&reset, blame(&reset, true)), None);
+    }
+
     #[test]
     fn body_shape() {
         let b = super::body("no_route", "no route for \"/x\"", "abc");

@@ -5,6 +5,7 @@ use crate::access;
 use crate::auth::{self, Identity};
 use crate::cache::{self, Caches, RequestDirectives};
 use crate::errors::{self, Reply};
+use crate::forwarding;
 use crate::limits;
 use crate::metrics::METRICS;
 use crate::otel::{Otel, RequestSpans};
@@ -41,6 +42,7 @@ pub struct Gateway {
     limits: Limits,
     access_log: bool,
     forwarded_headers: bool,
+    allow_underscores: bool,
     /// Response cache storages, lock and purges.
     caches: &'static Caches,
     /// Request-log records for Postgres, when enabled.
@@ -62,21 +64,24 @@ pub struct Services {
 }
 
 impl Gateway {
-    /// A gateway serving whatever snapshot `state` holds.
+    /// A gateway serving whatever snapshot `state` holds, with the request-handling parts
+    /// of the server settings.
     pub fn new(
         state: Arc<ArcSwap<Snapshot>>,
-        limits: Limits,
-        access_log: bool,
-        forwarded_headers: bool,
+        settings: &vantage_model::ServerSettings,
         services: Services,
     ) -> Gateway {
         Gateway {
             state,
             limiter: Arc::new(limits::Store::default()),
             redis: services.redis,
-            limits,
-            access_log,
-            forwarded_headers,
+            limits: Limits {
+                max_headers: settings.max_request_headers,
+                max_header_bytes: settings.max_request_header_bytes,
+            },
+            access_log: settings.access_log,
+            forwarded_headers: settings.forwarded_headers,
+            allow_underscores: settings.allow_underscores_in_headers,
             caches: services.caches,
             request_logs: services.request_logs,
             otel: services.otel,
@@ -109,6 +114,8 @@ pub struct Ctx {
     /// Given by the client (when valid) or generated.
     request_id: HeaderValue,
     tenant: Option<Arc<str>>,
+    /// The host the tenant was found by, in normal form.
+    host: Option<HeaderValue>,
     /// Some route of the tenant caches.
     tenant_caches: bool,
     route: Option<Arc<RouteRt>>,
@@ -135,6 +142,8 @@ pub struct Ctx {
     upstream_status: Option<u16>,
     /// An error decided by the gateway, answered by `fail_to_proxy`.
     reply: Option<Reply>,
+    /// Who the failure `fail_to_proxy` answered is down to.
+    blame: Option<errors::Blame>,
     /// A CORS preflight for this method.
     preflight: Option<Method>,
     /// The client address (behind trusted balancers: from X-Forwarded-For).
@@ -161,9 +170,6 @@ fn idempotent(m: &Method) -> bool {
 
 const X_REQUEST_ID: &str = "x-request-id";
 const TRACEPARENT: &str = "traceparent";
-const X_FORWARDED_FOR: &str = "x-forwarded-for";
-const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
-const X_FORWARDED_HOST: &str = "x-forwarded-host";
 /// Sent to the origin: the id of the API key that authenticated the request.
 const X_API_KEY_ID: &str = "x-api-key-id";
 /// Sent to the origin: the JWT's `sub` and `org_id`.
@@ -181,36 +187,9 @@ fn valid_request_id(v: &[u8]) -> bool {
 
 /// The client's `X-Request-Id` when it is 1–128 visible ASCII characters, else a new UUID.
 fn request_id(given: Option<&HeaderValue>) -> HeaderValue {
-    if let Some(v) = given.filter(|v| valid_request_id(v.as_bytes())) {
-        return v.clone();
-    }
-    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
-    HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("-"))
-}
-
-/// Append an IP address to `out` (IPv4 without the formatting machinery: this runs for
-/// every request).
-fn push_ip(out: &mut String, ip: std::net::IpAddr) {
-    match ip {
-        std::net::IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push('.');
-                }
-                if octet >= 100 {
-                    out.push(char::from(b'0' + octet / 100));
-                }
-                if octet >= 10 {
-                    out.push(char::from(b'0' + octet / 10 % 10));
-                }
-                out.push(char::from(b'0' + octet % 10));
-            }
-        }
-        std::net::IpAddr::V6(v6) => {
-            use std::fmt::Write;
-            let _ = write!(out, "{v6}");
-        }
+    match given.filter(|v| valid_request_id(v.as_bytes())) {
+        Some(v) => v.clone(),
+        None => errors::new_request_id(),
     }
 }
 
@@ -256,7 +235,7 @@ impl Gateway {
     fn route(&self, session: &Session, ctx: &mut Ctx) -> Result<(), Reply> {
         let host = request_host(session)
             .ok_or_else(|| Reply::new(400, "bad_request", "the request has no Host header"))?;
-        let tenant = ctx.snapshot.tenant_for_host(host).ok_or_else(|| {
+        let (tenant, matched) = ctx.snapshot.tenant_for_host(host).ok_or_else(|| {
             Reply::new(
                 404,
                 "unknown_tenant",
@@ -264,6 +243,7 @@ impl Gateway {
             )
         })?;
         ctx.tenant = Some(tenant.id.clone());
+        ctx.host = Some(matched.clone());
         ctx.tenant_caches = tenant.caches;
         let req = session.req_header();
         // A CORS preflight is answered for the route the real request would take, when that
@@ -291,6 +271,15 @@ impl Gateway {
             })?;
         ctx.retries_left = route.pool.spec.retries;
         ctx.route = Some(route.clone());
+        // TRACE echoes the request (credentials included) back; only routes that list it
+        // take it.
+        if req.method == Method::TRACE && !route.trace {
+            return Err(Reply::new(
+                405,
+                "method_not_allowed",
+                "TRACE is not allowed on this route",
+            ));
+        }
         Ok(())
     }
 
@@ -360,7 +349,7 @@ impl Gateway {
         let by_ip = |key: &mut String| {
             key.push_str("ip:");
             if let Some(ip) = ctx.client.or_else(|| client_ip(session)) {
-                push_ip(key, ip);
+                forwarding::push_ip(key, ip);
             }
         };
         match &policy.subject {
@@ -522,6 +511,7 @@ impl Gateway {
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
         let req = session.req_header();
+        cache::directives::strip_own(resp);
         if ctx.route.as_ref().is_some_and(|r| r.cache.is_some()) {
             let label = match session.cache.phase() {
                 CachePhase::Disabled(_) | CachePhase::Bypass if ctx.cache_missed => "MISS",
@@ -530,6 +520,10 @@ impl Gateway {
             cache::record(label);
             ctx.cache_label = Some(label);
             resp.insert_header("x-cache", label)?;
+            if matches!(label, "HIT" | "STALE") {
+                // Entries are stored without it; one from an older release never replays it.
+                resp.remove_header(&http::header::SET_COOKIE);
+            }
         }
         let unsafe_method = !matches!(
             req.method,
@@ -558,40 +552,33 @@ impl Gateway {
         Ok(())
     }
 
+    /// X-Forwarded-*, X-Real-IP and Forwarded (see [`forwarding`]) and the request id.
     fn forwarded_headers(
         &self,
         session: &Session,
         ctx: &Ctx,
         req: &mut RequestHeader,
     ) -> pingora::Result<()> {
-        if !self.forwarded_headers {
-            return req.insert_header(X_REQUEST_ID, ctx.request_id.clone());
-        }
-        if let Some(ip) = client_ip(session) {
-            let mut xff = String::with_capacity(48);
-            for prev in req.headers.get_all(X_FORWARDED_FOR) {
-                if let Ok(prev) = prev.to_str() {
-                    xff.push_str(prev);
-                    xff.push_str(", ");
-                }
-            }
-            push_ip(&mut xff, ip);
-            req.insert_header(X_FORWARDED_FOR, xff)?;
-        }
-        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        req.insert_header(
-            X_FORWARDED_PROTO,
-            HeaderValue::from_static(if tls { "https" } else { "http" }),
-        )?;
-        let host = match req.headers.get(http::header::HOST) {
-            Some(h) => Some(h.clone()),
-            None => req.uri.host().and_then(|h| HeaderValue::from_str(h).ok()),
-        };
-        if let Some(host) = host {
-            req.insert_header(X_FORWARDED_HOST, host)?;
-        }
         req.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
-        Ok(())
+        if !self.forwarded_headers {
+            return Ok(());
+        }
+        let peer = client_ip(session);
+        let trusted = &ctx.snapshot.trusted_proxies;
+        let peer_trusted = peer.is_some_and(|p| trusted.iter().any(|n| n.contains(&p)));
+        let client = match ctx.client {
+            Some(c) => Some(c),
+            None if peer_trusted => access::client_address(peer, &req.headers, trusted),
+            None => peer,
+        };
+        let hop = forwarding::Hop {
+            peer,
+            peer_trusted,
+            client,
+            tls: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
+            host: ctx.host.as_ref(),
+        };
+        forwarding::apply(req, &hop)
     }
 }
 
@@ -606,6 +593,7 @@ impl ProxyHttp for Gateway {
             _active: ActiveGuard::new(),
             request_id: HeaderValue::from_static(""),
             tenant: None,
+            host: None,
             tenant_caches: false,
             route: None,
             credentials: false,
@@ -622,6 +610,7 @@ impl ProxyHttp for Gateway {
             upstream_started: None,
             upstream_status: None,
             reply: None,
+            blame: None,
             preflight: None,
             client: None,
             identity: None,
@@ -730,7 +719,19 @@ impl ProxyHttp for Gateway {
             ));
         };
         let generation = self.caches.purges.generation(tenant);
-        Ok(policy.key(tenant, generation, &route.id, session.req_header()))
+        let scheme = if session.digest().is_some_and(|d| d.ssl_digest.is_some()) {
+            "https"
+        } else {
+            "http"
+        };
+        let host = ctx.host.as_ref().map_or(&b""[..], |h| h.as_bytes());
+        Ok(policy.key(
+            tenant,
+            generation,
+            &route.id,
+            (scheme, host),
+            session.req_header(),
+        ))
     }
 
     /// A lookup missed; the origin's response may fill the cache.
@@ -790,6 +791,13 @@ impl ProxyHttp for Gateway {
     ) -> pingora::Result<()> {
         if resp.status == http::StatusCode::NOT_MODIFIED && session.cache.enabled() {
             ctx.not_modified = Some(Box::new(resp.clone()));
+        }
+        // Hop-by-hop: how long the origin keeps our connection says nothing about the
+        // client's.
+        if let Some(v) = resp.remove_header("keep-alive") {
+            if let Some((target, _, _)) = &ctx.target {
+                target.note_keep_alive(v.as_bytes());
+            }
         }
         Ok(())
     }
@@ -901,7 +909,13 @@ impl ProxyHttp for Gateway {
             return Ok(());
         };
         if let Some(pq) = upstream.uri.path_and_query().map(|p| p.as_str()) {
-            if let Some(new) = route.path.apply(pq) {
+            let new = match route.path.apply(pq) {
+                Some(new) => Some(new),
+                // Origins get origin-form targets; the host is in Host.
+                None if upstream.uri.authority().is_some() => Some(pq.to_string()),
+                None => None,
+            };
+            if let Some(new) = new {
                 let uri = new
                     .parse::<http::Uri>()
                     .map_err(|e| Error::because(InternalError, "rewritten path is not a URI", e))?;
@@ -909,13 +923,21 @@ impl ProxyHttp for Gateway {
             }
         }
         self.forwarded_headers(session, ctx, upstream)?;
+        if !self.allow_underscores {
+            forwarding::drop_underscored(upstream);
+        }
         if let Some(t) = &ctx.trace {
             upstream.insert_header(TRACEPARENT, t.header())?;
         }
-        if !route.pool.spec.preserve_host {
-            if let Some((t, _, _)) = &ctx.target {
-                upstream.insert_header(http::header::HOST, t.host_header.clone())?;
-            }
+        // The origin sees the target's host, or the host the tenant was found by in normal
+        // form: never a spelling the cache key does not hold.
+        let host = if route.pool.spec.preserve_host {
+            ctx.host.clone()
+        } else {
+            ctx.target.as_ref().map(|(t, _, _)| t.host_header.clone())
+        };
+        if let Some(host) = host {
+            upstream.insert_header(http::header::HOST, host)?;
         }
         // Only the gateway speaks for a key or a user.
         for name in [X_API_KEY_ID, X_USER_ID, X_ORG_ID].into_iter().chain(
@@ -1035,35 +1057,16 @@ impl ProxyHttp for Gateway {
 
     /// JSON 502/503/504 (or the gateway's own decision) with the request id.
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        let reply = ctx.reply.take().or_else(|| match e.esource() {
-            ErrorSource::Downstream => match e.etype() {
-                ReadError | WriteError | ConnectionClosed => None,
-                ReadTimedout => Some(Reply::new(
-                    408,
-                    "request_timeout",
-                    "the client was too slow",
-                )),
-                _ => Some(Reply::new(
-                    400,
-                    "bad_request",
-                    "the request could not be read",
-                )),
-            },
-            ErrorSource::Upstream => Some(match e.etype() {
-                ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => {
-                    Reply::new(504, "upstream_timeout", "the origin did not answer in time")
-                }
-                _ => Reply::new(502, "upstream_error", "the origin failed to answer"),
-            }),
-            _ => Some(match e.etype() {
-                HTTPStatus(code) => Reply::new(*code, "gateway_error", e.to_string()),
-                _ => Reply::new(
-                    500,
-                    "internal_error",
-                    "the gateway failed to handle the request",
-                ),
-            }),
-        });
+        let blame = errors::blame(e, session.is_body_done());
+        if blame == errors::Blame::Client && e.etype() == &ReadTimedout {
+            METRICS.client_timeouts.with_label_values(&["body"]).inc();
+        }
+        ctx.blame = Some(blame);
+        let reply = ctx
+            .reply
+            .take()
+            .map(Reply::closing)
+            .or_else(|| errors::proxy_failure(e, blame));
         let code = match reply {
             Some(reply) => {
                 let status = reply.status;
@@ -1090,9 +1093,12 @@ impl ProxyHttp for Gateway {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let target = ctx.target.take();
         if let (Some((target, _, _)), Some(route)) = (&target, &ctx.route) {
-            let upstream_failed = e.is_some_and(|e| e.esource() == &ErrorSource::Upstream)
-                || ctx.upstream_status.is_some_and(|s| s >= 500);
-            route.pool.record(target, !upstream_failed);
+            // A client too slow to send its request says nothing about the origin.
+            if ctx.blame != Some(errors::Blame::Client) {
+                let upstream_failed = e.is_some_and(|e| e.esource() == &ErrorSource::Upstream)
+                    || ctx.upstream_status.is_some_and(|s| s >= 500);
+                route.pool.record(target, !upstream_failed);
+            }
         }
         let origin_id = ctx.route.as_ref().map(|r| &*r.pool.id);
         let elapsed = ctx.started.elapsed();
@@ -1191,26 +1197,6 @@ impl ProxyHttp for Gateway {
                 upstream_ms,
                 error = e.map(|e| e.to_string()),
             );
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn push_ip_formats_like_display() {
-        for ip in [
-            "0.0.0.0",
-            "127.0.0.1",
-            "10.20.100.255",
-            "203.0.113.9",
-            "::1",
-            "2001:db8::7",
-        ] {
-            let ip: std::net::IpAddr = ip.parse().unwrap();
-            let mut s = String::new();
-            super::push_ip(&mut s, ip);
-            assert_eq!(s, ip.to_string());
         }
     }
 }

@@ -68,6 +68,8 @@ struct JwksSource {
     port: u16,
     tls: bool,
     path: String,
+    /// Special-purpose networks the fetch may reach (`server.jwks_allowed_networks`).
+    allowed: Arc<Vec<ipnet::IpNet>>,
 }
 
 /// One configured issuer with its key cache.
@@ -115,7 +117,10 @@ fn connector() -> &'static Connector {
 impl IssuerRt {
     /// Build an issuer; a JWKS is fetched once here (off the request path). A JWKS that
     /// cannot be fetched now leaves the key set empty until a later fetch succeeds.
-    pub async fn build(spec: &JwtIssuer) -> Result<Arc<IssuerRt>, String> {
+    pub async fn build(
+        spec: &JwtIssuer,
+        allowed: Arc<Vec<ipnet::IpNet>>,
+    ) -> Result<Arc<IssuerRt>, String> {
         let algorithms = spec
             .algorithms
             .iter()
@@ -140,9 +145,10 @@ impl IssuerRt {
             keys.anonymous.push(Arc::new(key));
         }
         let jwks = match &spec.jwks_url {
-            Some(url) => {
-                Some(parse_url(url).map_err(|e| format!("issuer {}: jwks_url: {e}", spec.id))?)
-            }
+            Some(url) => Some(
+                parse_url(url, allowed)
+                    .map_err(|e| format!("issuer {}: jwks_url: {e}", spec.id))?,
+            ),
             None => None,
         };
         let issuer = Arc::new(IssuerRt {
@@ -282,6 +288,14 @@ impl IssuerRt {
     ) -> Result<Map<String, Value>, JwtError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| JwtError::Malformed(e.to_string()))?;
+        // RFC 7515 §4.1.11: this verifier understands no header extension, so a token that
+        // makes any critical is refused (an empty list is malformed too).
+        if header.crit.is_some() {
+            return Err(JwtError::Invalid(
+                "the token's header marks extensions critical that this gateway does not understand"
+                    .into(),
+            ));
+        }
         if !self.algorithms.contains(&header.alg) {
             return Err(JwtError::Algorithm(format!("{:?}", header.alg)));
         }
@@ -319,7 +333,7 @@ pub fn claimed_issuer(token: &str) -> Option<String> {
     claims.get("iss").and_then(Value::as_str).map(String::from)
 }
 
-fn parse_url(url: &str) -> Result<JwksSource, String> {
+fn parse_url(url: &str, allowed: Arc<Vec<ipnet::IpNet>>) -> Result<JwksSource, String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("{e}"))?;
     let tls = match uri.scheme_str() {
         Some("https") => true,
@@ -338,21 +352,39 @@ fn parse_url(url: &str) -> Result<JwksSource, String> {
             .map_or("/".into(), |p| p.as_str().to_string()),
         host,
         tls,
+        allowed,
     })
 }
 
-async fn http_get(src: &JwksSource) -> Result<Vec<u8>, String> {
-    let addr = if src.host.contains(':') {
-        format!("[{}]:{}", src.host, src.port)
-    } else {
-        format!("{}:{}", src.host, src.port)
+/// The address to fetch from: the host resolved here (never again by the connector, so a
+/// name cannot resolve to one address for this check and another for the connection), and
+/// the first address the network rules admit.
+async fn resolve(src: &JwksSource) -> Result<std::net::SocketAddr, String> {
+    let addrs: Vec<std::net::SocketAddr> = match src.host.parse::<std::net::IpAddr>() {
+        Ok(ip) => vec![std::net::SocketAddr::new(ip, src.port)],
+        Err(_) => tokio::net::lookup_host((src.host.as_str(), src.port))
+            .await
+            .map_err(|e| format!("cannot resolve {}: {e}", src.host))?
+            .collect(),
     };
+    let mut refusal = format!("{} resolves to no address", src.host);
+    for addr in addrs {
+        match vantage_model::netrules::fetch_allowed(addr.ip(), src.tls, &src.allowed) {
+            Ok(()) => return Ok(addr),
+            Err(e) => refusal = e,
+        }
+    }
+    Err(refusal)
+}
+
+async fn http_get(src: &JwksSource) -> Result<Vec<u8>, String> {
+    let addr = resolve(src).await?;
     let sni = if src.tls {
         src.host.clone()
     } else {
         String::new()
     };
-    let mut peer = HttpPeer::new(addr.as_str(), src.tls, sni);
+    let mut peer = HttpPeer::new(addr, src.tls, sni);
     peer.options.connection_timeout = Some(Duration::from_secs(2));
     peer.options.read_timeout = Some(Duration::from_secs(2));
     let (mut session, _) = connector()
@@ -440,7 +472,9 @@ mod tests {
 
     #[tokio::test]
     async fn hs256_claims_are_checked() {
-        let i = IssuerRt::build(&issuer(&["HS256"])).await.unwrap();
+        let i = IssuerRt::build(&issuer(&["HS256"]), Arc::default())
+            .await
+            .unwrap();
         let ok = serde_json::json!({"sub": "u1", "iss": "https://issuer.test", "aud": "api", "exp": now() + 60});
         assert_eq!(
             i.verify(&token(ok.clone(), Algorithm::HS256))
@@ -478,7 +512,9 @@ mod tests {
     #[tokio::test]
     async fn alg_none_is_refused() {
         use base64::Engine;
-        let i = IssuerRt::build(&issuer(&["HS256"])).await.unwrap();
+        let i = IssuerRt::build(&issuer(&["HS256"]), Arc::default())
+            .await
+            .unwrap();
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let header = b64.encode(br#"{"alg":"none","typ":"JWT"}"#);
         let body = b64.encode(format!(

@@ -69,6 +69,14 @@ pub struct Metrics {
     /// `vantage_config_reload_seconds`: time to read, validate, compile and swap a
     /// configuration.
     pub reload_duration: prometheus::Histogram,
+    /// `vantage_connections_open`: client connections held.
+    pub connections_open: IntGauge,
+    /// `vantage_connections_refused_total{reason}`: `max_connections` or
+    /// `max_connections_per_ip`.
+    pub connections_refused: IntCounterVec,
+    /// `vantage_client_timeouts_total{phase}`: clients too slow with the request `header`
+    /// or `body` (answered 408, never counted against the origin).
+    pub client_timeouts: IntCounterVec,
 }
 
 /// The process-wide metrics.
@@ -216,6 +224,23 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]
     )
     .expect("register vantage_config_reload_seconds"),
+    connections_open: register_int_gauge!(
+        "vantage_connections_open",
+        "Client connections held open"
+    )
+    .expect("register vantage_connections_open"),
+    connections_refused: register_int_counter_vec!(
+        "vantage_connections_refused_total",
+        "Client connections refused by a connection cap",
+        &["reason"]
+    )
+    .expect("register vantage_connections_refused_total"),
+    client_timeouts: register_int_counter_vec!(
+        "vantage_client_timeouts_total",
+        "Requests ended because the client was too slow, by phase",
+        &["phase"]
+    )
+    .expect("register vantage_client_timeouts_total"),
 });
 
 /// Text exposition of every registered metric.

@@ -30,6 +30,8 @@ enum Source {
     Postgres {
         pg: Arc<PgSource>,
         poll: Duration,
+        /// Least time between two reloads that announcements trigger.
+        min_gap: Duration,
         wake: Arc<tokio::sync::Notify>,
     },
 }
@@ -58,15 +60,22 @@ impl Reloader {
         }
     }
 
-    /// Reloads from Postgres: polled every `poll`, and at once when `wake` is notified.
+    /// Reloads from Postgres: polled every `poll`, and when `wake` is notified (at most once
+    /// per `min_gap`; announcements in between fold into one reload).
     pub fn postgres(
         pg: Arc<PgSource>,
         poll: Duration,
+        min_gap: Duration,
         wake: Arc<tokio::sync::Notify>,
         state: Arc<ArcSwap<Snapshot>>,
     ) -> Reloader {
         Reloader {
-            source: Source::Postgres { pg, poll, wake },
+            source: Source::Postgres {
+                pg,
+                poll,
+                min_gap,
+                wake,
+            },
             state,
             lock: tokio::sync::Mutex::new(()),
         }
@@ -186,10 +195,18 @@ impl BackgroundService for Reloader {
                 None
             }
         };
-        let (watch_path, poll, wake) = match &self.source {
-            Source::File { path, watch } => (path.clone().filter(|_| *watch), None, None),
-            Source::Postgres { poll, wake, .. } => (None, Some(*poll), Some(wake.clone())),
+        let (watch_path, poll, wake, min_gap) = match &self.source {
+            Source::File { path, watch } => {
+                (path.clone().filter(|_| *watch), None, None, Duration::ZERO)
+            }
+            Source::Postgres {
+                poll,
+                wake,
+                min_gap,
+                ..
+            } => (None, Some(*poll), Some(wake.clone()), *min_gap),
         };
+        let mut last_announced: Option<tokio::time::Instant> = None;
         let mut last = watch_path.as_ref().and_then(content_hash);
         let mut tick = tokio::time::interval(poll.unwrap_or(Duration::from_millis(500)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -204,6 +221,11 @@ impl BackgroundService for Reloader {
                     last = watch_path.as_ref().and_then(content_hash);
                 }
                 _ = async { match &wake { Some(w) => w.notified().await, None => std::future::pending().await } } => {
+                    // However many announcements arrive, at most one reload per min_gap.
+                    if let Some(at) = last_announced {
+                        tokio::time::sleep_until(at + min_gap).await;
+                    }
+                    last_announced = Some(tokio::time::Instant::now());
                     let _ = self.reload("announcement").await;
                 }
                 _ = tick.tick(), if watch_path.is_some() || poll.is_some() => {

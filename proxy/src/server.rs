@@ -4,10 +4,10 @@
 use crate::bus::{Bus, ConfigNotices};
 use crate::cache::{Caches, Purges};
 use crate::demo_origin::DemoOrigin;
+use crate::edge::{Edge, EdgeLimits};
 use crate::gateway::{Gateway, Services};
 use crate::ops::Ops;
 use crate::reload::Reloader;
-use crate::safety::Limits;
 use crate::snapshot::Snapshot;
 use crate::source::{self, PgSource};
 use anyhow::Context;
@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
-use pingora::proxy::ProxyServiceBuilder;
+use pingora::proxy::HttpProxy;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::background::background_service;
@@ -216,6 +216,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
                 secret,
                 wake: wake.clone(),
                 state: state.clone(),
+                window_ms: pgs.notice_window_ms,
             }),
             None => {
                 tracing::warn!(
@@ -254,12 +255,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     };
     let gateway = Gateway::new(
         state.clone(),
-        Limits {
-            max_headers: settings.max_request_headers,
-            max_header_bytes: settings.max_request_header_bytes,
-        },
-        settings.access_log,
-        settings.forwarded_headers,
+        &settings,
         Services {
             redis: redis.clone(),
             caches,
@@ -269,10 +265,24 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     );
     let mut server_options = HttpServerOptions::default();
     server_options.h2c = settings.h2c;
-    let mut proxy = ProxyServiceBuilder::new(&server.configuration, gateway)
-        .name("vantage-proxy")
-        .server_options(server_options)
-        .build();
+    server_options.h2_idle_timeout = Some(Duration::from_millis(
+        settings.client_limits.keepalive_timeout_ms,
+    ));
+    let mut http = HttpProxy::new(gateway, server.configuration.clone());
+    http.server_options = Some(server_options);
+    http.handle_init_modules();
+    let edge = Edge::new(
+        http,
+        &settings.client_limits,
+        EdgeLimits::new(
+            &settings.client_limits,
+            settings.max_request_header_bytes,
+            settings.max_request_headers,
+        ),
+        state.clone(),
+    );
+    crate::edge::raise_fd_limit(settings.client_limits.max_connections);
+    let mut proxy = Service::new("vantage-proxy".to_string(), edge);
     for addr in &settings.listen {
         proxy.add_tcp(addr);
     }
@@ -306,6 +316,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         (Some(pg), Some(pgs)) => Reloader::postgres(
             pg.clone(),
             Duration::from_millis(pgs.poll_interval_ms),
+            Duration::from_millis(pgs.min_reload_interval_ms),
             wake.clone(),
             state.clone(),
         ),

@@ -5,6 +5,7 @@
 
 use crate::access::AccessRt;
 use crate::auth::{KeyIndex, TenantAuth};
+use crate::hosts::HostIndex;
 use crate::jwt::IssuerRt;
 use crate::router::{Conditions, Router};
 use crate::transform::{HeaderOps, PathOps};
@@ -51,6 +52,8 @@ pub struct RouteRt {
     /// Compression level when enabled.
     pub compression: Option<u32>,
     pub auth: RouteAuth,
+    /// `TRACE` is listed in the route's methods (otherwise it is refused).
+    pub trace: bool,
     /// The tenant's JWT issuers and Clerk organisation.
     pub tenant_auth: Arc<TenantAuth>,
     /// The route's policies, then the tenant's ceilings.
@@ -88,9 +91,7 @@ pub struct Snapshot {
     /// The configuration it was compiled from.
     pub config: Config,
     tenants: Vec<TenantRt>,
-    by_host: HashMap<String, usize>,
-    by_subdomain: HashMap<String, usize>,
-    base_domains: Vec<String>,
+    hosts: HostIndex,
     pools: HashMap<String, Arc<Pool>>,
     /// API keys by hash.
     pub keys: KeyIndex,
@@ -124,6 +125,14 @@ impl Snapshot {
         }
 
         // New issuers fetch their JWKS concurrently, so one dead endpoint costs one timeout.
+        let jwks_allowed: Arc<Vec<ipnet::IpNet>> = Arc::new(
+            config
+                .server
+                .jwks_allowed_networks
+                .iter()
+                .filter_map(|n| parse_cidr(n))
+                .collect(),
+        );
         let mut issuers = HashMap::new();
         let mut building = tokio::task::JoinSet::new();
         for j in &config.jwt_issuers {
@@ -137,7 +146,8 @@ impl Snapshot {
                 }
                 None => {
                     let spec = j.clone();
-                    building.spawn(async move { IssuerRt::build(&spec).await });
+                    let allowed = jwks_allowed.clone();
+                    building.spawn(async move { IssuerRt::build(&spec, allowed).await });
                 }
             }
         }
@@ -171,8 +181,7 @@ impl Snapshot {
             .collect();
 
         let mut tenants = Vec::with_capacity(config.tenants.len());
-        let mut by_host = HashMap::new();
-        let mut by_subdomain = HashMap::new();
+        let hosts = HostIndex::build(&config.tenants, &config.server.base_domains);
         let mut index = HashMap::new();
         for (i, t) in config.tenants.iter().enumerate() {
             tenants.push(TenantRt {
@@ -181,10 +190,6 @@ impl Snapshot {
                 router: Router::default(),
             });
             index.insert(t.id.as_str(), i);
-            by_subdomain.insert(t.subdomain.clone(), i);
-            for h in &t.custom_hosts {
-                by_host.insert(h.clone(), i);
-            }
         }
 
         for r in &config.routes {
@@ -233,7 +238,10 @@ impl Snapshot {
                 )
                 .collect();
             let rt = RouteRt {
-                cache: crate::cache::CacheRt::compile(&r.cache),
+                cache: crate::cache::CacheRt::compile(
+                    &r.cache,
+                    &tenant_auth[ti].credential_cookies(),
+                ),
                 id: r.id.as_str().into(),
                 pool: pool.clone(),
                 path: PathOps::compile(r.strip_prefix.as_deref(), r.rewrite.as_ref())
@@ -247,6 +255,7 @@ impl Snapshot {
                     .enabled
                     .then(|| r.compression.level.unwrap_or(6)),
                 auth: r.auth.clone(),
+                trace: r.methods.iter().any(|m| m == "TRACE"),
                 tenant_auth: tenant_auth[ti].clone(),
                 limits,
                 access: AccessRt::compile(&tenant.access, &r.access),
@@ -269,40 +278,18 @@ impl Snapshot {
             issuers,
             trusted_proxies,
             version,
-            base_domains: config.server.base_domains.clone(),
             config,
             tenants,
-            by_host,
-            by_subdomain,
+            hosts,
             pools,
         })
     }
 
-    /// The tenant a Host header (or `:authority`) belongs to. Matching is case-insensitive
-    /// and ignores a port and a trailing dot.
-    pub fn tenant_for_host(&self, host: &str) -> Option<&TenantRt> {
-        let host = strip_port(host).trim_end_matches('.');
-        let lower;
-        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            lower = host.to_ascii_lowercase();
-            lower.as_str()
-        } else {
-            host
-        };
-        if let Some(&i) = self.by_host.get(host) {
-            return self.tenants.get(i);
-        }
-        for base in &self.base_domains {
-            if let Some(label) = host
-                .strip_suffix(base.as_str())
-                .and_then(|r| r.strip_suffix('.'))
-            {
-                if let Some(&i) = self.by_subdomain.get(label) {
-                    return self.tenants.get(i);
-                }
-            }
-        }
-        None
+    /// The tenant a Host header (or `:authority`) belongs to, and the host in normal form
+    /// (see [`crate::hosts`]).
+    pub fn tenant_for_host(&self, host: &str) -> Option<(&TenantRt, &HeaderValue)> {
+        let (i, host) = self.hosts.find(host)?;
+        Some((self.tenants.get(i)?, host))
     }
 
     /// Every pool, to start health checks after a swap.
@@ -332,16 +319,6 @@ impl Snapshot {
     }
 }
 
-fn strip_port(host: &str) -> &str {
-    if let Some(rest) = host.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    match host.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -363,7 +340,7 @@ routes:
     async fn finds_tenants_by_subdomain_and_custom_host() {
         let cfg = Config::from_yaml_validated(CFG).unwrap();
         let s = Snapshot::build(cfg, 1, None, true).await.unwrap();
-        let id = |h: &str| s.tenant_for_host(h).map(|t| t.id.to_string());
+        let id = |h: &str| s.tenant_for_host(h).map(|(t, _)| t.id.to_string());
         assert_eq!(id("acme.vantage.localhost").as_deref(), Some("acme"));
         assert_eq!(id("ACME.vantage.localhost:8080").as_deref(), Some("acme"));
         assert_eq!(id("globex.edge.test.").as_deref(), Some("globex"));

@@ -8,6 +8,8 @@
 use crate::metrics::METRICS;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -153,7 +155,18 @@ impl PgSource {
         }
         let tmp = self.last_good.with_extension("tmp");
         let text = serde_json::to_vec(v).map_err(|e| err(e.to_string()))?;
-        std::fs::write(&tmp, text).map_err(|e| err(e.to_string()))?;
+        // It holds the tenants' secrets (HS shared secrets): readable by this user only,
+        // from the moment it exists.
+        let _ = std::fs::remove_file(&tmp);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| err(e.to_string()))?;
+        file.write_all(&text)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| err(e.to_string()))?;
         std::fs::rename(&tmp, &self.last_good).map_err(|e| err(e.to_string()))
     }
 
@@ -236,6 +249,8 @@ mod tests {
             timeout_ms: 100,
             last_good_file: path.display().to_string(),
             notify_secret: None,
+            notice_window_ms: 60_000,
+            min_reload_interval_ms: 250,
             request_logs: Default::default(),
         };
         let src = PgSource::new(&settings).unwrap();
@@ -246,6 +261,11 @@ mod tests {
         };
         src.write_last_good(&v).unwrap();
         assert_eq!(src.read_last_good().unwrap().version, 3);
+        // Secrets inside: owner-only, also when rewritten.
+        src.write_last_good(&v).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
         std::fs::remove_dir_all(dir).ok();
     }
 }

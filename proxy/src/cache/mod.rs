@@ -5,10 +5,12 @@
 //! stale serving; this module decides what it may store and for how long, and the
 //! [`store`] module is the storage behind it.
 
+pub mod directives;
 pub mod purge;
 pub mod store;
 
 use crate::metrics::METRICS;
+use directives::Directives;
 use http::header;
 use pingora::cache::cache_control::{CacheControl, InterpretCacheControl};
 use pingora::cache::key::HashBinary;
@@ -37,6 +39,12 @@ pub struct CacheRt {
     key_headers: Vec<http::HeaderName>,
     bypass_headers: Vec<http::HeaderName>,
     bypass_cookies: Vec<String>,
+    /// Cookies that do not make a request private.
+    ignore_cookies: Vec<String>,
+    /// The tenant's JWT cookies: always credentials.
+    credential_cookies: Vec<String>,
+    /// Store responses with `Set-Cookie` (without the field).
+    store_set_cookie: bool,
     /// The content is the same for every caller.
     pub shared: bool,
     swr: u32,
@@ -46,8 +54,8 @@ pub struct CacheRt {
 }
 
 impl CacheRt {
-    /// `None` when the route does not cache.
-    pub fn compile(p: &CachePolicy) -> Option<CacheRt> {
+    /// `None` when the route does not cache. `credential_cookies`: the tenant's JWT cookies.
+    pub fn compile(p: &CachePolicy, credential_cookies: &[String]) -> Option<CacheRt> {
         if !p.enabled {
             return None;
         }
@@ -72,6 +80,9 @@ impl CacheRt {
             key_headers,
             bypass_headers: names(&p.bypass.headers),
             bypass_cookies: p.bypass.cookies.clone(),
+            ignore_cookies: p.ignore_cookies.clone(),
+            credential_cookies: credential_cookies.to_vec(),
+            store_set_cookie: p.store_set_cookie,
             shared: p.shared,
             swr: p.stale_while_revalidate_seconds,
             sie: p.stale_if_error_seconds,
@@ -81,7 +92,9 @@ impl CacheRt {
     }
 
     /// Why this request must not use the cache, if it must not. `credentials`: the request
-    /// carries an `Authorization` header, an API key or a session cookie.
+    /// carries an `Authorization` header or an API key (or was authenticated). Unless the
+    /// route is `shared`, a request with credentials or with a cookie the route does not
+    /// ignore is private: it is neither answered from the cache nor stored.
     pub fn bypass_reason(&self, req: &RequestHeader, credentials: bool) -> Option<&'static str> {
         let method_ok = match req.method {
             http::Method::GET => self.get,
@@ -91,8 +104,16 @@ impl CacheRt {
         if !method_ok {
             return Some("method");
         }
-        if credentials && !self.shared {
-            return Some("credentials");
+        if !self.shared {
+            if credentials {
+                return Some("credentials");
+            }
+            if cookie_names(req).any(|name| {
+                self.credential_cookies.iter().any(|c| c == name)
+                    || !self.ignore_cookies.iter().any(|c| c == name)
+            }) {
+                return Some("cookie");
+            }
         }
         if self
             .bypass_headers
@@ -101,16 +122,10 @@ impl CacheRt {
         {
             return Some("header");
         }
-        if !self.bypass_cookies.is_empty() {
-            for v in req.headers.get_all(header::COOKIE) {
-                let Ok(v) = v.to_str() else { continue };
-                for pair in v.split(';') {
-                    let name = pair.split('=').next().unwrap_or("").trim();
-                    if self.bypass_cookies.iter().any(|c| c == name) {
-                        return Some("cookie");
-                    }
-                }
-            }
+        if !self.bypass_cookies.is_empty()
+            && cookie_names(req).any(|name| self.bypass_cookies.iter().any(|c| c == name))
+        {
+            return Some("cookie");
         }
         if RequestDirectives::parse(req).no_store {
             return Some("no-store");
@@ -118,15 +133,28 @@ impl CacheRt {
         None
     }
 
-    /// The cache key: tenant, the tenant's purge generation, route, path (and query), then
-    /// the listed request headers. Fields are separated by a byte no URI or header holds.
-    pub fn key(&self, tenant: &str, generation: u64, route: &str, req: &RequestHeader) -> CacheKey {
+    /// The cache key: tenant, the tenant's purge generation, route, scheme and host (the
+    /// normal form the tenant was found by: everything the origin is told about the request
+    /// is in the key), path (and query), then the listed request headers. Fields are
+    /// separated by a byte no URI or header holds.
+    pub fn key(
+        &self,
+        tenant: &str,
+        generation: u64,
+        route: &str,
+        (scheme, host): (&str, &[u8]),
+        req: &RequestHeader,
+    ) -> CacheKey {
         let mut k = Vec::with_capacity(128);
         k.extend_from_slice(tenant.as_bytes());
         k.push(0);
         k.extend_from_slice(generation.to_string().as_bytes());
         k.push(0);
         k.extend_from_slice(route.as_bytes());
+        k.push(0);
+        k.extend_from_slice(scheme.as_bytes());
+        k.push(0);
+        k.extend_from_slice(host);
         k.push(0);
         k.extend_from_slice(req.uri.path().as_bytes());
         if self.query_in_key {
@@ -160,15 +188,14 @@ impl CacheRt {
         }
         let cc = CacheControl::from_resp_headers(resp);
         let cc = cc.as_ref();
-        if cc.is_some_and(|c| c.no_store()) {
+        let d = Directives::of(resp, cc);
+        if d.no_store {
             return uncacheable("no-store");
         }
-        if cc.is_some_and(|c| c.private()) {
+        if d.private {
             return uncacheable("private");
         }
-        if cc.is_some_and(|c| c.has_key("must-understand"))
-            && !UNDERSTOOD_STATUSES.contains(&resp.status.as_u16())
-        {
+        if d.must_understand && !UNDERSTOOD_STATUSES.contains(&resp.status.as_u16()) {
             return uncacheable("must-understand");
         }
         if resp.headers.get_all(header::VARY).iter().any(|v| {
@@ -178,28 +205,30 @@ impl CacheRt {
         }) {
             return uncacheable("vary-star");
         }
-        let public = cc.is_some_and(|c| c.public());
-        let s_maxage = cc.and_then(|c| c.s_maxage().ok().flatten());
-        if credentials
-            && !self.shared
-            && !(public || s_maxage.is_some() || cc.is_some_and(|c| c.must_revalidate()))
-        {
+        let public = d.public;
+        let s_maxage = d.s_maxage;
+        if credentials && !self.shared && !(public || s_maxage.is_some() || d.must_revalidate) {
             return uncacheable("authorization");
         }
-        if resp.headers.contains_key(header::SET_COOKIE) && !self.shared && !public {
+        // A cookie is for the client it was set for: never replayed from the cache.
+        let set_cookie = resp.headers.contains_key(header::SET_COOKIE);
+        if set_cookie && !self.store_set_cookie {
             return uncacheable("set-cookie");
         }
 
         let date = http_date(resp, header::DATE);
         let lifetime = if self.honor_origin {
-            let no_cache = cc.is_some_and(|c| c.no_cache());
-            let explicit = if no_cache {
+            let explicit = if d.no_cache {
                 Some(Duration::ZERO)
             } else {
                 s_maxage
-                    .or_else(|| cc.and_then(|c| c.max_age().ok().flatten()))
+                    .or(d.max_age)
                     .map(|s| Duration::from_secs(u64::from(s)))
-                    .or_else(|| expires_lifetime(resp, date.unwrap_or(now)))
+                    .or_else(|| {
+                        (!d.targeted)
+                            .then(|| expires_lifetime(resp, date.unwrap_or(now)))
+                            .flatten()
+                    })
             };
             match explicit {
                 Some(l) => l,
@@ -221,12 +250,7 @@ impl CacheRt {
         let apparent = date
             .and_then(|d| now.duration_since(d).ok())
             .unwrap_or_default();
-        // An Age that is not one plain number makes the response stale (its age is unknown).
-        let age_value = match age_header(resp) {
-            Ok(a) => a,
-            Err(()) => lifetime,
-        };
-        let initial_age = apparent.max(age_value);
+        let initial_age = apparent.max(age_header(resp));
         let epoch = now
             .checked_sub(initial_age)
             .unwrap_or(SystemTime::UNIX_EPOCH);
@@ -236,29 +260,42 @@ impl CacheRt {
         } else {
             epoch + lifetime
         };
-        let must_revalidate =
-            cc.is_some_and(|c| c.must_revalidate() || c.proxy_revalidate() || c.no_cache());
+        let must_revalidate = d.must_revalidate || d.proxy_revalidate || d.no_cache;
         let (swr, sie) = if must_revalidate {
             (0, 0)
         } else {
             (
-                cc.and_then(|c| c.stale_while_revalidate().ok().flatten())
-                    .unwrap_or(self.swr),
-                cc.and_then(|c| c.stale_if_error().ok().flatten())
-                    .unwrap_or(self.sie),
+                d.stale_while_revalidate.unwrap_or(self.swr),
+                d.stale_if_error.unwrap_or(self.sie),
             )
         };
         let mut stored = resp.clone();
-        if let Some(c) = cc {
+        if let Some(c) = cc.filter(|_| !d.targeted) {
             c.strip_private_headers(&mut stored);
         }
         strip_connection_headers(&mut stored);
+        if set_cookie {
+            stored.remove_header(&header::SET_COOKIE);
+        }
         // Pingora writes its own Age from the epoch below.
         stored.remove_header(&header::AGE);
         let mut meta = CacheMeta::new(fresh_until, now, swr, sie, stored);
         meta.set_epoch_override(epoch);
         RespCacheable::Cacheable(meta)
     }
+}
+
+/// The names of the request's cookies (a value that is not text counts as one unnamed
+/// cookie, so it is never taken for an ignored one).
+fn cookie_names(req: &RequestHeader) -> impl Iterator<Item = &str> {
+    req.headers
+        .get_all(header::COOKIE)
+        .iter()
+        .flat_map(|v| match v.to_str() {
+            Ok(v) => v.split(';').collect::<Vec<_>>(),
+            Err(_) => vec![""],
+        })
+        .map(|pair| pair.split('=').next().unwrap_or("").trim())
 }
 
 /// The stored response updated with the fields of the origin's 304 (RFC 9111 §4.3.4),
@@ -300,22 +337,21 @@ const UNDERSTOOD_STATUSES: [u16; 22] = [
     502, 503, 504,
 ];
 
-/// The `Age` field: one line with one non-negative integer; absent is 0. Anything else is
-/// invalid (`Err`).
-fn age_header(resp: &ResponseHeader) -> Result<Duration, ()> {
-    let mut all = resp.headers.get_all(header::AGE).iter();
-    let Some(first) = all.next() else {
-        return Ok(Duration::ZERO);
-    };
-    if all.next().is_some() {
-        return Err(());
-    }
-    let v = first.to_str().map_err(|_| ())?.trim();
-    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(());
+/// The `Age` field (RFC 9111 §5.1): the first member of the first line, when it is a
+/// non-negative integer; anything else is ignored (absent is 0).
+fn age_header(resp: &ResponseHeader) -> Duration {
+    let first = resp
+        .headers
+        .get(header::AGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(str::trim)
+        .unwrap_or("");
+    if first.is_empty() || !first.bytes().all(|b| b.is_ascii_digit()) {
+        return Duration::ZERO;
     }
     // Overflow means "older than anything": RFC 9111 §1.2.2 caps at 2^31.
-    Ok(Duration::from_secs(v.parse::<u64>().unwrap_or(1 << 31)))
+    Duration::from_secs(first.parse::<u64>().unwrap_or(1 << 31).min(1 << 31))
 }
 
 /// Hop-by-hop fields and those the `Connection` header names are not stored
@@ -603,7 +639,7 @@ mod tests {
 
     #[test]
     fn freshness_follows_rfc_9111_order() {
-        let rt = CacheRt::compile(&policy()).unwrap();
+        let rt = CacheRt::compile(&policy(), &[]).unwrap();
         let now = whole_now();
         let date = httpdate::fmt_http_date(now);
         let r = resp(
@@ -639,7 +675,7 @@ mod tests {
     fn default_ttl_applies_only_without_origin_freshness() {
         let mut p = policy();
         p.default_ttl_seconds = 30;
-        let rt = CacheRt::compile(&p).unwrap();
+        let rt = CacheRt::compile(&p, &[]).unwrap();
         let now = SystemTime::now();
         assert_eq!(
             fresh_for(&rt.cacheable(&resp(200, &[]), false, now), now),
@@ -648,7 +684,7 @@ mod tests {
         let r = resp(200, &[("cache-control", "max-age=5")]);
         assert_eq!(fresh_for(&rt.cacheable(&r, false, now), now), Some(5));
         p.honor_origin_headers = false;
-        let rt = CacheRt::compile(&p).unwrap();
+        let rt = CacheRt::compile(&p, &[]).unwrap();
         assert_eq!(fresh_for(&rt.cacheable(&r, false, now), now), Some(30));
         // no-store and private hold even then.
         let r = resp(200, &[("cache-control", "private")]);
@@ -657,7 +693,7 @@ mod tests {
 
     #[test]
     fn refusals() {
-        let rt = CacheRt::compile(&policy()).unwrap();
+        let rt = CacheRt::compile(&policy(), &[]).unwrap();
         let now = SystemTime::now();
         for h in ["no-store", "private", "max-age=60, no-store"] {
             let r = resp(200, &[("cache-control", h)]);
@@ -677,11 +713,31 @@ mod tests {
             &[("cache-control", "max-age=60"), ("set-cookie", "a=b")],
         );
         assert_eq!(fresh_for(&rt.cacheable(&r, false, now), now), None);
+        // Not even when public, or on a shared route.
+        let r = resp(
+            200,
+            &[
+                ("cache-control", "public, max-age=60"),
+                ("set-cookie", "a=b"),
+            ],
+        );
+        assert_eq!(fresh_for(&rt.cacheable(&r, false, now), now), None);
+        let mut p = policy();
+        p.shared = true;
+        let shared = CacheRt::compile(&p, &[]).unwrap();
+        assert_eq!(fresh_for(&shared.cacheable(&r, false, now), now), None);
+        // A route that opts in stores the response without the cookie.
+        p.store_set_cookie = true;
+        let opted = CacheRt::compile(&p, &[]).unwrap();
+        let RespCacheable::Cacheable(m) = opted.cacheable(&r, false, now) else {
+            panic!("stored")
+        };
+        assert!(!m.headers().contains_key("set-cookie"));
     }
 
     #[test]
     fn age_counts_upstream_age_and_date() {
-        let rt = CacheRt::compile(&policy()).unwrap();
+        let rt = CacheRt::compile(&policy(), &[]).unwrap();
         let now = SystemTime::now();
         let r = resp(200, &[("cache-control", "max-age=100"), ("age", "30")]);
         let RespCacheable::Cacheable(m) = rt.cacheable(&r, false, now) else {
@@ -703,6 +759,25 @@ mod tests {
             panic!("cacheable")
         };
         assert!((50..=51).contains(&m.age().as_secs()));
+        // RFC 9111 §5.1: an invalid Age is ignored; of several, the first counts.
+        for (age, fresh) in [
+            (&["abc"][..], true),
+            (&["-7200"], true),
+            (&["7200.0"], true),
+            (&["0, 7200"], true),
+            (&["0", "7200"], true),
+            (&["7200, 0"], false),
+            (&["7200", "0"], false),
+        ] {
+            let mut r = resp(200, &[("cache-control", "max-age=3600")]);
+            for a in age {
+                r.append_header("age", *a).unwrap();
+            }
+            let RespCacheable::Cacheable(m) = rt.cacheable(&r, false, now) else {
+                panic!("cacheable")
+            };
+            assert_eq!(m.is_fresh(now), fresh, "{age:?}");
+        }
         // Older than its lifetime on arrival: stale at once.
         let r = resp(
             200,
@@ -722,24 +797,45 @@ mod tests {
         let mut p = policy();
         p.key = CacheKeyPattern::Path;
         p.key_headers = vec!["Accept-Language".into()];
-        let rt = CacheRt::compile(&p).unwrap();
+        let rt = CacheRt::compile(&p, &[]).unwrap();
         use pingora::cache::key::CacheHashKey;
         let mut req = RequestHeader::build("GET", b"/a?x=1", None).unwrap();
-        let a = rt.key("acme", 0, "r", &req).combined_bin();
-        assert_ne!(a, rt.key("globex", 0, "r", &req).combined_bin());
-        assert_ne!(a, rt.key("acme", 1, "r", &req).combined_bin());
+        let a = rt.key("acme", 0, "r", ("http", b"h"), &req).combined_bin();
+        assert_ne!(
+            a,
+            rt.key("globex", 0, "r", ("http", b"h"), &req)
+                .combined_bin()
+        );
+        assert_ne!(
+            a,
+            rt.key("acme", 1, "r", ("http", b"h"), &req).combined_bin()
+        );
+        assert_ne!(
+            a,
+            rt.key("acme", 0, "r", ("https", b"h"), &req).combined_bin()
+        );
+        assert_ne!(
+            a,
+            rt.key("acme", 0, "r", ("http", b"h2"), &req).combined_bin()
+        );
         req.set_uri("/a?x=2".parse().unwrap());
-        assert_eq!(a, rt.key("acme", 0, "r", &req).combined_bin());
+        assert_eq!(
+            a,
+            rt.key("acme", 0, "r", ("http", b"h"), &req).combined_bin()
+        );
         req.insert_header("accept-language", "de").unwrap();
-        assert_ne!(a, rt.key("acme", 0, "r", &req).combined_bin());
+        assert_ne!(
+            a,
+            rt.key("acme", 0, "r", ("http", b"h"), &req).combined_bin()
+        );
         let mut p = policy();
         p.key = CacheKeyPattern::PathQuery;
-        let rt = CacheRt::compile(&p).unwrap();
+        let rt = CacheRt::compile(&p, &[]).unwrap();
         let req1 = RequestHeader::build("GET", b"/a?x=1", None).unwrap();
         let req2 = RequestHeader::build("GET", b"/a?x=2", None).unwrap();
         assert_ne!(
-            rt.key("acme", 0, "r", &req1).combined_bin(),
-            rt.key("acme", 0, "r", &req2).combined_bin()
+            rt.key("acme", 0, "r", ("http", b"h"), &req1).combined_bin(),
+            rt.key("acme", 0, "r", ("http", b"h"), &req2).combined_bin()
         );
     }
 
@@ -748,7 +844,7 @@ mod tests {
         let mut p = policy();
         p.bypass.headers = vec!["X-No-Cache".into()];
         p.bypass.cookies = vec!["session".into()];
-        let rt = CacheRt::compile(&p).unwrap();
+        let rt = CacheRt::compile(&p, &[]).unwrap();
         let req = RequestHeader::build("GET", b"/", None).unwrap();
         assert_eq!(rt.bypass_reason(&req, false), None);
         assert_eq!(rt.bypass_reason(&req, true), Some("credentials"));
@@ -762,7 +858,27 @@ mod tests {
         assert_eq!(rt.bypass_reason(&r, false), Some("cookie"));
         let mut r = req.clone();
         r.insert_header("cookie", "sessionx=1").unwrap();
-        assert_eq!(rt.bypass_reason(&r, false), None);
+        assert_eq!(rt.bypass_reason(&r, false), Some("cookie"));
+        // Any cookie makes a request private unless the route ignores it; the JWT cookie
+        // always does.
+        let mut p = policy();
+        p.ignore_cookies = vec!["_ga".into(), "__session".into()];
+        let rt = CacheRt::compile(&p, &["__session".into()]).unwrap();
+        let with = |c: &str| {
+            let mut r = req.clone();
+            r.insert_header("cookie", c).unwrap();
+            rt.bypass_reason(&r, false)
+        };
+        assert_eq!(with("_ga=1"), None);
+        assert_eq!(with("_ga=1; theme=dark"), Some("cookie"));
+        assert_eq!(with("__session=eyJ"), Some("cookie"));
+        // A shared route is answered from the cache whatever the request carries.
+        p.shared = true;
+        let rt = CacheRt::compile(&p, &["__session".into()]).unwrap();
+        let mut r = req.clone();
+        r.insert_header("cookie", "__session=eyJ; theme=dark")
+            .unwrap();
+        assert_eq!(rt.bypass_reason(&r, true), None);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use pingora::protocols::ALPN;
 use pingora::upstreams::peer::HttpPeer;
 use std::collections::BTreeSet;
 use std::net::ToSocketAddrs;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -51,6 +51,37 @@ pub struct TargetState {
     pub breaker: Breaker,
     /// Result of the last active probe.
     pub last_probe_ok: AtomicBool,
+    /// The idle time the target last announced (`Keep-Alive: timeout=N`), in milliseconds
+    /// (`u64::MAX`: none announced).
+    announced_idle_ms: AtomicU64,
+}
+
+impl TargetState {
+    /// Take note of a response's `Keep-Alive: timeout=N`: pooled connections to this target
+    /// are then dropped a margin before the target would close them.
+    pub fn note_keep_alive(&self, value: &[u8]) {
+        let timeout = std::str::from_utf8(value).ok().and_then(|v| {
+            v.split(',').find_map(|p| {
+                let (k, v) = p.split_once('=')?;
+                k.trim()
+                    .eq_ignore_ascii_case("timeout")
+                    .then(|| v.trim().parse::<u64>().ok())
+                    .flatten()
+            })
+        });
+        if let Some(secs) = timeout {
+            // A quarter of the announced time (at least) is kept as a margin for clocks,
+            // scheduling and a request sent just as the origin closes.
+            let ms = secs.saturating_mul(750);
+            self.announced_idle_ms.store(ms, Ordering::Relaxed);
+        }
+    }
+
+    /// How long a pooled connection to this target may stay idle.
+    pub fn idle_timeout(&self, configured: Duration) -> Duration {
+        let announced = self.announced_idle_ms.load(Ordering::Relaxed);
+        configured.min(Duration::from_millis(announced))
+    }
 }
 
 /// Holds a target's in-flight count up while alive.
@@ -142,6 +173,7 @@ impl Pool {
                     Duration::from_millis(spec.circuit_breaker.open_ms),
                 ),
                 last_probe_ok: AtomicBool::new(true),
+                announced_idle_ms: AtomicU64::new(u64::MAX),
             });
             backend.ext.insert(state.clone());
             set.insert(backend.clone());
@@ -319,7 +351,7 @@ impl Pool {
         o.total_connection_timeout = Some(Duration::from_millis(t.total_connect_ms));
         o.read_timeout = Some(Duration::from_millis(t.read_ms));
         o.write_timeout = Some(Duration::from_millis(t.write_ms));
-        o.idle_timeout = Some(Duration::from_secs(60));
+        o.idle_timeout = Some(state.idle_timeout(Duration::from_millis(t.idle_ms)));
         o.verify_cert = self.spec.tls.verify;
         o.verify_hostname = self.spec.tls.verify;
         o.alpn = match self.spec.protocol {
@@ -397,4 +429,27 @@ where
     // Static discovery cannot fail.
     let _ = lb.update().await;
     lb
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pooled_connections_idle_less_than_the_origin_allows() {
+        let spec: Origin = serde_yaml::from_str(
+            "{id: o, tenant_id: t, targets: [{url: \"http://127.0.0.1:1\"}], timeouts: {idle_ms: 4000}}",
+        )
+        .unwrap();
+        let pool = Pool::build(&spec, false).await.unwrap();
+        let (backend, state) = &pool.targets[0];
+        let idle = |p: &Pool| p.peer(backend, state).options.idle_timeout;
+        assert_eq!(idle(&pool), Some(Duration::from_millis(4000)));
+        state.note_keep_alive(b"timeout=2, max=100");
+        assert_eq!(idle(&pool), Some(Duration::from_millis(1500)));
+        state.note_keep_alive(b"max=5");
+        assert_eq!(idle(&pool), Some(Duration::from_millis(1500)));
+        state.note_keep_alive(b"timeout=60");
+        assert_eq!(idle(&pool), Some(Duration::from_millis(4000)));
+    }
 }
