@@ -43,6 +43,13 @@ pub struct AdminConfig {
     /// OTLP/HTTP traces endpoint for the admin's request spans (env `VANTAGE_OTLP_ENDPOINT`
     /// overrides); empty: no export. Example: `http://127.0.0.1:4318/v1/traces`.
     pub otlp_endpoint: String,
+    /// The fleet's `server.base_domains`: names under them belong to tenant subdomains, so
+    /// no tenant may claim one as a custom host. Must equal the proxies'.
+    /// Example: `["vantage.localhost"]`.
+    pub base_domains: Vec<String>,
+    /// The fleet's `server.jwks_allowed_networks` (JWKS URLs into other special-purpose
+    /// networks are refused). Example: `["127.0.0.0/8", "::1/128"]`.
+    pub jwks_allowed_networks: Vec<String>,
 }
 
 impl Default for AdminConfig {
@@ -61,6 +68,8 @@ impl Default for AdminConfig {
             request_log_retention_days: 30,
             partition_interval_s: 3600,
             otlp_endpoint: String::new(),
+            base_domains: vantage_model::ServerSettings::default().base_domains,
+            jwks_allowed_networks: vantage_model::ServerSettings::default().jwks_allowed_networks,
         }
     }
 }
@@ -114,6 +123,14 @@ impl AdminConfig {
         if self.database_pool_size == 0 {
             anyhow::bail!("database_pool_size must be at least 1");
         }
+        // The fleet's settings must pass the proxies' own rules.
+        let fleet = vantage_model::Config {
+            server: crate::store::validation_server(self),
+            ..Default::default()
+        };
+        if let Err(e) = fleet.validate() {
+            anyhow::bail!("base_domains / jwks_allowed_networks: {e}");
+        }
         Ok(())
     }
 
@@ -136,6 +153,6 @@ mod tests {
         let keys = serde_yaml::from_str::<serde_yaml::Mapping>(text)
             .unwrap()
             .len();
-        assert_eq!(keys, 13, "conf/admin.yaml shows every field");
+        assert_eq!(keys, 15, "conf/admin.yaml shows every field");
     }
 }

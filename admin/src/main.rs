@@ -8,6 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 use vantage_admin::{api, db, publish::Publisher, seed, AdminConfig, AppState};
 
+/// `filter`, with tokio-postgres held at `info` whatever it says: at `debug` it logs every
+/// statement's parameters, tenants' secrets among them.
+fn without_secrets(filter: tracing_subscriber::EnvFilter) -> tracing_subscriber::EnvFilter {
+    match "tokio_postgres=info".parse() {
+        Ok(d) => filter.add_directive(d),
+        Err(_) => filter,
+    }
+}
+
 #[derive(Parser)]
 #[command(name = "vantage-admin", version, about = "VantageEdge admin service")]
 struct Cli {
@@ -53,10 +62,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
+        .with_env_filter(without_secrets(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        ))
         .init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -90,8 +99,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ),
                 None => None,
             };
-            let (version, demo) =
-                seed::seed(&cfg.database_url, text.as_deref(), cfg.fleet_has_redis).await?;
+            let (version, demo) = seed::seed(&cfg.database_url, text.as_deref(), &cfg).await?;
             println!("seeded config version {version}");
             for t in &demo.tenants {
                 println!("tenant {} (subdomain {}): {}", t.name, t.subdomain, t.id);

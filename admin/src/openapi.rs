@@ -193,7 +193,7 @@ pub fn document() -> Value {
     );
     paths.insert(
         "/api/v1/config".into(),
-        json!({"get": op("config", "The configuration exactly as the proxies read it (superadmin)", vec![], None,
+        json!({"get": op("config", "The configuration as the proxies read it, secrets redacted (superadmin)", vec![], None,
             resp(&[("200", ok("{version, config}", json!({"type": "object"}))), ("403", err("Not a superadmin"))]))}),
     );
     paths.insert(

@@ -66,13 +66,13 @@ fn upsert_into<R: Resource>(list: &mut Vec<R>, item: &R) {
 pub async fn seed(
     url: &str,
     yaml: Option<&str>,
-    fleet_has_redis: bool,
+    fleet: &crate::config::AdminConfig,
 ) -> anyhow::Result<(i64, Config)> {
     let demo = Config::from_yaml_validated(yaml.unwrap_or(DEMO_YAML)).context("seed config")?;
     let demo = with_uuids(demo);
     let mut client = crate::db::connect(url).await?;
     let tx = client.transaction().await?;
-    let (version, mut cfg) = begin_write(&tx, fleet_has_redis)
+    let (version, mut cfg) = begin_write(&tx, fleet)
         .await
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let before = cfg.clone();

@@ -1,6 +1,7 @@
 //! Reading the configuration from Postgres, validating candidate configurations with the
 //! vantage-model rules, and writing each resource kind back.
 
+use crate::config::AdminConfig;
 use crate::error::{ApiError, Field};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -11,14 +12,17 @@ use uuid::Uuid;
 use vantage_model::{ApiKey, Config, JwtIssuer, Origin, Route, ServerSettings, Tenant};
 
 /// The proxy-side settings candidates are validated with (`server` is not stored in
-/// Postgres; with `fleet_has_redis` the fleet is assumed to have `server.redis`).
-pub fn validation_server(fleet_has_redis: bool) -> ServerSettings {
+/// Postgres): the fleet's base domains and JWKS networks, and with `fleet_has_redis` the
+/// fleet is assumed to have `server.redis`.
+pub fn validation_server(cfg: &AdminConfig) -> ServerSettings {
     ServerSettings {
-        redis: fleet_has_redis.then(|| vantage_model::RedisSettings {
+        redis: cfg.fleet_has_redis.then(|| vantage_model::RedisSettings {
             url: "redis://fleet".into(),
             key_prefix: "vantage".into(),
             timeout_ms: 20,
         }),
+        base_domains: cfg.base_domains.clone(),
+        jwks_allowed_networks: cfg.jwks_allowed_networks.clone(),
         ..ServerSettings::default()
     }
 }
@@ -36,16 +40,19 @@ pub async fn load_config(tx: &Transaction<'_>) -> Result<Config, ApiError> {
 /// each other until commit) and read the current configuration.
 pub async fn begin_write(
     tx: &Transaction<'_>,
-    fleet_has_redis: bool,
+    fleet: &AdminConfig,
 ) -> Result<(i64, Config), ApiError> {
     let version: i64 = tx
         .query_one("SELECT vantage_bump_config_version()", &[])
         .await?
         .get(0);
     let mut cfg = load_config(tx).await?;
-    cfg.server = validation_server(fleet_has_redis);
+    cfg.server = validation_server(fleet);
     Ok((version, cfg))
 }
+
+/// What a conflict says: that the value is taken, never by whom.
+const TAKEN: &str = "is already in use";
 
 fn error_set(cfg: &Config) -> HashSet<String> {
     match cfg.validate() {
@@ -75,17 +82,29 @@ pub fn check(before: &Config, after: &Config, change: Change<'_>) -> Result<(), 
         Change::Upsert(kind, i) => Some(format!("{kind}[{i}].")),
         Change::Delete => None,
     };
-    let fields: Vec<Field> = errors
+    let mut new: Vec<&vantage_model::FieldError> = errors
         .0
         .iter()
         .filter(|e| !old.contains(&e.to_string()))
+        .collect();
+    // A conflict is reported on both sides; the other side is another tenant's business.
+    if let Some(p) = &prefix {
+        new.retain(|e| !e.conflict || e.path.starts_with(p.as_str()));
+    }
+    let fields: Vec<Field> = new
+        .iter()
         .map(|e| Field {
             path: prefix
                 .as_deref()
                 .and_then(|p| e.path.strip_prefix(p))
                 .unwrap_or(&e.path)
                 .to_string(),
-            message: e.message.clone(),
+            // A conflict names another tenant's resource: say only that it is taken.
+            message: if e.conflict {
+                TAKEN.to_string()
+            } else {
+                e.message.clone()
+            },
         })
         .collect();
     if fields.is_empty() {
@@ -97,13 +116,7 @@ pub fn check(before: &Config, after: &Config, change: Change<'_>) -> Result<(), 
             fields,
         ));
     }
-    let unique = |f: &Field| {
-        (f.path.ends_with("subdomain")
-            || f.path.contains("custom_hosts")
-            || f.path.ends_with("key_hash"))
-            && (f.message.contains("already used") || f.message.contains("already api_keys"))
-    };
-    if fields.iter().all(unique) {
+    if new.iter().all(|e| e.conflict) {
         return Err(ApiError::Conflict("already in use".into(), fields));
     }
     Err(ApiError::Invalid(

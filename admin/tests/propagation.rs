@@ -164,7 +164,8 @@ async fn vantage_config_round_trips_into_the_model_and_validates() {
     );
     // Redis-backed policies need the proxy's server.redis; with it, the config validates.
     let mut with_redis = cfg.clone();
-    with_redis.server = vantage_admin::store::validation_server(true);
+    with_redis.server =
+        vantage_admin::store::validation_server(&vantage_admin::AdminConfig::default());
     with_redis.validate().expect("the stored config is valid");
     let key = &cfg.api_keys[0];
     assert_eq!(key.expires_at.as_deref(), Some("2031-05-06T07:08:09Z"));

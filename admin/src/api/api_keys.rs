@@ -82,7 +82,7 @@ pub async fn rotate(
     let id_s = id.to_string();
     let mut client = st.pool.get().await?;
     let tx = client.transaction().await?;
-    let (version, mut cfg) = begin_write(&tx, st.cfg.fleet_has_redis).await?;
+    let (version, mut cfg) = begin_write(&tx, &st.cfg).await?;
     let before = cfg.clone();
     let idx = cfg
         .api_keys
@@ -151,7 +151,7 @@ pub async fn revoke(
     let id_s = id.to_string();
     let mut client = st.pool.get().await?;
     let tx = client.transaction().await?;
-    let (version, mut cfg) = begin_write(&tx, st.cfg.fleet_has_redis).await?;
+    let (version, mut cfg) = begin_write(&tx, &st.cfg).await?;
     let before = cfg.clone();
     let idx = cfg
         .api_keys

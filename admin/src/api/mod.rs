@@ -166,14 +166,23 @@ async fn openapi(_: Principal) -> Json<Value> {
     Json(crate::openapi::document())
 }
 
-/// The configuration exactly as the proxies read it (`vantage_config()`), secrets included:
-/// superadmin only.
+/// The configuration as the proxies read it (`vantage_config()`), superadmin only. Secrets
+/// are never returned after they were written: JWT shared secrets show as
+/// `shared_secret_set: true`.
 async fn config_snapshot(
     State(st): State<Arc<AppState>>,
     p: Principal,
 ) -> Result<Json<Value>, ApiError> {
     p.require_superadmin()?;
     let c = st.pool.get().await?;
-    let v: Value = c.query_one("SELECT vantage_config()", &[]).await?.get(0);
+    let mut v: Value = c.query_one("SELECT vantage_config()", &[]).await?.get(0);
+    if let Some(issuers) = v
+        .pointer_mut("/config/jwt_issuers")
+        .and_then(Value::as_array_mut)
+    {
+        for issuer in issuers.iter_mut().filter_map(Value::as_object_mut) {
+            <JwtIssuer as crate::store::Table>::redact(issuer);
+        }
+    }
     Ok(Json(v))
 }

@@ -110,7 +110,7 @@ pub async fn insert_new<R: Resource>(st: &AppState, item: R) -> Result<(i64, Val
     let id = Uuid::parse_str(item.id()).map_err(|_| ApiError::Internal("bad new id".into()))?;
     let mut client = st.pool.get().await?;
     let tx = client.transaction().await?;
-    let (version, mut cfg) = begin_write(&tx, st.cfg.fleet_has_redis).await?;
+    let (version, mut cfg) = begin_write(&tx, &st.cfg).await?;
     let before = cfg.clone();
     R::items(&mut cfg).push(item.clone());
     let idx = R::items(&mut cfg).len() - 1;
@@ -191,7 +191,7 @@ async fn update<R: Resource>(
     let id_s = id.to_string();
     let mut client = st.pool.get().await?;
     let tx = client.transaction().await?;
-    let (version, mut cfg) = begin_write(&tx, st.cfg.fleet_has_redis).await?;
+    let (version, mut cfg) = begin_write(&tx, &st.cfg).await?;
     let before = cfg.clone();
     let idx = visible_index::<R>(&mut cfg, &id_s, &p)?;
     let current = match serde_json::to_value(&R::items(&mut cfg)[idx]) {
@@ -278,7 +278,7 @@ pub async fn delete<R: Resource>(
     let id_s = id.to_string();
     let mut client = st.pool.get().await?;
     let tx = client.transaction().await?;
-    let (version, mut cfg) = begin_write(&tx, st.cfg.fleet_has_redis).await?;
+    let (version, mut cfg) = begin_write(&tx, &st.cfg).await?;
     let before = cfg.clone();
     let idx = visible_index::<R>(&mut cfg, &id_s, &p)?;
     let tenant = R::items(&mut cfg)[idx].tenant_id().to_string();
