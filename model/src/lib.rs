@@ -609,8 +609,9 @@ pub struct Timeouts {
     /// Connect plus TLS handshake budget. Example: `3000`.
     pub total_connect_ms: u64,
     /// How long an idle pooled connection to a target is kept for reuse. Keep it below the
-    /// origin's own keep-alive timeout (Node.js closes after 5 s); a shorter
-    /// `Keep-Alive: timeout=N` from the origin wins. Example: `4000`.
+    /// origin's own keep-alive timeout (Node.js closes after 5 s). Once a target announces a
+    /// shorter `Keep-Alive: timeout=N`, its connections are kept three quarters of that.
+    /// Example: `4000`.
     pub idle_ms: u64,
 }
 

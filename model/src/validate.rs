@@ -456,6 +456,27 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
     if s.threads == 0 || s.threads > 256 {
         c.err("server.threads", "must be between 1 and 256");
     }
+    c.max_items("server.listen", s.listen.len(), 64);
+    c.max_items("server.tls", s.tls.len(), 64);
+    c.max_items("server.base_domains", s.base_domains.len(), 100);
+    c.range(
+        "server.grace_period_seconds",
+        s.grace_period_seconds,
+        0,
+        b::TIMEOUT_MS / 1000,
+    );
+    c.range(
+        "server.graceful_shutdown_timeout_seconds",
+        s.graceful_shutdown_timeout_seconds,
+        0,
+        b::TIMEOUT_MS / 1000,
+    );
+    for (field, v) in [("pid_file", &s.pid_file), ("upgrade_sock", &s.upgrade_sock)] {
+        c.max_len(format!("server.{field}"), v, b::PATH_BYTES * 4);
+    }
+    if let Some(t) = &s.ops_token {
+        c.max_len("server.ops_token", t, b::SECRET_BYTES);
+    }
     for (i, d) in s.base_domains.iter().enumerate() {
         if !valid_host(d) {
             c.err(
@@ -503,6 +524,11 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
         if pg.last_good_file.is_empty() {
             c.err("server.postgres.last_good_file", "must not be empty");
         }
+        c.max_len(
+            "server.postgres.last_good_file",
+            &pg.last_good_file,
+            b::PATH_BYTES * 4,
+        );
         c.range(
             "server.postgres.notice_window_ms",
             pg.notice_window_ms,
@@ -545,6 +571,16 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
         if t.service_name.is_empty() {
             c.err("server.tracing.service_name", "must not be empty");
         }
+        c.max_len(
+            "server.tracing.service_name",
+            &t.service_name,
+            b::TOKEN_BYTES,
+        );
+        c.max_len(
+            "server.tracing.otlp_endpoint",
+            &t.otlp_endpoint,
+            b::URL_BYTES,
+        );
         if !(0.0..=1.0).contains(&t.sample_ratio) {
             c.err("server.tracing.sample_ratio", "must be between 0 and 1");
         }
@@ -570,10 +606,13 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
                 "must be redis://host:port or rediss://host:port",
             );
         }
-        if r.key_prefix.is_empty() || r.key_prefix.contains(['{', '}', ' ']) {
+        if r.key_prefix.is_empty()
+            || r.key_prefix.len() > b::TOKEN_BYTES
+            || r.key_prefix.contains(['{', '}', ' '])
+        {
             c.err(
                 "server.redis.key_prefix",
-                "must be non-empty, without braces or spaces",
+                "must be 1-128 bytes, without braces or spaces",
             );
         }
         if r.timeout_ms == 0 || r.timeout_ms > 200 {

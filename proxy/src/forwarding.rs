@@ -2,12 +2,11 @@
 //! fields never reach it.
 //!
 //! - `X-Forwarded-For`: the peer's address appended to the list the request came with (only
-//!   the right-most entries, added by this gateway and trusted balancers, are facts; origins
-//!   that want the client should read `X-Real-IP`).
-//! - `X-Forwarded-Proto`, `X-Forwarded-Host`, `X-Real-IP`: always the gateway's own view; the
-//!   host is the normal form of the host the tenant was found by, the real IP the client
-//!   address behind `trusted_proxies`.
-//! - `Forwarded` (RFC 7239): kept only from a trusted balancer.
+//!   the right-most entries, added by this gateway and trusted balancers, are facts).
+//! - `X-Forwarded-Proto`, `X-Forwarded-Host`: always the gateway's own view; the host is the
+//!   normal form of the host the tenant was found by.
+//! - `Forwarded` (RFC 7239) and `X-Real-IP`: kept only from a trusted balancer (anyone else
+//!   could name any address in them).
 //! - Header names with `_`: dropped unless `allow_underscores_in_headers` (CGI and WSGI
 //!   servers read `X_User_Id` as `X-User-Id`, a name only the gateway may set).
 
@@ -27,8 +26,6 @@ pub struct Hop<'a> {
     pub peer: Option<IpAddr>,
     /// The peer is one of `trusted_proxies`.
     pub peer_trusted: bool,
-    /// The client (the peer, or the first untrusted hop behind trusted balancers).
-    pub client: Option<IpAddr>,
     pub tls: bool,
     /// The matched host in normal form.
     pub host: Option<&'a HeaderValue>,
@@ -72,18 +69,12 @@ pub fn apply(req: &mut RequestHeader, hop: &Hop<'_>) -> pingora::Result<()> {
         push_ip(&mut xff, peer);
         req.insert_header(X_FORWARDED_FOR, xff)?;
     }
-    match hop.client.or(hop.peer) {
-        Some(ip) => {
-            let mut real = String::with_capacity(40);
-            push_ip(&mut real, ip);
-            req.insert_header(X_REAL_IP, real)?;
-        }
-        None => {
-            req.remove_header(X_REAL_IP);
-        }
-    }
     if !hop.peer_trusted {
-        req.remove_header(FORWARDED);
+        for name in [FORWARDED, X_REAL_IP] {
+            if req.headers.contains_key(name) {
+                req.remove_header(name);
+            }
+        }
     }
     req.insert_header(
         X_FORWARDED_PROTO,
@@ -162,13 +153,12 @@ mod tests {
         let hop = Hop {
             peer: Some(peer),
             peer_trusted: false,
-            client: Some(peer),
             tls: false,
             host: Some(&host),
         };
         apply(&mut r, &hop).unwrap();
         assert_eq!(get(&r, "x-forwarded-for"), Some("6.6.6.6, 198.51.100.7"));
-        assert_eq!(get(&r, "x-real-ip"), Some("198.51.100.7"));
+        assert_eq!(get(&r, "x-real-ip"), None);
         assert_eq!(get(&r, "forwarded"), None);
         assert_eq!(get(&r, "x-forwarded-host"), Some("acme.example"));
         assert_eq!(get(&r, "x-forwarded-proto"), Some("http"));
@@ -176,12 +166,12 @@ mod tests {
         let mut r = req(&[
             ("x-forwarded-for", "203.0.113.5"),
             ("forwarded", "for=203.0.113.5"),
+            ("x-real-ip", "203.0.113.5"),
         ]);
         let lb: IpAddr = "10.0.0.2".parse().unwrap();
         let hop = Hop {
             peer: Some(lb),
             peer_trusted: true,
-            client: Some("203.0.113.5".parse().unwrap()),
             tls: true,
             host: Some(&host),
         };

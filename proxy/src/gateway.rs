@@ -565,16 +565,9 @@ impl Gateway {
         }
         let peer = client_ip(session);
         let trusted = &ctx.snapshot.trusted_proxies;
-        let peer_trusted = peer.is_some_and(|p| trusted.iter().any(|n| n.contains(&p)));
-        let client = match ctx.client {
-            Some(c) => Some(c),
-            None if peer_trusted => access::client_address(peer, &req.headers, trusted),
-            None => peer,
-        };
         let hop = forwarding::Hop {
             peer,
-            peer_trusted,
-            client,
+            peer_trusted: peer.is_some_and(|p| trusted.iter().any(|n| n.contains(&p))),
             tls: session.digest().is_some_and(|d| d.ssl_digest.is_some()),
             host: ctx.host.as_ref(),
         };

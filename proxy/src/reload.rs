@@ -123,7 +123,7 @@ impl Reloader {
         let result = async {
             let current = self.state.load_full();
             let Some((config, version)) = self.next(&current).await? else {
-                return Ok(current.version);
+                return Ok(None);
             };
             let snap = Arc::new(
                 Snapshot::build(config, version, Some(&current), true)
@@ -135,9 +135,15 @@ impl Reloader {
             }
             self.state.store(snap.clone());
             current.retire_pools(&snap);
-            Ok(version)
+            Ok(Some(version))
         }
         .await;
+        // Nothing changed (the version in Postgres is the one served): not a reload.
+        let result = match result {
+            Ok(None) => return Ok(self.state.load().version),
+            Ok(Some(v)) => Ok(v),
+            Err(e) => Err(e),
+        };
         match &result {
             Ok(v) => {
                 METRICS.reloads.with_label_values(&["ok"]).inc();

@@ -179,15 +179,58 @@ impl Verdict {
     }
 }
 
+/// Header fields the quick parse takes; a head with more is parsed again with Pingora's
+/// limit ([`MAX_HEADERS`]). Small, since the array is initialised on every parse.
+const QUICK_HEADERS: usize = 64;
+
 /// Parse what was read so far; `None` while the head is incomplete.
 fn parse(buf: &[u8], limits: HeadLimits) -> Option<Verdict> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = [httparse::EMPTY_HEADER; QUICK_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {
         Ok(httparse::Status::Complete(_)) => Some(judge(&req, limits)),
         Ok(httparse::Status::Partial) => None,
-        // Pingora retries some of these (it escapes illegal URI bytes): its verdict rules.
-        Err(_) => Some(Verdict::Probe { head_only: false }),
+        Err(httparse::Error::TooManyHeaders) => {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut req = httparse::Request::new(&mut headers);
+            match req.parse(buf) {
+                Ok(httparse::Status::Complete(_)) => Some(judge(&req, limits)),
+                Ok(httparse::Status::Partial) => None,
+                Err(_) => Some(Verdict::Probe { head_only: false }),
+            }
+        }
+        // Pingora retries some of these (it escapes illegal bytes in the target), so its
+        // parser decides, on the whole head: read on while the head may still be fine.
+        Err(_) if !has_end(buf) && may_be_request(buf) => None,
+        Err(_) => Some(Verdict::Probe {
+            head_only: buf.starts_with(b"HEAD "),
+        }),
+    }
+}
+
+/// The blank line that ends a head (httparse also takes bare LFs).
+fn has_end(buf: &[u8]) -> bool {
+    buf.windows(4).any(|w| w == b"\r\n\r\n") || buf.windows(2).any(|w| w == b"\n\n")
+}
+
+/// Could `buf` still become a request head Pingora accepts: a token method, and once the
+/// request line is complete, an HTTP/1 version at its end?
+fn may_be_request(buf: &[u8]) -> bool {
+    let line = match buf.iter().position(|b| *b == b'\n') {
+        Some(end) => &buf[..end],
+        None => buf,
+    };
+    let method = line.split(|b| *b == b' ').next().unwrap_or(b"");
+    let token = |b: &u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b);
+    if !method.iter().all(token) {
+        return false;
+    }
+    match buf.iter().position(|b| *b == b'\n') {
+        Some(_) => {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0")
+        }
+        None => true,
     }
 }
 
@@ -416,6 +459,37 @@ mod tests {
         assert_eq!(verdict(&many).await, Err((431, "too_many_headers")));
         let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(2000));
         assert_eq!(verdict(long.as_bytes()).await, Err((414, "uri_too_long")));
+    }
+
+    #[test]
+    fn a_head_that_comes_in_pieces_is_judged_whole() {
+        // An escapable target, or many header fields, split across reads: wait for the rest.
+        for partial in [
+            &b"GET /a|b HTTP/1.1\r\nHost: x\r\n"[..],
+            b"GET /a|b HTT",
+            b"GE",
+        ] {
+            assert!(
+                parse(partial, LIMITS).is_none(),
+                "{}",
+                partial.escape_ascii()
+            );
+        }
+        let mut many = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
+        for i in 0..100 {
+            many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        assert!(parse(&many, LIMITS).is_none());
+        many.extend_from_slice(b"\r\n");
+        assert!(matches!(parse(&many, LIMITS), Some(Verdict::Plain)));
+        // Garbage is refused at once, without waiting for a blank line that never comes.
+        for garbage in [&b"\x16\x03\x01\x02\x00"[..], b"GET / XTTP/1.1\r\nHo"] {
+            assert!(
+                matches!(parse(garbage, LIMITS), Some(Verdict::Probe { .. })),
+                "{}",
+                garbage.escape_ascii()
+            );
+        }
     }
 
     #[test]
