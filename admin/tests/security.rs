@@ -448,3 +448,220 @@ async fn api_keys_plaintext_once_rotate_revoke_and_never_stored() {
         204
     );
 }
+
+/// The error body says nothing about `who` (another tenant's id, subdomain or name, or
+/// its place in the configuration).
+fn reveals_nothing(body: &serde_json::Value, who: &[&str]) {
+    let text = body.to_string();
+    for w in who {
+        assert!(!text.contains(w), "the refusal names {w}: {text}");
+    }
+    assert!(
+        !text.contains("tenants["),
+        "the refusal points into the config: {text}"
+    );
+}
+
+#[tokio::test]
+async fn a_tenant_admin_cannot_take_another_tenants_host() {
+    let a = Admin::start().await;
+    let acme = a
+        .create(
+            "/api/v1/tenants",
+            json!({"name": "Acme Corp", "subdomain": "acme", "custom_hosts": ["api.acme.test"]}),
+        )
+        .await;
+    let acme_id = id(&acme);
+    let mallory = id(&a.create("/api/v1/tenants", bodies::tenant("mallory")).await);
+    let tok = a.token_for("mallory");
+    let before = a.version().await;
+    for host in [
+        // Acme's subdomain host, under the fleet's base domain.
+        "acme.vantage.localhost",
+        // A subdomain no tenant has yet: pre-claiming it would hijack a future tenant.
+        "future.vantage.localhost",
+        "deep.acme.vantage.localhost",
+        // Acme's custom host.
+        "api.acme.test",
+    ] {
+        let r = a
+            .call(
+                &tok,
+                "PATCH",
+                &format!("/api/v1/tenants/{mallory}"),
+                Some(json!({"custom_hosts": [host]})),
+            )
+            .await;
+        assert_eq!(r.status, 409, "{host}: {}", r.body);
+        assert_eq!(r.code(), "conflict");
+        assert_eq!(r.fields(), vec!["custom_hosts[0]"], "{}", r.body);
+        reveals_nothing(&r.body, &[&acme_id, "Acme Corp", "acme.vantage"]);
+    }
+    // Other spellings of the same host are not hosts at all.
+    for host in ["API.acme.test", "api.acme.test."] {
+        let r = a
+            .call(
+                &tok,
+                "PATCH",
+                &format!("/api/v1/tenants/{mallory}"),
+                Some(json!({"custom_hosts": [host]})),
+            )
+            .await;
+        assert_eq!(r.status, 422, "{host}: {}", r.body);
+    }
+    // A subdomain already taken is refused the same way when a tenant is created.
+    let r = a
+        .root("POST", "/api/v1/tenants", Some(bodies::tenant("acme")))
+        .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    reveals_nothing(&r.body, &[&acme_id, "Acme Corp"]);
+    assert_eq!(a.version().await, before, "nothing was written");
+    // A host of its own is fine.
+    let r = a
+        .call(
+            &tok,
+            "PATCH",
+            &format!("/api/v1/tenants/{mallory}"),
+            Some(json!({"custom_hosts": ["api.mallory.test"]})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[tokio::test]
+async fn unbounded_inputs_are_refused_with_their_field() {
+    let a = Admin::start().await;
+    let t = id(&a.create("/api/v1/tenants", bodies::tenant("acme")).await);
+    let o = id(&a.create("/api/v1/origins", bodies::origin(&t, 9001)).await);
+    let before = a.version().await;
+    let cases = [
+        (
+            "/api/v1/tenants",
+            json!({"name": "n".repeat(300), "subdomain": "big"}),
+            "name",
+        ),
+        (
+            "/api/v1/routes",
+            json!({"tenant_id": t, "origin_id": o, "path_pattern": format!("/{}", "p".repeat(6000))}),
+            "path_pattern",
+        ),
+        (
+            "/api/v1/jwt-issuers",
+            json!({"tenant_id": t, "issuer": "https://i.test", "shared_secret": "s".repeat(40),
+                   "algorithms": ["HS256"], "leeway_s": 1_000_000_000_000u64}),
+            "leeway_s",
+        ),
+        (
+            "/api/v1/origins",
+            json!({"tenant_id": t, "targets": [{"url": "http://127.0.0.1:9001"}], "timeouts": {"read_ms": 10_000_000_000u64}}),
+            "timeouts.read_ms",
+        ),
+        (
+            "/api/v1/routes",
+            json!({"tenant_id": t, "origin_id": o, "path_pattern": "/m", "methods": vec!["GET"; 20]}),
+            "methods",
+        ),
+    ];
+    for (path, body, field) in cases {
+        let r = a.root("POST", path, Some(body)).await;
+        assert_eq!(r.status, 422, "{path} {field}: {}", r.body);
+        assert!(r.fields().iter().any(|f| f == field), "{field}: {}", r.body);
+    }
+    // A megabyte of name does not even get parsed.
+    let r = a
+        .root(
+            "POST",
+            "/api/v1/tenants",
+            Some(json!({"name": "n".repeat(1 << 20), "subdomain": "huge"})),
+        )
+        .await;
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert_eq!(a.version().await, before, "nothing was written");
+}
+
+#[tokio::test]
+async fn jwks_urls_into_private_networks_are_refused() {
+    let a = Admin::start().await;
+    let t = id(&a.create("/api/v1/tenants", bodies::tenant("acme")).await);
+    for url in [
+        "http://clerk.acme.test/.well-known/jwks.json",
+        "https://169.254.169.254/latest/meta-data/",
+        "https://10.1.2.3/jwks.json",
+        "https://[fd00::1]/jwks.json",
+        "https://[::ffff:192.168.1.1]/jwks.json",
+    ] {
+        let r = a
+            .root(
+                "POST",
+                "/api/v1/jwt-issuers",
+                Some(json!({"tenant_id": t, "issuer": "https://i.test", "jwks_url": url})),
+            )
+            .await;
+        assert_eq!(r.status, 422, "{url}: {}", r.body);
+        assert_eq!(r.fields(), vec!["jwks_url"], "{url}: {}", r.body);
+    }
+    // Public https and loopback (the default allow-list) are accepted.
+    for url in [
+        "https://clerk.acme.test/.well-known/jwks.json",
+        "http://127.0.0.1:9/jwks.json",
+    ] {
+        let r = a
+            .root(
+                "POST",
+                "/api/v1/jwt-issuers",
+                Some(json!({"tenant_id": t, "issuer": url, "jwks_url": url})),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{url}: {}", r.body);
+    }
+}
+
+#[tokio::test]
+async fn shared_secrets_are_never_returned_or_logged() {
+    let a = Admin::start_logging("", "debug").await;
+    let t = id(&a.create("/api/v1/tenants", bodies::tenant("acme")).await);
+    let secret = "hs256-secret-that-must-never-leave-0123456789";
+    let created = a
+        .create(
+            "/api/v1/jwt-issuers",
+            json!({"tenant_id": t, "issuer": "https://i.test", "shared_secret": secret, "algorithms": ["HS256"]}),
+        )
+        .await;
+    let issuer = id(&created);
+    assert_eq!(created["shared_secret_set"], true);
+    let reads = [
+        created.clone(),
+        a.root("GET", &format!("/api/v1/jwt-issuers/{issuer}"), None)
+            .await
+            .body,
+        a.root("GET", "/api/v1/jwt-issuers", None).await.body,
+        a.root("GET", "/api/v1/config", None).await.body,
+    ];
+    for body in &reads {
+        assert!(!body.to_string().contains(secret), "{body}");
+    }
+    let config = &reads[3];
+    assert_eq!(
+        config["config"]["jwt_issuers"][0]["shared_secret_set"],
+        true
+    );
+    // A patch that does not touch the secret keeps it (the proxies still verify with it).
+    let r = a
+        .root(
+            "PATCH",
+            &format!("/api/v1/jwt-issuers/{issuer}"),
+            Some(json!({"leeway_s": 10})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let c = a.db.client().await;
+    let stored: String = c
+        .query_one("SELECT shared_secret FROM jwt_issuers", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, secret);
+    let log = a.log();
+    assert!(log.contains("DEBUG"), "the admin logged at debug: {log}");
+    assert!(!log.contains(secret), "the secret is in the log:\n{log}");
+}

@@ -243,3 +243,67 @@ fn no_postgres_and_no_last_good_file_is_a_clear_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("come from Postgres"));
 }
+
+#[test]
+fn replayed_config_notices_trigger_no_reload_and_the_last_good_copy_is_private() {
+    use vantage_model::notify::{sign_at, Notice};
+    let db = Database::shared();
+    db.migrate();
+    let redis = Redis::start();
+    let admin = Admin::start(&db, &redis.url(), SECRET);
+    let o = Origin::start("replay-origin");
+    let p = Proxy::start_with("", &pg_server(&db.url(), Some(&redis), "replay", false));
+    p.wait_redis_connected();
+    let (_, v) = tenant_with_route(&admin, "acme", &o.url());
+    p.wait_version(v);
+    wait_for("the announcement of the write to be counted", 10, || {
+        (p.metric("vantage_config_notices_total{result=\"accepted\"}")
+            + p.metric("vantage_config_notices_total{result=\"ignored\"}")
+            >= 1.0)
+            .then_some(())
+    });
+    let metric = |result: &str| {
+        p.metric(&format!(
+            "vantage_config_notices_total{{result=\"{result}\"}}"
+        ))
+    };
+    let (stale, ignored) = (metric("stale"), metric("ignored"));
+    let accepted = metric("accepted");
+    let reloads = p.metric("vantage_config_reloads_total{result=\"ok\"}");
+    // Someone who captured genuine announcements replays them: an old one (even of a
+    // version the proxy has not seen), and a fresh one of the version it already serves.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let notice = |version: u64| Notice {
+        version: version as i64,
+        tenant_id: None,
+    };
+    let old = sign_at(SECRET, &notice(v + 1), now - 10 * 60_000);
+    let current = sign_at(SECRET, &notice(v), now);
+    for _ in 0..25 {
+        redis.cli(&["PUBLISH", "vantage:config", &old]);
+        redis.cli(&["PUBLISH", "vantage:config", &current]);
+    }
+    wait_for("the replays to be counted", 20, || {
+        (metric("stale") >= stale + 25.0 && metric("ignored") >= ignored + 25.0).then_some(())
+    });
+    assert_eq!(metric("accepted"), accepted, "a replay woke the reloader");
+    assert_eq!(
+        p.metric("vantage_config_reloads_total{result=\"ok\"}"),
+        reloads,
+        "a replay made the proxy reload"
+    );
+    assert_eq!(p.version(), v);
+    // The last good copy holds the tenants' secrets: readable by its owner only.
+    let config = std::fs::read_to_string(&p.config_path).unwrap();
+    let path = config
+        .split("last_good_file: \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("last_good_file in the config");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{path}: {mode:o}");
+}

@@ -98,7 +98,7 @@ pub struct Admin {
     pub root: String,
     pub http: reqwest::Client,
     child: Child,
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 pub struct TempDir(pub std::path::PathBuf);
@@ -117,6 +117,11 @@ impl Admin {
 
     /// Like [`Admin::start`], with extra lines for the settings file.
     pub async fn start_with(extra_yaml: &str) -> Admin {
+        Self::start_logging(extra_yaml, "warn").await
+    }
+
+    /// Like [`Admin::start_with`], logging at `rust_log` into [`Admin::log`].
+    pub async fn start_logging(extra_yaml: &str, rust_log: &str) -> Admin {
         let db = TestDb::new().await;
         run_cli(&db, &["migrate"]);
         let prefix = format!("vt{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
@@ -135,8 +140,9 @@ impl Admin {
             .env("DATABASE_URL", &db.url)
             .env("VANTAGE_NOTIFY_SECRET", SECRET)
             .env_remove("REDIS_URL")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", rust_log)
             .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.join("admin.log")).unwrap())
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
@@ -165,8 +171,13 @@ impl Admin {
             root,
             http: reqwest::Client::new(),
             child,
-            _dir: TempDir(dir),
+            dir: TempDir(dir),
         }
+    }
+
+    /// What the server logged so far (stderr).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("admin.log")).unwrap_or_default()
     }
 
     pub fn channel(&self) -> String {

@@ -406,6 +406,21 @@ impl Proxy {
         request(self.ops_port, "GET", "ops", "/metrics", &[], b"").text()
     }
 
+    /// The value of one series of `/metrics` (e.g. `vantage_x_total{reason="a"}`); 0 when
+    /// it is not exported (yet).
+    pub fn metric(&self, series: &str) -> f64 {
+        self.metrics()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(series)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    }
+
     /// GET `path` on tenant host `host`.
     pub fn get(&self, host: &str, path: &str) -> Response {
         request(self.port, "GET", host, path, &[], b"")
@@ -552,6 +567,40 @@ pub fn raw_exchange(port: u16, raw: &[u8]) -> std::io::Result<Vec<u8>> {
         }
     }
     Ok(out)
+}
+
+/// A connection to `port` from the loopback address `from` (every 127.0.0.0/8 address is
+/// this machine: tests play distinct clients with them).
+pub fn connect_from(from: [u8; 4], port: u16) -> std::io::Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    s.bind(&std::net::SocketAddr::from((from, 0)).into())?;
+    s.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())?;
+    Ok(s.into())
+}
+
+/// Send `raw` (from a thread of its own, so a server that answers before it has read it all
+/// is heard) and read until the server closes (or 10 s pass).
+pub fn exchange_while_sending(port: u16, raw: &[u8]) -> Vec<u8> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut w = s.try_clone().expect("clone");
+    let raw = raw.to_vec();
+    let writer = std::thread::spawn(move || {
+        // The server may close before taking it all: that is the point.
+        let _ = w.write_all(&raw);
+    });
+    let mut out = Vec::new();
+    let mut buf = [0u8; 16384];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break,
+        }
+    }
+    let _ = writer.join();
+    out
 }
 
 /// Parse one response (Content-Length, chunked, or until close).
