@@ -6,7 +6,7 @@
 # in the same invocation and prints both counts.
 #
 # Usage: scripts/cache-conformance.sh [--nginx] [--failures]
-# Env:   VANTAGE_BIN (default target/debug/vantage-proxy, built if missing), MIN_PASS (205).
+# Env:   VANTAGE_BIN (default target/debug/vantage-proxy, built if missing), MIN_PASS (200).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/deps.sh
@@ -23,7 +23,7 @@ for a in "$@"; do
 done
 [ "$WITH_NGINX" = 1 ] && ensure_packages nginx:nginx-light
 
-MIN_PASS="${MIN_PASS:-205}"
+MIN_PASS="${MIN_PASS:-200}"
 BIN="${VANTAGE_BIN:-target/debug/vantage-proxy}"
 [ -x "$BIN" ] || cargo build -q -p vantage-proxy
 ROOT="$PWD"

@@ -68,9 +68,9 @@ pub fn blame(e: &pingora::Error, request_body_done: bool) -> Blame {
     use pingora::{ErrorSource, ErrorType::*};
     match (e.esource(), e.etype()) {
         (ErrorSource::Downstream, _) => Blame::Client,
-        (ErrorSource::Upstream, ReadTimedout | WriteTimedout) if !request_body_done => {
-            Blame::Client
-        }
+        // The origin was silent while it still waited for the body (a write timeout is the
+        // origin not taking bytes: its own fault).
+        (ErrorSource::Upstream, ReadTimedout) if !request_body_done => Blame::Client,
         (ErrorSource::Upstream, _) => Blame::Origin,
         _ => Blame::Gateway,
     }
@@ -241,8 +241,12 @@ mod tests {
             (reply.status, reply.code, reply.close),
             (408, "request_timeout", true)
         );
-        // With the whole request sent, a silent origin is the origin's fault.
+        // With the whole request sent, a silent origin is the origin's fault; so is an
+        // origin that does not take the body.
         assert_eq!(blame(&up, true), Blame::Origin);
+        let mut stuck = Error::new(ErrorType::WriteTimedout);
+        stuck.as_up();
+        assert_eq!(blame(&stuck, false), Blame::Origin);
         assert_eq!(proxy_failure(&up, Blame::Origin).unwrap().status, 504);
         let mut reset = Error::new(ErrorType::ConnectionClosed);
         reset.as_down();
