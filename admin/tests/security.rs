@@ -509,12 +509,25 @@ async fn a_tenant_admin_cannot_take_another_tenants_host() {
             .await;
         assert_eq!(r.status, 422, "{host}: {}", r.body);
     }
-    // A subdomain already taken is refused the same way when a tenant is created.
+    // A subdomain already taken is refused the same way, whichever tenant comes first in
+    // the configuration.
     let r = a
         .root("POST", "/api/v1/tenants", Some(bodies::tenant("acme")))
         .await;
     assert_eq!(r.status, 409, "{}", r.body);
     reveals_nothing(&r.body, &[&acme_id, "Acme Corp"]);
+    for (tenant, taken) in [(&mallory, "acme"), (&acme_id, "mallory")] {
+        let r = a
+            .root(
+                "PATCH",
+                &format!("/api/v1/tenants/{tenant}"),
+                Some(json!({"subdomain": taken})),
+            )
+            .await;
+        assert_eq!(r.status, 409, "{taken}: {}", r.body);
+        assert_eq!(r.fields(), vec!["subdomain"], "{}", r.body);
+        reveals_nothing(&r.body, &["Acme Corp", "tenants["]);
+    }
     assert_eq!(a.version().await, before, "nothing was written");
     // A host of its own is fine.
     let r = a

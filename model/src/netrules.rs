@@ -51,8 +51,15 @@ pub fn special_range(ip: IpAddr) -> Option<&'static str> {
                 Some("unique-local")
             } else if s[0] & 0xffc0 == 0xfe80 {
                 Some("link-local")
+            } else if s[0] & 0xffc0 == 0xfec0 {
+                Some("site-local")
             } else if s[0] == 0x2001 && s[1] == 0x0db8 {
                 Some("documentation")
+            } else if s[0] == 0x2002 {
+                // 6to4: an IPv4 address inside.
+                Some("6to4")
+            } else if s[0] == 0x2001 && s[1] == 0 {
+                Some("Teredo")
             } else if s[0] == 0x0064 && s[1] == 0xff9b {
                 Some("NAT64")
             } else if s[0] == 0 && s[1] == 0 && s[2] == 0 && s[3] == 0 && s[4] == 0 {
@@ -146,6 +153,9 @@ mod tests {
             ("fe80::1", "link-local"),
             ("::ffff:10.0.0.1", "private"),
             ("::ffff:169.254.169.254", "link-local"),
+            ("fec0::1", "site-local"),
+            ("2002:a9fe:a9fe::1", "6to4"),
+            ("2001:0:4136:e378::1", "Teredo"),
         ] {
             assert_eq!(special_range(ip.parse().unwrap()), Some(range), "{ip}");
         }

@@ -712,11 +712,18 @@ pub(crate) fn validate(cfg: &Config) -> Result<(), crate::ValidationErrors> {
                 format!("{p}.subdomain"),
                 "must be a lower-case DNS label (a-z, 0-9, '-', at most 63)",
             );
-        } else if let Some(j) = subdomains.insert(&t.subdomain, i) {
+        } else if let Some(&j) = subdomains.get(t.subdomain.as_str()) {
             c.conflict(
                 format!("{p}.subdomain"),
                 format!("'{}' is already used by tenants[{j}]", t.subdomain),
             );
+            // Both sides are told, so the one being changed always is.
+            c.conflict(
+                format!("tenants[{j}].subdomain"),
+                format!("'{}' is also used by tenants[{i}]", t.subdomain),
+            );
+        } else {
+            subdomains.insert(&t.subdomain, i);
         }
         check_access(&mut c, &format!("{p}.access"), &t.access);
         check_limits(

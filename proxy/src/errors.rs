@@ -57,6 +57,10 @@ pub enum Blame {
     Client,
     /// The origin failed or was too slow.
     Origin,
+    /// The origin failed while the client still owed it the request body: either could be
+    /// at fault (an origin with its own deadline for slow uploads closes on the client).
+    /// Never counted against the origin.
+    Unclear,
     /// The gateway decided (or failed) itself.
     Gateway,
 }
@@ -68,11 +72,18 @@ pub fn blame(e: &pingora::Error, request_body_done: bool) -> Blame {
     use pingora::{ErrorSource, ErrorType::*};
     match (e.esource(), e.etype()) {
         (ErrorSource::Downstream, _) => Blame::Client,
-        // The origin was silent while it still waited for the body (a write timeout is the
-        // origin not taking bytes: its own fault).
+        // The origin was silent while it still waited for the body.
         (ErrorSource::Upstream, ReadTimedout) if !request_body_done => Blame::Client,
+        (ErrorSource::Upstream, _) if !request_body_done => Blame::Unclear,
         (ErrorSource::Upstream, _) => Blame::Origin,
         _ => Blame::Gateway,
+    }
+}
+
+impl Blame {
+    /// Does this failure count against the origin's circuit breaker?
+    pub fn counts_against_origin(self) -> bool {
+        matches!(self, Blame::Origin | Blame::Gateway)
     }
 }
 
@@ -90,7 +101,7 @@ pub fn proxy_failure(e: &pingora::Error, blame: Blame) -> Option<Reply> {
             ),
             _ => Reply::new(400, "bad_request", "the request could not be read"),
         },
-        Blame::Origin => match e.etype() {
+        Blame::Origin | Blame::Unclear => match e.etype() {
             ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => {
                 Reply::new(504, "upstream_timeout", "the origin did not answer in time")
             }
@@ -244,9 +255,17 @@ mod tests {
         // With the whole request sent, a silent origin is the origin's fault; so is an
         // origin that does not take the body.
         assert_eq!(blame(&up, true), Blame::Origin);
+        // Anything else while the body is unfinished could be either side's doing: it is
+        // answered as the origin's failure but never counted against it.
         let mut stuck = Error::new(ErrorType::WriteTimedout);
         stuck.as_up();
-        assert_eq!(blame(&stuck, false), Blame::Origin);
+        assert_eq!(blame(&stuck, false), Blame::Unclear);
+        assert!(!Blame::Unclear.counts_against_origin());
+        assert_eq!(proxy_failure(&stuck, Blame::Unclear).unwrap().status, 504);
+        let mut closed = Error::new(ErrorType::ConnectionClosed);
+        closed.as_up();
+        assert_eq!(blame(&closed, false), Blame::Unclear);
+        assert_eq!(blame(&closed, true), Blame::Origin);
         assert_eq!(proxy_failure(&up, Blame::Origin).unwrap().status, 504);
         let mut reset = Error::new(ErrorType::ConnectionClosed);
         reset.as_down();

@@ -78,6 +78,7 @@ impl Gateway {
             limits: Limits {
                 max_headers: settings.max_request_headers,
                 max_header_bytes: settings.max_request_header_bytes,
+                max_uri_bytes: settings.client_limits.max_uri_bytes,
             },
             access_log: settings.access_log,
             forwarded_headers: settings.forwarded_headers,
@@ -785,6 +786,11 @@ impl ProxyHttp for Gateway {
         if resp.status == http::StatusCode::NOT_MODIFIED && session.cache.enabled() {
             ctx.not_modified = Some(Box::new(resp.clone()));
         }
+        // An upgraded connection (WebSocket) may be quiet for long: the origin's read timeout
+        // governs it, not the timeout between request body reads.
+        if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            session.set_read_timeout(None);
+        }
         // Hop-by-hop: how long the origin keeps our connection says nothing about the
         // client's.
         if let Some(v) = resp.remove_header("keep-alive") {
@@ -1087,7 +1093,7 @@ impl ProxyHttp for Gateway {
         let target = ctx.target.take();
         if let (Some((target, _, _)), Some(route)) = (&target, &ctx.route) {
             // A client too slow to send its request says nothing about the origin.
-            if ctx.blame != Some(errors::Blame::Client) {
+            if ctx.blame.is_none_or(errors::Blame::counts_against_origin) {
                 let upstream_failed = e.is_some_and(|e| e.esource() == &ErrorSource::Upstream)
                     || ctx.upstream_status.is_some_and(|s| s >= 500);
                 route.pool.record(target, !upstream_failed);

@@ -68,17 +68,21 @@ impl HostIndex {
         index
     }
 
-    /// The base domain `host` is at or under: its index, and the rest before `.<base>`
-    /// (empty for the base itself).
+    /// The base domain `host` is at or under (the longest, when base domains nest): its
+    /// index, and the rest before `.<base>` (empty for the base itself).
     fn under_base<'h>(&self, host: &'h str) -> Option<(usize, &'h str)> {
-        self.bases.iter().enumerate().find_map(|(i, base)| {
-            if host == base {
-                return Some((i, ""));
-            }
-            host.strip_suffix(base.as_str())
-                .and_then(|r| r.strip_suffix('.'))
-                .map(|label| (i, label))
-        })
+        self.bases
+            .iter()
+            .enumerate()
+            .filter_map(|(i, base)| {
+                if host == base {
+                    return Some((i, ""));
+                }
+                host.strip_suffix(base.as_str())
+                    .and_then(|r| r.strip_suffix('.'))
+                    .map(|label| (i, label))
+            })
+            .min_by_key(|(_, label)| label.len())
     }
 
     /// The tenant index a raw `Host` (or `:authority`) names, and the host in normal form.
@@ -144,5 +148,15 @@ mod tests {
         assert_eq!(find("x.acme.vantage.localhost"), None);
         assert_eq!(find("vantage.localhost"), None);
         assert_eq!(find("acme.other.test"), None);
+        // Nested base domains: the longest one decides.
+        let nested = HostIndex::build(
+            &[tenant("a", "acme", &[])],
+            &["example.com".to_string(), "edge.example.com".to_string()],
+        );
+        assert_eq!(
+            nested.find("acme.edge.example.com").map(|(i, _)| i),
+            Some(0)
+        );
+        assert_eq!(nested.find("acme.example.com").map(|(i, _)| i), Some(0));
     }
 }

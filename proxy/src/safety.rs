@@ -16,6 +16,8 @@ pub struct Limits {
     pub max_headers: usize,
     /// Largest total of names and values in bytes.
     pub max_header_bytes: usize,
+    /// Longest request target (also over HTTP/2, where no head is read by the gateway).
+    pub max_uri_bytes: usize,
 }
 
 /// Does a raw HTTP/1 request head contain a Content-Length field? Pingora drops the field
@@ -63,6 +65,17 @@ pub fn check_path(path: &str) -> Result<(), Reply> {
 /// Check a request head; `Err` is the reply to send. `raw_content_length` tells whether
 /// the raw head carried Content-Length (see [`raw_has_content_length`]).
 pub fn check(req: &RequestHeader, raw_content_length: bool, limits: Limits) -> Result<(), Reply> {
+    if req.raw_path().len() > limits.max_uri_bytes {
+        return Err(Reply::new(
+            414,
+            "uri_too_long",
+            format!(
+                "the request target is longer than {} bytes",
+                limits.max_uri_bytes
+            ),
+        )
+        .closing());
+    }
     check_path(req.uri.path())?;
     if req.headers.len() > limits.max_headers {
         return Err(Reply::new(
@@ -133,6 +146,7 @@ mod tests {
     const LIMITS: Limits = Limits {
         max_headers: 10,
         max_header_bytes: 200,
+        max_uri_bytes: 64,
     };
 
     fn req(version: Version, headers: &[(&str, &str)]) -> RequestHeader {
@@ -242,6 +256,13 @@ mod tests {
         ] {
             assert!(check_path(good).is_ok(), "{good}");
         }
+    }
+
+    #[test]
+    fn uri_limit() {
+        let mut r = req(Version::HTTP_11, &[]);
+        r.set_uri(format!("/{}", "a".repeat(100)).parse().unwrap());
+        assert_eq!(status(&r), Some(414));
     }
 
     #[test]

@@ -468,72 +468,11 @@ fn check_flag_validates_like_nginx_t() {
 
 #[test]
 fn websocket_upgrades_pass_through() {
-    use std::io::{BufRead, BufReader, Read, Write};
-    // A minimal upgrade-capable origin: answers the upgrade to /ws with 101, then echoes
-    // bytes. Any other connection (nothing else should come, but a stray one must not
-    // take the test's place) gets a 404.
-    let listener = listener();
-    let port = listener.local_addr().unwrap().port();
-    let (heads, upgraded) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let heads = heads.clone();
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut head = String::new();
-                loop {
-                    let mut line = String::new();
-                    match reader.read_line(&mut line) {
-                        Ok(n) if n > 0 && line != "\r\n" => head.push_str(&line),
-                        _ => break,
-                    }
-                }
-                let mut s = stream;
-                if !head.starts_with("GET /ws ") {
-                    let _ = s.write_all(
-                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                    );
-                    return;
-                }
-                s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-                    .unwrap();
-                let mut buf = [0u8; 5];
-                reader.read_exact(&mut buf).unwrap();
-                s.write_all(&buf).unwrap();
-                let _ = heads.send(head);
-            });
-        }
-    });
-    let body = format!(
-        "tenants: [{{id: t, name: T, subdomain: t}}]\norigins: [{{id: o, tenant_id: t, targets: [{{url: \"http://127.0.0.1:{port}\"}}]}}]\nroutes: [{{id: ws, tenant_id: t, path_pattern: \"/ws\", origin_id: o}}]\n"
-    );
-    let p = Proxy::start(&body);
-    let mut c = std::net::TcpStream::connect(("127.0.0.1", p.port)).unwrap();
-    c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-        .unwrap();
-    c.write_all(
-        b"GET /ws HTTP/1.1\r\nHost: t.test.local\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-    )
-    .unwrap();
-    let mut reader = BufReader::new(c.try_clone().unwrap());
-    let mut status = String::new();
-    reader.read_line(&mut status).unwrap();
-    assert!(status.starts_with("HTTP/1.1 101"), "{status}");
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        if line == "\r\n" {
-            break;
-        }
-    }
-    c.write_all(b"hello").unwrap();
-    let mut echo = [0u8; 5];
-    reader.read_exact(&mut echo).unwrap();
-    assert_eq!(&echo, b"hello");
-    let head = upgraded
-        .recv_timeout(std::time::Duration::from_secs(10))
-        .expect("the origin saw the upgrade")
-        .to_ascii_lowercase();
+    let origin = UpgradeOrigin::start();
+    let p = Proxy::start(&origin.config());
+    let (mut c, mut reader) = upgrade(p.port);
+    UpgradeOrigin::echo(&mut c, &mut reader, b"hello");
+    let head = origin.upgraded_head();
     assert!(head.contains("upgrade: websocket"), "{head}");
 }
 

@@ -598,3 +598,17 @@ fn check_refuses_jwks_urls_into_private_networks_unless_allowed() {
         .0
     );
 }
+
+#[test]
+fn a_quiet_websocket_outlives_the_request_body_timeout() {
+    let origin = UpgradeOrigin::start();
+    let p = Proxy::start_with(
+        &origin.config(),
+        "  client_limits: {body_timeout_ms: 300}\n",
+    );
+    let (mut c, mut reader) = upgrade(p.port);
+    UpgradeOrigin::echo(&mut c, &mut reader, b"hello");
+    // Quiet for four body timeouts: the tunnel stays up (the origin's read_ms governs it).
+    std::thread::sleep(Duration::from_millis(1200));
+    UpgradeOrigin::echo(&mut c, &mut reader, b"again");
+}

@@ -35,6 +35,18 @@ pub struct Admission {
     per_ip: Inflight,
 }
 
+/// The key one client is counted by: an IPv4 address, or the /64 of an IPv6 address (a
+/// single IPv6 client can pick any address of its /64 for each connection).
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::from([s[0], s[1], s[2], s[3], 0, 0, 0, 0])
+        }
+    }
+}
+
 /// Holds a connection's place until dropped.
 pub struct Ticket<'a> {
     admission: &'a Admission,
@@ -103,5 +115,20 @@ mod tests {
         assert_eq!(a.admit(Some(ip2)).err(), Some(Refusal::Process));
         // Refusals gave their places back.
         assert_eq!(a.open.load(Ordering::Acquire), 5);
+    }
+
+    #[test]
+    fn an_ipv6_client_is_counted_by_its_64() {
+        let a = Admission::new(100, 2);
+        let key = |s: &str| client_key(s.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("192.0.2.1"), "192.0.2.1".parse::<IpAddr>().unwrap());
+        let _t1 = a.admit(Some(key("2001:db8:1:2::1"))).unwrap();
+        let _t2 = a.admit(Some(key("2001:db8:1:2::2"))).unwrap();
+        assert_eq!(
+            a.admit(Some(key("2001:db8:1:2::3"))).err(),
+            Some(Refusal::Address)
+        );
     }
 }

@@ -82,10 +82,17 @@ pub async fn read(
     } else {
         Instant::now() + header_timeout
     };
+    // A head only completes, or goes wrong, at a line end: bytes without one are not parsed
+    // again (a client sending a byte at a time costs one scan per byte, not one parse).
+    let mut parsed_to = 0;
     loop {
-        if let Some(verdict) = parse(&buf, limits) {
-            return verdict.into_head(buf).await;
+        let fresh = &buf[parsed_to..];
+        if fresh.contains(&b'\n') || !may_be_request(&buf) {
+            if let Some(verdict) = parse(&buf, limits) {
+                return verdict.into_head(buf, limits).await;
+            }
         }
+        parsed_to = buf.len();
         if let Some(reply) = too_large(&buf, limits) {
             return Head::Refuse {
                 reply,
@@ -170,10 +177,10 @@ enum Verdict {
 }
 
 impl Verdict {
-    async fn into_head(self, buf: BytesMut) -> Head {
+    async fn into_head(self, buf: BytesMut, limits: HeadLimits) -> Head {
         match self {
             Verdict::Plain => Head::Ready(buf),
-            Verdict::Probe { head_only } => probe(buf, head_only).await,
+            Verdict::Probe { head_only } => probe(buf, head_only, limits).await,
             Verdict::Refuse { reply, head_only } => Head::Refuse { reply, head_only },
         }
     }
@@ -282,9 +289,20 @@ fn judge(req: &httparse::Request<'_, '_>, limits: HeadLimits) -> Verdict {
 }
 
 /// Pingora's verdict on a head: its parser and request checks run over a copy of the bytes.
-async fn probe(buf: BytesMut, head_only: bool) -> Head {
+async fn probe(buf: BytesMut, head_only: bool, limits: HeadLimits) -> Head {
     let mut session = HttpSession::new(Box::new(std::io::Cursor::new(buf.to_vec())));
     match session.read_request().await {
+        // What Pingora accepts still meets the gateway's own limits.
+        Ok(Some(_)) if session.req_header().raw_path().len() > limits.max_uri_bytes => {
+            Head::Refuse {
+                reply: uri_too_long(limits),
+                head_only,
+            }
+        }
+        Ok(Some(_)) if session.req_header().method == http::Method::CONNECT => Head::Refuse {
+            reply: Reply::new(405, "method_not_allowed", "CONNECT is not supported").closing(),
+            head_only,
+        },
         Ok(Some(_)) => Head::Ready(buf),
         Ok(None) => Head::Refuse {
             reply: Reply::new(400, "bad_request", "the request head is incomplete").closing(),
@@ -372,7 +390,10 @@ mod tests {
 
     async fn verdict(raw: &[u8]) -> Result<(), (u16, &'static str)> {
         let buf = BytesMut::from(raw);
-        let head = parse(&buf, LIMITS).expect("complete").into_head(buf).await;
+        let head = parse(&buf, LIMITS)
+            .expect("complete")
+            .into_head(buf, LIMITS)
+            .await;
         match head {
             Head::Ready(_) => Ok(()),
             Head::Refuse { reply, .. } => {
@@ -459,6 +480,11 @@ mod tests {
         assert_eq!(verdict(&many).await, Err((431, "too_many_headers")));
         let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(2000));
         assert_eq!(verdict(long.as_bytes()).await, Err((414, "uri_too_long")));
+        // Also when the target is one Pingora must escape first.
+        let long = format!("GET /{}|b HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(2000));
+        assert_eq!(verdict(long.as_bytes()).await, Err((414, "uri_too_long")));
+        let odd = b"CONNECT /a|b HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert_eq!(verdict(odd).await, Err((405, "method_not_allowed")));
     }
 
     #[test]

@@ -87,7 +87,8 @@ impl Edge {
         }
     }
 
-    /// The client address counted against the per-address cap (balancers are not).
+    /// The client counted against the per-address cap (balancers are not): its IPv4
+    /// address, or its IPv6 /64 (one IPv6 client commonly holds a whole /64).
     fn counted_address(&self, stream: &Stream) -> Option<IpAddr> {
         let digest = stream.get_socket_digest()?;
         let ip = match digest.peer_addr()? {
@@ -100,17 +101,19 @@ impl Edge {
             .trusted_proxies
             .iter()
             .any(|n| n.contains(&ip));
-        (!trusted).then_some(ip)
+        (!trusted).then_some(admission::client_key(ip))
     }
 
     /// Does a plain connection open with the HTTP/2 preface (h2c with prior knowledge)?
-    async fn starts_h2c(&self, stream: &mut Stream) -> bool {
+    /// `None`: the client did not send enough within the head deadline (or went away).
+    async fn starts_h2c(&self, stream: &mut Stream) -> Option<bool> {
         const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
         let mut buf = [0u8; PREFACE.len()];
-        matches!(
-            tokio::time::timeout(self.limits.header_timeout, stream.try_peek(&mut buf)).await,
-            Ok(Ok(true))
-        ) && buf == PREFACE
+        match tokio::time::timeout(self.limits.header_timeout, stream.try_peek(&mut buf)).await {
+            Ok(Ok(true)) => Some(buf == PREFACE),
+            Ok(Ok(false)) => Some(false),
+            Ok(Err(_)) | Err(_) => None,
+        }
     }
 
     /// HTTP/1: one request head at a time, with the idle timeout between requests.
@@ -257,8 +260,19 @@ impl ServerApp for Edge {
                 return None;
             }
         };
-        let plain = stream.get_ssl_digest().is_none();
-        if h2 || (plain && self.h2c && self.starts_h2c(&mut stream).await) {
+        let h2c = if self.h2c && stream.get_ssl_digest().is_none() {
+            match self.starts_h2c(&mut stream).await {
+                Some(h2c) => h2c,
+                // The bytes peeked so far are gone: nothing sensible can follow.
+                None => {
+                    METRICS.client_timeouts.with_label_values(&["header"]).inc();
+                    return None;
+                }
+            }
+        } else {
+            false
+        };
+        if h2 || h2c {
             return ServerApp::process_new(&self.proxy, stream, shutdown).await;
         }
         self.serve_h1(stream, shutdown).await;
