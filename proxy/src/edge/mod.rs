@@ -172,12 +172,14 @@ impl Edge {
 }
 
 /// Make room for `max_connections` client connections: each takes a descriptor and may hold
-/// an upstream one. The soft `RLIMIT_NOFILE` is raised towards the hard limit; when even that
-/// is too low, the cap cannot protect the process and a warning says so.
+/// an upstream one. The soft `RLIMIT_NOFILE` is raised towards the hard limit; when that
+/// does not even cover the client connections, the cap cannot protect the process and a
+/// warning says so.
 pub fn raise_fd_limit(max_connections: usize) {
     let want = (max_connections as u64)
         .saturating_mul(2)
         .saturating_add(1024);
+    let needed = (max_connections as u64).saturating_add(1024);
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -193,7 +195,7 @@ pub fn raise_fd_limit(max_connections: usize) {
     // SAFETY: setrlimit only reads the struct passed to it.
     let ok = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0;
     let now = if ok { raised.rlim_cur } else { lim.rlim_cur };
-    if now < want {
+    if now < needed {
         tracing::warn!(
             max_connections,
             fd_limit = now,
