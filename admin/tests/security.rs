@@ -475,6 +475,9 @@ async fn a_tenant_admin_cannot_take_another_tenants_host() {
     let mallory = id(&a.create("/api/v1/tenants", bodies::tenant("mallory")).await);
     let tok = a.token_for("mallory");
     let before = a.version().await;
+    let path = format!("/api/v1/tenants/{mallory}");
+    let claim =
+        |host: &'static str| a.call(&tok, "PATCH", &path, Some(json!({"custom_hosts": [host]})));
     for host in [
         // Acme's subdomain host, under the fleet's base domain.
         "acme.vantage.localhost",
@@ -484,14 +487,7 @@ async fn a_tenant_admin_cannot_take_another_tenants_host() {
         // Acme's custom host.
         "api.acme.test",
     ] {
-        let r = a
-            .call(
-                &tok,
-                "PATCH",
-                &format!("/api/v1/tenants/{mallory}"),
-                Some(json!({"custom_hosts": [host]})),
-            )
-            .await;
+        let r = claim(host).await;
         assert_eq!(r.status, 409, "{host}: {}", r.body);
         assert_eq!(r.code(), "conflict");
         assert_eq!(r.fields(), vec!["custom_hosts[0]"], "{}", r.body);
@@ -499,15 +495,7 @@ async fn a_tenant_admin_cannot_take_another_tenants_host() {
     }
     // Other spellings of the same host are not hosts at all.
     for host in ["API.acme.test", "api.acme.test."] {
-        let r = a
-            .call(
-                &tok,
-                "PATCH",
-                &format!("/api/v1/tenants/{mallory}"),
-                Some(json!({"custom_hosts": [host]})),
-            )
-            .await;
-        assert_eq!(r.status, 422, "{host}: {}", r.body);
+        assert_eq!(claim(host).await.status, 422, "{host}");
     }
     // A subdomain already taken is refused the same way, whichever tenant comes first in
     // the configuration.
@@ -658,22 +646,6 @@ async fn shared_secrets_are_never_returned_or_logged() {
         config["config"]["jwt_issuers"][0]["shared_secret_set"],
         true
     );
-    // A patch that does not touch the secret keeps it (the proxies still verify with it).
-    let r = a
-        .root(
-            "PATCH",
-            &format!("/api/v1/jwt-issuers/{issuer}"),
-            Some(json!({"leeway_s": 10})),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    let c = a.db.client().await;
-    let stored: String = c
-        .query_one("SELECT shared_secret FROM jwt_issuers", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(stored, secret);
     let log = a.log();
     assert!(log.contains("DEBUG"), "the admin logged at debug: {log}");
     assert!(!log.contains(secret), "the secret is in the log:\n{log}");

@@ -233,15 +233,9 @@ fn no_postgres_and_no_last_good_file_is_a_clear_error() {
             "  source: postgres\n  postgres: {url: \"postgres://x@127.0.0.1/x\"}\n"
         )
     );
-    std::fs::write(&path, cfg).unwrap();
-    let out = std::process::Command::new(BIN)
-        .arg("--config")
-        .arg(&path)
-        .arg("--check")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("come from Postgres"));
+    let (ok, err) = check_config(&cfg);
+    assert!(!ok);
+    assert!(err.contains("come from Postgres"), "{err}");
 }
 
 #[test]

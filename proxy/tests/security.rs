@@ -24,23 +24,6 @@ routes:
     )
 }
 
-fn check(yaml: &str) -> (bool, String) {
-    let dir = temp_dir("check");
-    let path = dir.join("c.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    let out = std::process::Command::new(BIN)
-        .arg("--config")
-        .arg(&path)
-        .arg("--check")
-        .output()
-        .unwrap();
-    let _ = std::fs::remove_dir_all(dir);
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn check_refuses_a_custom_host_that_takes_another_tenants_traffic() {
     let yaml = |hosts: &str| {
@@ -56,14 +39,14 @@ fn check_refuses_a_custom_host_that_takes_another_tenants_traffic() {
         ("API.acme.example", "is not a lower-case host name"),
         ("api.acme.example.", "is not a lower-case host name"),
     ] {
-        let (ok, err) = check(&yaml(host));
+        let (ok, err) = check_config(&yaml(host));
         assert!(!ok, "{host} accepted");
         assert!(
             err.contains(&format!("tenants[1].custom_hosts[0]: '{host}' {message}")),
             "{host}: {err}"
         );
     }
-    assert!(check(&yaml("api.mallory.example")).0);
+    assert!(check_config(&yaml("api.mallory.example")).0);
 }
 
 #[test]
@@ -579,19 +562,19 @@ fn check_refuses_jwks_urls_into_private_networks_unless_allowed() {
         "https://[fe80::1]/jwks.json",
         "https://0.0.0.0/jwks.json",
     ] {
-        let (ok, err) = check(&yaml(url, ""));
+        let (ok, err) = check_config(&yaml(url, ""));
         assert!(!ok, "{url} accepted");
         assert!(err.contains("jwt_issuers[0].jwks_url: "), "{url}: {err}");
     }
-    assert!(check(&yaml("https://clerk.t.example/jwks.json", "")).0);
-    assert!(check(&yaml("http://127.0.0.1:9/jwks.json", "")).0);
+    assert!(check_config(&yaml("https://clerk.t.example/jwks.json", "")).0);
+    assert!(check_config(&yaml("http://127.0.0.1:9/jwks.json", "")).0);
     // An operator can admit a private network (for https only).
     let office = ", jwks_allowed_networks: [10.20.0.0/16]";
-    assert!(check(&yaml("https://10.20.30.40/jwks.json", office)).0);
-    assert!(!check(&yaml("http://10.20.30.40/jwks.json", office)).0);
+    assert!(check_config(&yaml("https://10.20.30.40/jwks.json", office)).0);
+    assert!(!check_config(&yaml("http://10.20.30.40/jwks.json", office)).0);
     // Without the default allow-list even loopback is refused.
     assert!(
-        !check(&yaml(
+        !check_config(&yaml(
             "http://127.0.0.1:9/jwks.json",
             ", jwks_allowed_networks: []"
         ))

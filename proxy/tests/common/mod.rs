@@ -662,16 +662,41 @@ pub fn raw_exchange(port: u16, raw: &[u8]) -> std::io::Result<Vec<u8>> {
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     s.write_all(raw)?;
     let mut out = Vec::new();
+    read_until_close(&mut s, &mut out)?;
+    Ok(out)
+}
+
+/// Append what `s` sends until it closes (a reset after some bytes counts as closing).
+fn read_until_close(s: &mut TcpStream, out: &mut Vec<u8>) -> std::io::Result<()> {
     let mut buf = [0u8; 16384];
     loop {
         match s.read(&mut buf) {
-            Ok(0) => break,
+            Ok(0) => return Ok(()),
             Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && !out.is_empty() => break,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset && !out.is_empty() => {
+                return Ok(())
+            }
             Err(e) => return Err(e),
         }
     }
-    Ok(out)
+}
+
+/// Run `vantage-proxy --check` on `yaml`: (valid, stderr).
+pub fn check_config(yaml: &str) -> (bool, String) {
+    let dir = temp_dir("check");
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, yaml).expect("write config");
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .arg("--check")
+        .output()
+        .expect("vantage-proxy --check");
+    let _ = std::fs::remove_dir_all(dir);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// A connection to `port` from the loopback address `from` (every 127.0.0.0/8 address is
@@ -696,14 +721,7 @@ pub fn exchange_while_sending(port: u16, raw: &[u8]) -> Vec<u8> {
         let _ = w.write_all(&raw);
     });
     let mut out = Vec::new();
-    let mut buf = [0u8; 16384];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-            Err(_) => break,
-        }
-    }
+    let _ = read_until_close(&mut s, &mut out);
     let _ = writer.join();
     out
 }
