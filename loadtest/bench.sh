@@ -142,13 +142,13 @@ variant() { # port ops-port route-extra [server-extra] [top-level-extra]
     sed -e "s|origin_id: o5}]|origin_id: o5$3}]|" -e "s|^  access_log: false|  access_log: false\n$4|"
   printf '%b' "${5:-}"
 }
-variant $VPKEY 19086 ", auth: {mode: apikey_required}, rate_limits: [{name: high, algorithm: {type: token_bucket, rate: 1000000000, burst: 1000000}, subject: {by: api_key}}]" "" \
+variant $VPKEY 19086 ", auth: {mode: apikey_required}, rate_limits: [{name: high, algorithm: {type: token_bucket, rate: 1000000, burst: 1000000}, subject: {by: api_key}}]" "" \
   "api_keys: [{id: bench, tenant_id: t5, name: bench, key_hash: \"$KEY_HASH\"}]\n" >"$work/vpkey.yaml"
 mint_jwt "$work" bench
 PEM_YAML=$(sed 's/^/      /' "$work/jwt.pub")
 variant $VPJWT 19087 ", auth: {mode: jwt_required}" "" \
   "jwt_issuers:\n  - id: bench\n    tenant_id: t5\n    issuer: https://issuer.bench\n    algorithms: [RS256]\n    public_key_pem: |\n${PEM_YAML//$'\n'/\\n}\n" >"$work/vpjwt.yaml"
-variant $VPRED 19088 ", rate_limits: [{name: shared, algorithm: {type: token_bucket, rate: 1000000000, burst: 1000000}, subject: {by: tenant}, backend: redis, on_redis_error: deny}]" \
+variant $VPRED 19088 ", rate_limits: [{name: shared, algorithm: {type: token_bucket, rate: 1000000, burst: 1000000}, subject: {by: tenant}, backend: redis, on_redis_error: deny}]" \
   "  redis: {url: \"redis://127.0.0.1:$REDIS\", timeout_ms: 50}" >"$work/vpred.yaml"
 variant $VPCACHE 19089 ", cache: {enabled: true, default_ttl_seconds: 600}" "" >"$work/vpcache.yaml"
 for f in vpkey vpjwt vpred vpcache; do "$BIN/vantage-proxy" --config "$work/$f.yaml" --check >&2; done

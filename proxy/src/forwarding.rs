@@ -91,13 +91,14 @@ pub fn apply(req: &mut RequestHeader, hop: &Hop<'_>) -> pingora::Result<()> {
 
 /// Remove every header whose name holds `_`.
 pub fn drop_underscored(req: &mut RequestHeader) {
-    if !req.headers.keys().any(|n| n.as_str().contains('_')) {
+    let underscored = |n: &http::HeaderName| n.as_str().bytes().any(|b| b == b'_');
+    if !req.headers.keys().any(underscored) {
         return;
     }
     let names: Vec<http::HeaderName> = req
         .headers
         .keys()
-        .filter(|n| n.as_str().contains('_'))
+        .filter(|n| underscored(n))
         .cloned()
         .collect();
     for name in names {

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Instructions per request, counted by valgrind's callgrind: repeatable to ~0.05% whatever
+# the machine's noise (see ../shared/reference/benchmarking.md), so two builds or two
+# configurations compare exactly where wall-clock figures drift by 5-10% between runs.
+#
+# Measures, each under callgrind with counters zeroed after a warm-up:
+#   bare       loadtest/bare-pingora (one pool, no filters)
+#   vantage    vantage-proxy, 1 tenant / 1 route (the benchmark's (d))
+# and prints instructions per request, their ratio, and the vantage phases' inclusive share.
+#
+# Usage: loadtest/instructions.sh            (N=20000 requests after 2000 of warm-up)
+#        BASE_BIN=/path/to/older/vantage-proxy loadtest/instructions.sh   (adds that build)
+# Output: a Markdown report on stdout and in loadtest/results/instructions-latest.md
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib/deps.sh
+. loadtest/lib.sh
+ensure_packages nginx:nginx-light valgrind:valgrind
+ensure_oha
+
+N=${N:-20000}
+WARM=${WARM:-2000}
+cargo build --release -q -p vantage-proxy -p bare-pingora
+BIN=target/release
+
+work=$(mktemp -d /tmp/vantage-instr.XXXXXX)
+chmod 755 "$work"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 0.3
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+UP=18280 BARE=18282 VP=18283
+upstream_conf "$work/upstream.conf" "$UP" "$work"
+nginx -c "$work/upstream.conf" >/dev/null 2>&1 & pids+=($!)
+cat >"$work/vp.yaml" <<EOF
+server:
+  listen: ["127.0.0.1:$VP"]
+  ops_listen: "127.0.0.1:18284"
+  threads: 1
+  base_domains: [bench.local]
+  access_log: false
+  watch_config: false
+  grace_period_seconds: 0
+  graceful_shutdown_timeout_seconds: 1
+  pid_file: $work/vp.pid
+  upgrade_sock: $work/vp.sock
+tenants: [{id: t5, name: T5, subdomain: t5}]
+origins: [{id: o5, tenant_id: t5, targets: [{url: "http://127.0.0.1:$UP"}], circuit_breaker: {enabled: false}}]
+routes: [{id: r5, tenant_id: t5, path_pattern: "/*", origin_id: o5}]
+EOF
+
+# measure NAME PORT CMD...: instructions per request of CMD serving PORT.
+measure() {
+  local name=$1 port=$2
+  shift 2
+  valgrind --tool=callgrind --callgrind-out-file="$work/$name.out" "$@" >"$work/$name.log" 2>&1 &
+  local pid=$!
+  pids+=("$pid")
+  # Under valgrind a start takes seconds.
+  for _ in 1 2 3 4 5 6; do wait_port "$port" 2>/dev/null && break; done
+  wait_port "$port"
+  "$OHA" -n "$WARM" -c 8 --no-tui -H "Host: t5.bench.local" "http://127.0.0.1:$port/svc5/items/42" >/dev/null
+  callgrind_control -z "$pid" >/dev/null 2>&1
+  "$OHA" -n "$N" -c 8 --no-tui -H "Host: t5.bench.local" "http://127.0.0.1:$port/svc5/items/42" >"$work/$name.oha"
+  callgrind_control -d "$pid" >/dev/null 2>&1
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  # The dump on request is <file>.1 (the one at exit has the rest of the run).
+  local total
+  total=$(awk '/^summary:/ {print $2; exit}' "$work/$name.out.1")
+  echo $(( total / N ))
+}
+
+wait_port "$UP"
+bare=$(measure bare "$BARE" "$BIN/bare-pingora" "127.0.0.1:$BARE" "127.0.0.1:$UP" 1)
+vantage=$(measure vantage "$VP" "$BIN/vantage-proxy" --config "$work/vp.yaml")
+ratio=$(awk -v a="$vantage" -v b="$bare" 'BEGIN { printf "%.2f", a / b }')
+base_row=""
+if [ -n "${BASE_BIN:-}" ]; then
+  base=$(measure base "$VP" "$BASE_BIN" --config "$work/vp.yaml")
+  base_row="| vantage-proxy, BASE_BIN ($BASE_BIN) | $base ($(awk -v a="$base" -v b="$bare" 'BEGIN { printf "%.2f", a / b }') × bare) |"
+fi
+
+# Inclusive cost of each gateway phase and of the connection layer's head reading.
+phases=$(callgrind_annotate --inclusive=yes "$work/vantage.out.1" 2>/dev/null | awk -v n="$N" '
+  { v = $1; gsub(",", "", v) }
+  match($0, /ProxyHttp>::[a-z_]+::[{][{]closure[}][}] [[]/) {
+    name = substr($0, RSTART + 11, RLENGTH - 11 - 14)
+    if (!(name in seen)) { seen[name] = 1; printf "| `%s` | %d |\n", name, v / n }
+  }
+  match($0, /edge::head::(parse|read_some)[^ ]* [[]/) {
+    name = substr($0, RSTART, RLENGTH - 2)
+    if (!(name in seen)) { seen[name] = 1; printf "| `%s` | %d |\n", name, v / n }
+  }')
+
+report="loadtest/results/instructions-latest.md"
+{
+  echo "# Instructions per request — $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo
+  echo "callgrind, counters zeroed after $WARM requests, then $N requests (oha, 8 connections);"
+  echo "one worker each; GET /svc5/items/42 to nginx \`return 200\`."
+  echo
+  echo "| target | instructions/request |"
+  echo "| --- | ---: |"
+  echo "| bare Pingora | $bare |"
+  echo "| vantage-proxy, 1 tenant / 1 route | $vantage |"
+  echo "| ratio | $ratio |"
+  [ -z "$base_row" ] || echo "$base_row"
+  echo
+  echo "vantage-proxy, inclusive per request:"
+  echo
+  echo "| function | instructions/request |"
+  echo "| --- | ---: |"
+  echo "$phases"
+} | tee "$report"
