@@ -36,19 +36,10 @@ ensure_oha
 cargo build --release -q -p vantage-proxy -p bare-pingora
 BIN=target/release
 
-work=$(mktemp -d /tmp/vantage-bench.XXXXXX)
+start_work bench
 # nginx's cache and temp files; its workers run unprivileged when started as root.
 mkdir -p "$work/nginx-cache" "$work/nginx-temp"
-chmod 755 "$work"
 chmod 777 "$work/nginx-cache" "$work/nginx-temp"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 0.3
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
 UP=18080 NGX=18081 BARE=18082 VP1=18083 VP1K=18084 VP1NF=18085 VPKEY=18086 VPJWT=18087 VPRED=18088 REDIS=18089 NGXC=18090 VPCACHE=18091
 

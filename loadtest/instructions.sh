@@ -23,24 +23,15 @@ WARM=${WARM:-2000}
 cargo build --release -q -p vantage-proxy -p bare-pingora
 BIN=target/release
 
-work=$(mktemp -d /tmp/vantage-instr.XXXXXX)
-chmod 755 "$work"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 0.3
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+start_work instr
 
-UP=18280 BARE=18282 VP=18283
+UP=18380 BARE=18382 VP=18383
 upstream_conf "$work/upstream.conf" "$UP" "$work"
 nginx -c "$work/upstream.conf" >/dev/null 2>&1 & pids+=($!)
 cat >"$work/vp.yaml" <<EOF
 server:
   listen: ["127.0.0.1:$VP"]
-  ops_listen: "127.0.0.1:18284"
+  ops_listen: "127.0.0.1:18384"
   threads: 1
   base_domains: [bench.local]
   access_log: false

@@ -51,3 +51,19 @@ mint_jwt() {
   JWT="$head.$body.$sig"
 }
 _b64url() { base64 -w0 | tr '+/' '-_' | tr -d '='; }
+
+# A fresh work directory in $work (readable by nginx's unprivileged workers), the array
+# $pids of processes to stop, and an exit trap that stops them and removes the directory.
+start_work() {
+  work=$(mktemp -d "/tmp/vantage-$1.XXXXXX")
+  chmod 755 "$work"
+  pids=()
+  trap _stop_work EXIT
+}
+
+_stop_work() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 0.3
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}

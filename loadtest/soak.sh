@@ -39,16 +39,7 @@ else
   BIN=target/release/vantage-proxy
 fi
 
-work=$(mktemp -d /tmp/vantage-soak.XXXXXX)
-chmod 755 "$work"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 0.3
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+start_work soak
 
 UP=18180 VP=18181 OPS=18191
 
