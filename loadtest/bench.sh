@@ -80,21 +80,6 @@ http {
 EOF
 
 # --- vantage configs -----------------------------------------------------------------------
-server_yaml() {
-  cat <<EOF
-server:
-  listen: ["127.0.0.1:$1"]
-  ops_listen: "127.0.0.1:$2"
-  threads: 1
-  base_domains: [bench.local]
-  access_log: false
-  watch_config: false
-  grace_period_seconds: 0
-  graceful_shutdown_timeout_seconds: 1
-  pid_file: $work/vp-$1.pid
-  upgrade_sock: $work/vp-$1.sock
-EOF
-}
 {
   server_yaml $VP1 19083
   cat <<EOF

@@ -28,22 +28,14 @@ start_work instr
 UP=18380 BARE=18382 VP=18383
 upstream_conf "$work/upstream.conf" "$UP" "$work"
 nginx -c "$work/upstream.conf" >/dev/null 2>&1 & pids+=($!)
-cat >"$work/vp.yaml" <<EOF
-server:
-  listen: ["127.0.0.1:$VP"]
-  ops_listen: "127.0.0.1:18384"
-  threads: 1
-  base_domains: [bench.local]
-  access_log: false
-  watch_config: false
-  grace_period_seconds: 0
-  graceful_shutdown_timeout_seconds: 1
-  pid_file: $work/vp.pid
-  upgrade_sock: $work/vp.sock
+{
+  server_yaml "$VP" 18384
+  cat <<EOF
 tenants: [{id: t5, name: T5, subdomain: t5}]
 origins: [{id: o5, tenant_id: t5, targets: [{url: "http://127.0.0.1:$UP"}], circuit_breaker: {enabled: false}}]
 routes: [{id: r5, tenant_id: t5, path_pattern: "/*", origin_id: o5}]
 EOF
+} >"$work/vp.yaml"
 
 # measure NAME PORT CMD...: instructions per request of CMD serving PORT.
 measure() {

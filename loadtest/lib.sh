@@ -67,3 +67,21 @@ _stop_work() {
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
   rm -rf "$work"
 }
+
+# The server section of a benchmark proxy: listener port $1, ops port $2, base domain $3
+# (default bench.local); one worker, no access log, files in $work.
+server_yaml() {
+  cat <<EOF
+server:
+  listen: ["127.0.0.1:$1"]
+  ops_listen: "127.0.0.1:$2"
+  threads: 1
+  base_domains: [${3:-bench.local}]
+  access_log: false
+  watch_config: false
+  grace_period_seconds: 0
+  graceful_shutdown_timeout_seconds: 1
+  pid_file: $work/vp-$1.pid
+  upgrade_sock: $work/vp-$1.sock
+EOF
+}

@@ -47,18 +47,9 @@ upstream_conf "$work/upstream.conf" "$UP" "$work"
 KEY_LINES=$("$BIN" gen-key)
 API_KEY=$(echo "$KEY_LINES" | awk '/^key:/ {print $2}')
 KEY_HASH=$(echo "$KEY_LINES" | awk '/^key_hash:/ {print $2}')
-cat >"$work/proxy.yaml" <<YAML
-server:
-  listen: ["127.0.0.1:$VP"]
-  ops_listen: "127.0.0.1:$OPS"
-  threads: 1
-  base_domains: [soak.local]
-  access_log: false
-  watch_config: false
-  grace_period_seconds: 0
-  graceful_shutdown_timeout_seconds: 1
-  pid_file: $work/vp.pid
-  upgrade_sock: $work/vp.sock
+{
+  server_yaml "$VP" "$OPS" soak.local
+  cat <<YAML
 tenants: [{id: t, name: T, subdomain: t}]
 origins: [{id: o, tenant_id: t, targets: [{url: "http://127.0.0.1:$UP"}], circuit_breaker: {enabled: false}}]
 routes:
@@ -67,6 +58,7 @@ routes:
   - {id: cached, tenant_id: t, path_pattern: "/cached/*", origin_id: o, cache: {enabled: true, default_ttl_seconds: 3600}}
 api_keys: [{id: soak, tenant_id: t, name: soak, key_hash: "$KEY_HASH"}]
 YAML
+} >"$work/proxy.yaml"
 "$BIN" --config "$work/proxy.yaml" --check >&2
 
 taskset -c "$LOAD_CPU" nginx -c "$work/upstream.conf" -p "$work" & pids+=($!)
