@@ -5,6 +5,7 @@
 use crate::errors::Reply;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use ipnet::IpNet;
+use pingora::http::ResponseHeader;
 use std::net::IpAddr;
 use vantage_model::{parse_cidr, Access, Cors, IpRules, SecurityHeaders};
 
@@ -292,6 +293,30 @@ impl AccessRt {
     /// True when nothing is configured (the common, free case).
     pub fn is_empty(&self) -> bool {
         self.cors.is_none() && self.security.is_none() && self.ip_rules.is_none()
+    }
+
+    /// The policy's response fields: CORS (with `Vary: Origin` added to the origin's own
+    /// `Vary` when the answer depends on it) and the security headers.
+    pub fn apply_response_headers(
+        &self,
+        req: &HeaderMap,
+        tls: bool,
+        resp: &mut ResponseHeader,
+    ) -> pingora::Result<()> {
+        if let Some(cors) = &self.cors {
+            for (n, v) in cors.response_headers(req) {
+                resp.insert_header(n, v)?;
+            }
+            if cors.varies_by_origin() {
+                resp.append_header(http::header::VARY, "Origin")?;
+            }
+        }
+        if let Some(sec) = &self.security {
+            for (n, v) in sec.headers(tls) {
+                resp.insert_header(n, v)?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -9,7 +9,8 @@
 
 use crate::errors::Reply;
 use crate::jwt::{self, IssuerRt};
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
+use pingora::http::RequestHeader;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -344,6 +345,73 @@ pub async fn authenticate(
             }
         }
     }
+}
+
+/// Sent to the origin: the id of the API key that authenticated the request.
+pub const X_API_KEY_ID: &str = "x-api-key-id";
+/// Sent to the origin: the JWT's `sub` and `org_id`.
+pub const X_USER_ID: &str = "x-user-id";
+pub const X_ORG_ID: &str = "x-org-id";
+
+/// A header value from claim or id text (control characters make it "-").
+fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or(HeaderValue::from_static("-"))
+}
+
+/// What the origin is told about who sent the request. Only the gateway speaks for a key
+/// or a user: the identity headers (and every claim header of the tenant's issuers) the
+/// client sent are removed, then set from `identity`. With `strip_authorization` the
+/// credentials themselves (Authorization, X-API-Key, the JWT's cookie) do not reach the
+/// origin.
+pub fn forward_identity(
+    upstream: &mut RequestHeader,
+    auth: &RouteAuth,
+    tenant: &TenantAuth,
+    identity: Option<&Identity>,
+) -> pingora::Result<()> {
+    for name in [X_API_KEY_ID, X_USER_ID, X_ORG_ID]
+        .into_iter()
+        .chain(tenant.claim_header_names.iter().map(String::as_str))
+    {
+        if upstream.headers.contains_key(name) {
+            upstream.remove_header(name);
+        }
+    }
+    if auth.strip_authorization {
+        upstream.remove_header(&http::header::AUTHORIZATION);
+        upstream.remove_header("x-api-key");
+        if let Some(Identity::User(u)) = identity {
+            if let Some(name) = &u.cookie {
+                match cookie_without(&upstream.headers, name) {
+                    Some(rest) => upstream.insert_header(http::header::COOKIE, rest)?,
+                    None => {
+                        upstream.remove_header(&http::header::COOKIE);
+                    }
+                }
+            }
+        }
+    }
+    match identity {
+        Some(Identity::Key(key)) => {
+            upstream.insert_header(X_API_KEY_ID, header_value(&key.id))?;
+        }
+        Some(Identity::User(user)) => {
+            upstream.insert_header(X_USER_ID, header_value(&user.sub))?;
+            if let Some(org) = &user.org_id {
+                upstream.insert_header(X_ORG_ID, header_value(org))?;
+            }
+            for (claim, header) in &user.issuer.spec.claim_headers {
+                let value = match user.claims.get(claim) {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
+                    _ => continue,
+                };
+                upstream.insert_header(header.to_ascii_lowercase(), header_value(&value))?;
+            }
+        }
+        None => {}
+    }
+    Ok(())
 }
 
 /// The `Cookie` header without the pair named `name` (None when nothing is left).

@@ -5,8 +5,8 @@
 //! (purge generations; the config version poll covers missed announcements).
 
 use crate::cache::purge::{PurgeMessage, Purges};
-use crate::metrics::METRICS;
 use crate::snapshot::Snapshot;
+use crate::telemetry::metrics::METRICS;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use fred::clients::SubscriberClient;

@@ -31,6 +31,23 @@ pub struct Hop<'a> {
     pub host: Option<&'a HeaderValue>,
 }
 
+impl<'a> Hop<'a> {
+    /// The hop of a request from `peer`, trusted when it is one of `trusted_proxies`.
+    pub fn new(
+        peer: Option<IpAddr>,
+        trusted_proxies: &[ipnet::IpNet],
+        tls: bool,
+        host: Option<&'a HeaderValue>,
+    ) -> Hop<'a> {
+        Hop {
+            peer,
+            peer_trusted: peer.is_some_and(|p| trusted_proxies.iter().any(|n| n.contains(&p))),
+            tls,
+            host,
+        }
+    }
+}
+
 /// Append an IP address to `out` (IPv4 without the formatting machinery: this runs for
 /// every request).
 pub fn push_ip(out: &mut String, ip: IpAddr) {

@@ -1,10 +1,12 @@
 //! VantageEdge proxy: a multi-tenant API gateway on Pingora.
 //!
-//! Module map (the request path in order): [`safety`] → tenant and [`router`] lookup in a
-//! [`snapshot`] → [`access`] (IP rules, CORS) → [`auth`] → [`limits`] → [`upstream`]
-//! selection (or a [`cache`] hit) → [`transform`] → [`metrics`] and access log; all
-//! joined by the phase methods of [`gateway::Gateway`]. [`reload`] swaps snapshots, [`ops`]
-//! serves `/metrics` and health, [`server`] wires Pingora services together.
+//! Module map (the request path in order): [`edge`] (connection limits, head deadline) →
+//! [`safety`] → tenant and [`router`] lookup in a [`snapshot`] ([`hosts`]) → [`access`]
+//! (IP rules, CORS) → [`auth`] ([`jwt`]) → [`limits`] → [`upstream`] selection (or a
+//! [`cache`] hit) → [`transform`] and [`forwarding`] → [`telemetry`] (metrics, traces,
+//! request and access logs); all joined by the phase methods of [`gateway::Gateway`].
+//! [`reload`] swaps snapshots ([`source`], [`bus`]), [`ops`] serves `/metrics` and health,
+//! [`server`] runs the process from start to graceful shutdown.
 
 pub mod access;
 pub mod auth;
@@ -18,16 +20,13 @@ pub mod gateway;
 pub mod hosts;
 pub mod jwt;
 pub mod limits;
-pub mod metrics;
 pub mod ops;
-pub mod otel;
 pub mod reload;
-pub mod request_log;
 pub mod router;
 pub mod safety;
 pub mod server;
 pub mod snapshot;
 pub mod source;
-pub mod trace;
+pub mod telemetry;
 pub mod transform;
 pub mod upstream;

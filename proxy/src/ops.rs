@@ -3,9 +3,9 @@
 
 use crate::cache::Purges;
 use crate::limits::redis::RedisLimiter;
-use crate::metrics;
 use crate::snapshot::Snapshot;
 use crate::source::PgSource;
+use crate::telemetry::metrics;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use http::Response;

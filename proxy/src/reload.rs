@@ -7,9 +7,9 @@
 //! logged error and the running one stays. Requests in flight keep the snapshot they started
 //! with. While Postgres is away the proxy keeps serving its last configuration.
 
-use crate::metrics::METRICS;
 use crate::snapshot::Snapshot;
 use crate::source::{self, PgSource};
+use crate::telemetry::metrics::METRICS;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
@@ -169,24 +169,6 @@ impl Reloader {
     }
 }
 
-/// Called when Pingora starts a graceful shutdown (SIGTERM, or SIGQUIT after handing the
-/// listeners to a new process). Pingora stops accepting and then sleeps the whole grace
-/// period; this ends the process as soon as no request is in flight, so the grace period
-/// is an upper bound rather than a fixed delay.
-async fn drain_then_exit() {
-    tracing::info!("graceful shutdown: draining in-flight requests");
-    // Let connections accepted just before the signal register their request.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    loop {
-        let active = METRICS.active_requests.get();
-        if active <= 0 {
-            tracing::info!("graceful shutdown: no request in flight, exiting");
-            std::process::exit(0);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[async_trait]
 impl BackgroundService for Reloader {
     async fn start(&self, mut shutdown: ShutdownWatch) {
@@ -218,10 +200,8 @@ impl BackgroundService for Reloader {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = shutdown.changed() => {
-                    drain_then_exit().await;
-                    return;
-                }
+                // The server's shutdown sequence drains and exits (see `crate::server`).
+                _ = shutdown.changed() => return,
                 Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
                     let _ = self.reload("SIGHUP").await;
                     last = watch_path.as_ref().and_then(content_hash);

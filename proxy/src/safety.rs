@@ -6,12 +6,14 @@
 //! refuses it, like nginx does, and closes the connection.
 
 use crate::errors::Reply;
+use crate::telemetry::metrics::METRICS;
 use http::{header, Version};
 use pingora::http::RequestHeader;
+use pingora::proxy::Session;
 
-/// Limits from the server settings.
+/// Request-head limits from the server settings (not rate limits: see [`crate::limits`]).
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub struct HeadLimits {
     /// Most header fields (each value counts).
     pub max_headers: usize,
     /// Largest total of names and values in bytes.
@@ -62,9 +64,26 @@ pub fn check_path(path: &str) -> Result<(), Reply> {
     Ok(())
 }
 
+/// Check the request head of a session; a refusal is counted by its reason
+/// (`vantage_refused_requests_total`).
+pub fn check_session(session: &Session, limits: HeadLimits) -> Result<(), Reply> {
+    let req = session.req_header();
+    let raw_content_length = req.headers.contains_key(header::TRANSFER_ENCODING)
+        && session
+            .as_http1()
+            .is_some_and(|h1| raw_has_content_length(&h1.get_headers_raw_bytes()));
+    check(req, raw_content_length, limits).inspect_err(|r| {
+        METRICS.refused.with_label_values(&[r.code]).inc();
+    })
+}
+
 /// Check a request head; `Err` is the reply to send. `raw_content_length` tells whether
 /// the raw head carried Content-Length (see [`raw_has_content_length`]).
-pub fn check(req: &RequestHeader, raw_content_length: bool, limits: Limits) -> Result<(), Reply> {
+pub fn check(
+    req: &RequestHeader,
+    raw_content_length: bool,
+    limits: HeadLimits,
+) -> Result<(), Reply> {
     if req.raw_path().len() > limits.max_uri_bytes {
         return Err(Reply::new(
             414,
@@ -143,7 +162,7 @@ pub fn check(req: &RequestHeader, raw_content_length: bool, limits: Limits) -> R
 mod tests {
     use super::*;
 
-    const LIMITS: Limits = Limits {
+    const LIMITS: HeadLimits = HeadLimits {
         max_headers: 10,
         max_header_bytes: 200,
         max_uri_bytes: 64,

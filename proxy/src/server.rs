@@ -1,5 +1,6 @@
-//! Wiring: the Pingora server with the proxy service, the ops listener, the config reloader
-//! and (for the demo) the demo origins.
+//! The process: the Pingora server with the proxy service, the ops listener, the config
+//! reloader, the telemetry writers and (for the demo) the demo origins — and its end: the
+//! graceful shutdown sequence ([`Lifecycle`]).
 
 use crate::bus::{Bus, ConfigNotices};
 use crate::cache::{Caches, Purges};
@@ -10,6 +11,9 @@ use crate::ops::Ops;
 use crate::reload::Reloader;
 use crate::snapshot::Snapshot;
 use crate::source::{self, PgSource};
+use crate::telemetry::metrics::METRICS;
+use crate::telemetry::otel::Otel;
+use crate::telemetry::request_log::LogFlush;
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use pingora::apps::http_app::HttpServer;
@@ -18,7 +22,8 @@ use pingora::listeners::tls::TlsSettings;
 use pingora::proxy::HttpProxy;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
-use pingora::services::background::background_service;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -71,6 +76,73 @@ async fn initial_from_postgres(
             );
             Ok((config, last.version))
         }
+    }
+}
+
+/// The graceful shutdown sequence, started when Pingora begins one (SIGTERM, or SIGQUIT
+/// after handing the listeners to a new process; Pingora then stops accepting and sleeps
+/// the grace period). It waits for the requests in flight, then for the request-log writer
+/// to write every queued row, then flushes the span exporter and exits — as soon as that
+/// is done, so the grace period is an upper bound rather than a fixed delay.
+struct Lifecycle {
+    grace: Duration,
+    request_logs: std::sync::Mutex<Option<LogFlush>>,
+    otel: Option<&'static Otel>,
+}
+
+impl Lifecycle {
+    /// Wait until no request is in flight, or `until`; true when drained.
+    async fn drain(until: tokio::time::Instant) -> bool {
+        // Let connections accepted just before the signal register their request.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        loop {
+            if METRICS.active_requests.get() <= 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= until {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl BackgroundService for Lifecycle {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        if shutdown.changed().await.is_err() {
+            return;
+        }
+        tracing::info!("graceful shutdown: draining in-flight requests");
+        let started = tokio::time::Instant::now();
+        let end = started + self.grace;
+        let flush = self.request_logs.lock().ok().and_then(|mut f| f.take());
+        // Writing the last request logs gets the last quarter of the grace period (at most
+        // 2 s) even when requests are still in flight until then.
+        let reserve = match flush {
+            Some(_) => (self.grace / 4).min(Duration::from_secs(2)),
+            None => Duration::ZERO,
+        };
+        let drained = Lifecycle::drain(end - reserve).await;
+        if let Some(flush) = flush {
+            if tokio::time::timeout_at(end, flush.finish()).await.is_err() {
+                tracing::warn!(
+                    "graceful shutdown: request logs still queued at the end of the grace period"
+                );
+            }
+        }
+        if let Some(otel) = self.otel {
+            otel.shutdown();
+        }
+        if drained {
+            tracing::info!("graceful shutdown: no request in flight, exiting");
+        } else {
+            tracing::warn!(
+                in_flight = METRICS.active_requests.get(),
+                "graceful shutdown: grace period over, exiting"
+            );
+        }
+        std::process::exit(0);
     }
 }
 
@@ -234,25 +306,33 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     } else if notices.is_some() {
         tracing::warn!("no server.redis: config changes are picked up by the version poll only");
     }
-    let otel: Option<&'static crate::otel::Otel> = match &settings.tracing {
+    let otel: Option<&'static Otel> = match &settings.tracing {
         Some(t) => Some(Box::leak(Box::new(
-            crate::otel::Otel::new(t).map_err(|e| anyhow::anyhow!(e))?,
+            Otel::new(t).map_err(|e| anyhow::anyhow!(e))?,
         ))),
         None => None,
     };
-    let request_logs = match &settings.postgres {
+    let (request_logs, log_flush) = match &settings.postgres {
         Some(pgs) if pgs.request_logs.enabled => {
             let pool = crate::source::pool(pgs).map_err(|e| anyhow::anyhow!(e))?;
-            let (logger, writer) = crate::request_log::channel(
+            let (logger, writer, flush) = crate::telemetry::request_log::channel(
                 &pgs.request_logs,
                 pool,
                 Duration::from_millis(pgs.timeout_ms),
             );
             server.add_service(background_service("request-logs", writer));
-            Some(logger)
+            (Some(logger), Some(flush))
         }
-        _ => None,
+        _ => (None, None),
     };
+    server.add_service(background_service(
+        "lifecycle",
+        Lifecycle {
+            grace: Duration::from_secs(settings.grace_period_seconds),
+            request_logs: std::sync::Mutex::new(log_flush),
+            otel,
+        },
+    ));
     let gateway = Gateway::new(
         state.clone(),
         &settings,

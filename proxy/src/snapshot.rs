@@ -5,12 +5,14 @@
 
 use crate::access::AccessRt;
 use crate::auth::{KeyIndex, TenantAuth};
+use crate::errors::Reply;
 use crate::hosts::HostIndex;
 use crate::jwt::IssuerRt;
 use crate::router::{Conditions, Router};
 use crate::transform::{HeaderOps, PathOps};
 use crate::upstream::{Pool, PoolError};
 use http::{HeaderName, HeaderValue, Method};
+use pingora::http::RequestHeader;
 use std::collections::HashMap;
 use std::sync::Arc;
 use vantage_model::{
@@ -69,6 +71,71 @@ pub struct TenantRt {
     /// Some route of the tenant caches responses (so unsafe methods invalidate URLs).
     pub caches: bool,
     pub router: Router<Arc<RouteRt>>,
+}
+
+/// Where a request goes within its tenant.
+pub struct Routed<'a> {
+    pub route: &'a Arc<RouteRt>,
+    /// A CORS preflight, asking about this method.
+    pub preflight: Option<Method>,
+}
+
+impl TenantRt {
+    /// The route of a request. A CORS preflight is answered for the route the real request
+    /// would take, when that route has a CORS policy; otherwise OPTIONS is routed like any
+    /// method. `Err` is the 404 (no route matches).
+    pub fn find_route(&self, req: &RequestHeader) -> Result<Routed<'_>, Reply> {
+        if let Some(method) = crate::access::preflight_method(&req.method, &req.headers) {
+            if let Some(route) = self
+                .router
+                .find(req.uri.path(), &method, &req.headers)
+                .filter(|r| r.access.cors.is_some())
+            {
+                return Ok(Routed {
+                    route,
+                    preflight: Some(method),
+                });
+            }
+        }
+        let route = self
+            .router
+            .find(req.uri.path(), &req.method, &req.headers)
+            .ok_or_else(|| {
+                Reply::new(
+                    404,
+                    "no_route",
+                    format!("no route matches {} {}", req.method, req.uri.path()),
+                )
+            })?;
+        Ok(Routed {
+            route,
+            preflight: None,
+        })
+    }
+}
+
+impl RouteRt {
+    /// Methods the route refuses although it matched: TRACE echoes the request
+    /// (credentials included) back, so only routes that list it take it.
+    pub fn check_method(&self, method: &Method) -> Result<(), Reply> {
+        if method == Method::TRACE && !self.trace {
+            return Err(Reply::new(
+                405,
+                "method_not_allowed",
+                "TRACE is not allowed on this route",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The host a request names: its absolute-form authority, else its `Host` field.
+pub fn request_host(req: &RequestHeader) -> Option<&str> {
+    req.uri.host().or_else(|| {
+        req.headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+    })
 }
 
 /// Why a configuration could not be compiled.
@@ -292,6 +359,20 @@ impl Snapshot {
         Some((self.tenants.get(i)?, host))
     }
 
+    /// The tenant a request is for, by its absolute-form authority or `Host`, and the host
+    /// in normal form. `Err` is the 400 (no host) or 404 (no tenant serves it).
+    pub fn find_tenant(&self, req: &RequestHeader) -> Result<(&TenantRt, &HeaderValue), Reply> {
+        let host = request_host(req)
+            .ok_or_else(|| Reply::new(400, "bad_request", "the request has no Host header"))?;
+        self.tenant_for_host(host).ok_or_else(|| {
+            Reply::new(
+                404,
+                "unknown_tenant",
+                format!("no tenant serves host '{host}'"),
+            )
+        })
+    }
+
     /// Every pool, to start health checks after a swap.
     pub fn pools(&self) -> impl Iterator<Item = &Arc<Pool>> {
         self.pools.values()
@@ -312,7 +393,7 @@ impl Snapshot {
             pool.stop_health_checks();
             for target in pool.target_labels() {
                 if !live.contains(&(&*pool.id, target)) {
-                    crate::metrics::forget_target(&pool.id, target);
+                    crate::telemetry::metrics::forget_target(&pool.id, target);
                 }
             }
         }

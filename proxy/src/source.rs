@@ -5,7 +5,7 @@
 //! The proxy never needs Postgres to serve a request: this is only read when a change is
 //! announced, when the version poll sees a newer version, and at start.
 
-use crate::metrics::METRICS;
+use crate::telemetry::metrics::METRICS;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use serde::{Deserialize, Serialize};
 use std::io::Write;

@@ -1,4 +1,5 @@
-//! Request and response changes of a route: path rewrite and header transforms.
+//! Request and response changes of a route: path rewrite, header transforms and response
+//! compression.
 
 use http::{HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -19,6 +20,22 @@ macro_rules! apply {
             let _ = $h.append_header(n.clone(), v.clone());
         }
     }};
+}
+
+/// Compress the response at `level` (a route's `compression`): Pingora's compression
+/// module is on for every request at level 0 (off) and reads `Accept-Encoding` again here.
+pub fn enable_compression(session: &mut pingora::proxy::Session, level: u32) {
+    let req = session.downstream_session.req_header().clone();
+    if let Some(c) = session
+        .downstream_modules_ctx
+        .get_mut::<pingora::modules::http::compression::ResponseCompression>()
+    {
+        if c.is_header_phase() {
+            c.adjust_level(level);
+            // The module skipped Accept-Encoding while it was disabled.
+            c.request_filter(&req);
+        }
+    }
 }
 
 /// Compiled header transform: remove, then set, then add.
@@ -95,6 +112,28 @@ impl PathOps {
     /// True when the path is forwarded unchanged.
     pub fn is_identity(&self) -> bool {
         self.strip_prefix.is_none() && self.rewrite.is_none()
+    }
+
+    /// Set the origin's request target: the rewritten path (see [`PathOps::apply`]), and
+    /// always origin form (the host is in `Host`).
+    pub fn rewrite(&self, upstream: &mut RequestHeader) -> pingora::Result<()> {
+        let Some(pq) = upstream.uri.path_and_query().map(|p| p.as_str()) else {
+            return Ok(());
+        };
+        let new = match self.apply(pq) {
+            Some(new) => new,
+            None if upstream.uri.authority().is_some() => pq.to_string(),
+            None => return Ok(()),
+        };
+        let uri = new.parse::<http::Uri>().map_err(|e| {
+            pingora::Error::because(
+                pingora::ErrorType::InternalError,
+                "rewritten path is not a URI",
+                e,
+            )
+        })?;
+        upstream.set_uri(uri);
+        Ok(())
     }
 
     /// The new path-and-query for `path_and_query`, or None when unchanged.

@@ -206,6 +206,98 @@ fn sigterm_drains_in_flight_requests_within_the_bound() {
     );
 }
 
+/// SIGTERM while clients keep sending and slow requests are in flight: every request the
+/// proxy answered, before or after the signal, has its row in `request_logs` when the
+/// process has exited.
+#[test]
+fn sigterm_under_load_exits_only_after_every_answered_request_is_logged() {
+    let db = Database::shared();
+    db.migrate();
+    let a = Origin::start("a");
+    let extra = format!(
+        "  postgres: {{url: \"{}\", timeout_ms: 2000, request_logs: {{enabled: true, batch_size: 20, flush_interval_ms: 100}}}}\n",
+        db.url()
+    );
+    let mut p = Proxy::start_with(&body(&[&a], 1), &extra);
+    let port = p.port;
+    let answered = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sent = Arc::new(AtomicUsize::new(0));
+    // Slow requests that are certainly in flight when the signal comes.
+    let slow: Vec<_> = (0..3)
+        .map(|i| {
+            let answered = answered.clone();
+            std::thread::spawn(move || {
+                let id = format!("term-slow-{i}");
+                let r = request(
+                    port,
+                    "GET",
+                    "t.test.local",
+                    "/delay/1500",
+                    &[("x-request-id", &id)],
+                    b"",
+                );
+                assert_eq!(r.status, 200, "in-flight request {id} was answered");
+                answered.lock().unwrap().push(id);
+            })
+        })
+        .collect();
+    // Steady load until the proxy stops accepting (bounded: 400 requests per client).
+    let steady: Vec<_> = (0..4)
+        .map(|c| {
+            let (answered, sent) = (answered.clone(), sent.clone());
+            std::thread::spawn(move || {
+                for i in 0..400 {
+                    let id = format!("term-{c}-{i}");
+                    let path = if i % 2 == 0 { "/delay/50" } else { "/x" };
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    match try_request(
+                        port,
+                        "GET",
+                        "t.test.local",
+                        path,
+                        &[("x-request-id", &id)],
+                        b"",
+                    ) {
+                        Ok(r) if r.status == 200 => answered.lock().unwrap().push(id),
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+            })
+        })
+        .collect();
+    wait_for("slow requests in flight under load", 10, || {
+        (p.metric("vantage_active_requests") >= 3.0 && sent.load(Ordering::Relaxed) >= 20)
+            .then_some(())
+    });
+    p.signal("TERM");
+    for t in slow.into_iter().chain(steady) {
+        t.join().unwrap();
+    }
+    assert!(
+        p.wait_exit(30),
+        "proxy did not exit after SIGTERM; log:\n{}",
+        p.log()
+    );
+    let logged: std::collections::HashSet<String> = db
+        .sql("SELECT request_id FROM request_logs WHERE request_id LIKE 'term-%'")
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let answered = answered.lock().unwrap();
+    let missing: Vec<&String> = answered.iter().filter(|id| !logged.contains(*id)).collect();
+    // The three slow ones, and the steady load before the signal.
+    assert!(answered.len() >= 13, "answered only {}", answered.len());
+    assert!(
+        missing.is_empty(),
+        "{} of {} answered requests have no request_logs row: {:?}\nlog:\n{}",
+        missing.len(),
+        answered.len(),
+        &missing[..missing.len().min(10)],
+        p.log()
+    );
+}
+
 fn openssl_cert(dir: &std::path::Path) -> Option<(String, String)> {
     let cert = dir.join("edge.crt");
     let key = dir.join("edge.key");

@@ -6,17 +6,19 @@
 //! [`store`] module is the storage behind it.
 
 pub mod directives;
+pub mod invalidate;
 pub mod purge;
 pub mod store;
 
-use crate::metrics::METRICS;
+use crate::telemetry::metrics::METRICS;
 use directives::Directives;
 use http::header;
 use pingora::cache::cache_control::{CacheControl, InterpretCacheControl};
 use pingora::cache::key::HashBinary;
 use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora::cache::{
-    CacheKey, CacheMeta, CachePhase, NoCacheReason, RespCacheable, VarianceBuilder,
+    CacheKey, CacheMeta, CacheOptionOverrides, CachePhase, ForcedFreshness, HttpCache,
+    NoCacheReason, RespCacheable, VarianceBuilder,
 };
 use pingora::http::{RequestHeader, ResponseHeader};
 use std::collections::HashSet;
@@ -580,6 +582,43 @@ impl Caches {
         }
     }
 
+    /// Turn pingora-cache on for a request of a caching route: the route's storage, the
+    /// cache lock with the route's wait, and its entry size bound.
+    pub fn enable(&self, cache: &mut HttpCache, policy: &CacheRt) {
+        let mut overrides = CacheOptionOverrides::default();
+        overrides.wait_timeout = Some(policy.lock_timeout);
+        cache.enable(
+            self.storage(policy.storage),
+            None,
+            None,
+            Some(self.lock),
+            Some(overrides),
+        );
+        cache.set_max_file_size_bytes(policy.max_entry_bytes);
+    }
+
+    /// A fresh or stale hit that must not be served as it is: a purge since it was stored
+    /// refetches it; the request's own `no-cache`, `max-age` and `min-fresh` revalidate it.
+    pub fn forced_freshness(
+        &self,
+        tenant: &str,
+        req: &RequestHeader,
+        meta: &CacheMeta,
+        is_fresh: bool,
+    ) -> Option<ForcedFreshness> {
+        let (path, query) = (req.uri.path(), req.uri.query());
+        if self
+            .purges
+            .purged_after(tenant, path, query, meta.created())
+        {
+            return Some(ForcedFreshness::ForceMiss);
+        }
+        if is_fresh && RequestDirectives::parse(req).needs_revalidation(meta, SystemTime::now()) {
+            return Some(ForcedFreshness::ForceExpired);
+        }
+        None
+    }
+
     /// The storage a route asked for (memory when Redis is not configured).
     pub fn storage(&self, kind: CacheStorageKind) -> &'static Store {
         match kind {
@@ -590,9 +629,37 @@ impl Caches {
     }
 }
 
+/// The request carries credentials: it was authenticated, or sends `Authorization` or an
+/// API key (private routes then bypass the cache).
+pub fn carries_credentials(req: &RequestHeader, authenticated: bool) -> bool {
+    authenticated
+        || req.headers.contains_key(header::AUTHORIZATION)
+        || req.headers.contains_key("x-api-key")
+}
+
 /// Counts one served response by cache outcome.
 pub fn record(label: &'static str) {
     METRICS.cache_responses.with_label_values(&[label]).inc();
+}
+
+/// `X-Cache` on a caching route's response, counted; `missed` says the lookup missed even
+/// if the response then was not stored. A hit never replays `Set-Cookie` (entries are
+/// stored without it; one from an older release may still hold it).
+pub fn label_response(
+    phase: CachePhase,
+    missed: bool,
+    resp: &mut ResponseHeader,
+) -> pingora::Result<&'static str> {
+    let label = match phase {
+        CachePhase::Disabled(_) | CachePhase::Bypass if missed => "MISS",
+        phase => status_label(phase),
+    };
+    record(label);
+    resp.insert_header("x-cache", label)?;
+    if matches!(label, "HIT" | "STALE") {
+        resp.remove_header(&header::SET_COOKIE);
+    }
+    Ok(label)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! keys the shared tier alike, and each purge is published on `<prefix>:cache:purge` so the
 //! other proxies drop their memory entries too.
 
-use crate::metrics::METRICS;
+use crate::telemetry::metrics::METRICS;
 use fred::prelude::*;
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};

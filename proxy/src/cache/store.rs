@@ -6,7 +6,7 @@
 //! writes): concurrent misses wait on pingora's cache lock instead. A Redis failure is a miss
 //! on lookup and a skipped write on store, never an error to the client.
 
-use crate::metrics::METRICS;
+use crate::telemetry::metrics::METRICS;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use fred::prelude::*;

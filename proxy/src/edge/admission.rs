@@ -3,7 +3,7 @@
 //! sketch): its memory is fixed however many addresses arrive, and a collision can only
 //! over-count, never let a client past its cap.
 
-use crate::metrics::METRICS;
+use crate::telemetry::metrics::METRICS;
 use pingora_limits::inflight::{Guard, Inflight};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -72,7 +72,7 @@ pub async fn read(
     let mut buf = BytesMut::with_capacity(4096);
     if let Err(stop) = read_some(stream, &mut buf, started + first_byte).await {
         if matches!(stop, Stop::Timeout) && new_connection {
-            crate::metrics::METRICS
+            crate::telemetry::metrics::METRICS
                 .client_timeouts
                 .with_label_values(&["header"])
                 .inc();
@@ -104,7 +104,7 @@ pub async fn read(
         match read_some(stream, &mut buf, deadline).await {
             Ok(()) => {}
             Err(Stop::Timeout) => {
-                crate::metrics::METRICS
+                crate::telemetry::metrics::METRICS
                     .client_timeouts
                     .with_label_values(&["header"])
                     .inc();

@@ -15,8 +15,8 @@ pub mod head;
 
 use crate::errors::{self, Reply};
 use crate::gateway::Gateway;
-use crate::metrics::METRICS;
 use crate::snapshot::Snapshot;
+use crate::telemetry::metrics::METRICS;
 use admission::{Admission, Refusal};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;

@@ -6,6 +6,7 @@
 //! Memory is bounded: when a shard grows past its soft cap, entries that are idle (a full
 //! bucket, or a window with nothing left to count) are dropped.
 
+pub mod enforce;
 pub mod redis;
 
 use http::{HeaderName, HeaderValue};

@@ -7,7 +7,7 @@
 //! by itself, and while Redis is away every call fails fast.
 
 use super::Decision;
-use crate::metrics::METRICS;
+use crate::telemetry::metrics::METRICS;
 use async_trait::async_trait;
 use fred::prelude::*;
 use fred::types::scripts::Script;

@@ -2,7 +2,7 @@
 //! last result and to export health changes as metrics and logs.
 
 use super::TargetState;
-use crate::metrics::METRICS;
+use crate::telemetry::metrics::METRICS;
 use async_trait::async_trait;
 use pingora::lb::health_check::{HealthCheck, HttpHealthCheck};
 use pingora::lb::Backend;

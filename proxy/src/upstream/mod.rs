@@ -8,20 +8,60 @@
 pub mod breaker;
 mod health;
 
-use crate::metrics::METRICS;
+use crate::errors::{Blame, Reply};
+use crate::telemetry::metrics::METRICS;
 use breaker::{now_ms, Breaker};
+use pingora::http::RequestHeader;
 use pingora::lb::discovery::Static;
 use pingora::lb::selection::{Consistent, Random, RoundRobin};
 use pingora::lb::{Backend, Backends, LoadBalancer};
 use pingora::protocols::ALPN;
 use pingora::upstreams::peer::HttpPeer;
 use std::collections::BTreeSet;
-use std::net::ToSocketAddrs;
+use std::net::{IpAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use vantage_model::{HashKey, LbAlgorithm, Origin, TargetUrl, UpstreamProtocol};
+
+/// A request's attempt on one target: the target, its identity among the pool's, and
+/// its in-flight count.
+pub struct Attempt {
+    pub target: Arc<TargetState>,
+    pub id: usize,
+    _inflight: InflightGuard,
+}
+
+/// What consistent hashing hashes for a request (empty without a hash key).
+pub fn hash_input(key: Option<&HashKey>, req: &RequestHeader, peer: Option<IpAddr>) -> Vec<u8> {
+    match key {
+        None => Vec::new(),
+        Some(HashKey::Header { name }) => req
+            .headers
+            .get(name.as_str())
+            .map_or(&b""[..], |v| v.as_bytes())
+            .to_vec(),
+        Some(HashKey::Cookie { name }) => cookie(req, name).unwrap_or_default().to_vec(),
+        Some(HashKey::ClientIp) => peer
+            .map(|ip| ip.to_string().into_bytes())
+            .unwrap_or_default(),
+        Some(HashKey::Path) => req.uri.path().as_bytes().to_vec(),
+    }
+}
+
+/// The value of cookie `name`, as bytes.
+fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a [u8]> {
+    req.headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b';'))
+        .find_map(|pair| {
+            let pair = pair.trim_ascii();
+            let eq = pair.iter().position(|b| *b == b'=')?;
+            (pair[..eq].trim_ascii() == name.as_bytes()).then(|| pair[eq + 1..].trim_ascii())
+        })
+}
 
 /// Why a pool could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -385,6 +425,51 @@ impl Pool {
                 .breaker_open
                 .with_label_values(&[&*self.id, state.label.as_str()])
                 .set(1.0);
+        }
+    }
+
+    /// A target for the next attempt of a request that already tried `tried`, and the
+    /// attempt (counted in flight until it drops). `Err` is the reply: 503 when no target
+    /// is available at all, 502 when every target left was tried.
+    pub fn attempt(&self, key: &[u8], tried: &[usize]) -> Result<(HttpPeer, Attempt), Reply> {
+        match self.select(key, tried) {
+            Selection::Target(backend, state) => {
+                let peer = self.peer(&backend, &state);
+                let attempt = Attempt {
+                    id: backend_id(&backend),
+                    _inflight: Pool::track(&state),
+                    target: state,
+                };
+                Ok((peer, attempt))
+            }
+            Selection::NoneAvailable if tried.is_empty() => Err(Reply::new(
+                503,
+                "no_healthy_upstream",
+                format!("no healthy target in origin '{}'", self.id),
+            )),
+            Selection::NoneAvailable => Err(Reply::new(
+                502,
+                "upstream_unreachable",
+                format!("no target of origin '{}' could be reached", self.id),
+            )),
+        }
+    }
+
+    /// Settle a finished request's last attempt with its target's breaker: a failure when
+    /// the upstream failed or answered 5xx, a success otherwise, and nothing at all when
+    /// the client was to blame (a client too slow to send its request says nothing about
+    /// the origin).
+    pub fn settle(
+        &self,
+        attempt: &Attempt,
+        blame: Option<Blame>,
+        error: Option<&pingora::Error>,
+        status: Option<u16>,
+    ) {
+        if blame.is_none_or(Blame::counts_against_origin) {
+            let failed = error.is_some_and(|e| e.esource() == &pingora::ErrorSource::Upstream)
+                || status.is_some_and(|s| s >= 500);
+            self.record(&attempt.target, !failed);
         }
     }
 

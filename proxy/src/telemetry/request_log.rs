@@ -2,15 +2,19 @@
 //! in batches (one multi-row `INSERT ... SELECT FROM UNNEST(...)` per batch) by a background
 //! task. When Postgres is slow or away the queue fills and new records are dropped and
 //! counted (`vantage_request_logs_dropped_total`); the request path never waits.
+//!
+//! The writer runs until the server's shutdown sequence tells it to finish (after the last
+//! request in flight was logged): it then writes what is queued and reports back through
+//! [`LogFlush`], so the process exits with every answered request's row written.
 
-use crate::metrics::METRICS;
+use crate::telemetry::metrics::METRICS;
 use async_trait::async_trait;
 use deadpool_postgres::Pool;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use vantage_model::RequestLogSettings;
 
 /// One row of `request_logs`.
@@ -60,30 +64,79 @@ impl RequestLogger {
     }
 }
 
+/// The request-log sink: one row per request.
+impl super::Sink for RequestLogger {
+    fn record(&self, s: &super::Summary<'_>) {
+        self.log(Record {
+            ts: SystemTime::now(),
+            request_id: s.request_id.to_string(),
+            tenant_id: s.tenant.map(str::to_string),
+            route_id: s.route.map(str::to_string),
+            api_key_id: s.api_key_id.map(str::to_string),
+            user_id: s.user_id.map(str::to_string),
+            method: s.method.as_str().to_string(),
+            host: s.host.map(str::to_string),
+            path: s.path.to_string(),
+            status: i32::from(s.status),
+            latency_ms: s.duration.as_secs_f64() * 1000.0,
+            bytes_sent: s.bytes_sent as i64,
+            client_ip: s.client.map(|ip| ip.to_string()),
+            cache_status: s.cache.map(str::to_string),
+            upstream: s.upstream.map(str::to_string),
+        });
+    }
+}
+
 /// The background writer.
 pub struct LogWriter {
     rx: Mutex<Option<mpsc::Receiver<Record>>>,
+    /// Set when the writer is to write what is queued and stop.
+    stop: watch::Receiver<bool>,
+    /// Set by the writer when it has.
+    done: watch::Sender<bool>,
     pool: Pool,
     batch: usize,
     flush: Duration,
     timeout: Duration,
 }
 
-/// A logger and its writer over `pool`.
+/// The shutdown sequence's handle on the writer.
+pub struct LogFlush {
+    stop: watch::Sender<bool>,
+    done: watch::Receiver<bool>,
+}
+
+impl LogFlush {
+    /// Tell the writer to write what is queued and stop; returns when it has.
+    pub async fn finish(mut self) {
+        let _ = self.stop.send(true);
+        let _ = self.done.wait_for(|done| *done).await;
+    }
+}
+
+/// A logger, its writer over `pool`, and the handle that finishes the writer.
 pub fn channel(
     settings: &RequestLogSettings,
     pool: Pool,
     timeout: Duration,
-) -> (RequestLogger, LogWriter) {
+) -> (RequestLogger, LogWriter, LogFlush) {
     let (tx, rx) = mpsc::channel(settings.queue_size);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (done_tx, done_rx) = watch::channel(false);
     (
         RequestLogger { tx },
         LogWriter {
             rx: Mutex::new(Some(rx)),
+            stop: stop_rx,
+            done: done_tx,
             pool,
             batch: settings.batch_size,
             flush: Duration::from_millis(settings.flush_interval_ms),
             timeout,
+        },
+        LogFlush {
+            stop: stop_tx,
+            done: done_rx,
         },
     )
 }
@@ -165,15 +218,19 @@ impl LogWriter {
 
 #[async_trait]
 impl BackgroundService for LogWriter {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
+    /// Pingora's shutdown signal is not the writer's: requests still in flight then are
+    /// logged after it. The server's shutdown sequence stops the writer through
+    /// [`LogFlush`] once they are done.
+    async fn start(&self, _shutdown: ShutdownWatch) {
         let Some(mut rx) = self.rx.lock().ok().and_then(|mut g| g.take()) else {
             return;
         };
+        let mut stop = self.stop.clone();
         let mut batch = Vec::with_capacity(self.batch);
         loop {
             // Wait for the first record of a batch, then fill it for at most `flush`.
             let first = tokio::select! {
-                _ = shutdown.changed() => break,
+                _ = stop.wait_for(|stop| *stop) => break,
                 r = rx.recv() => r,
             };
             let Some(first) = first else { break };
@@ -195,5 +252,6 @@ impl BackgroundService for LogWriter {
             }
         }
         self.flush_batch(&mut batch).await;
+        let _ = self.done.send(true);
     }
 }

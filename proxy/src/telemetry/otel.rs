@@ -3,7 +3,7 @@
 //! rate limit, cache lookup and upstream. Spans are batched and exported off the request
 //! path by the SDK's batch processor; when tracing is off nothing here runs.
 
-use crate::trace::TraceContext;
+use crate::telemetry::trace::TraceContext;
 use opentelemetry::trace::{
     Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId,
     TraceState, Tracer as _, TracerProvider as _,
@@ -12,7 +12,7 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, Span};
 use opentelemetry_sdk::Resource;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 use vantage_model::TracingSettings;
 
 /// The exporter and tracer of the process.
@@ -21,10 +21,13 @@ pub struct Otel {
     tracer: SdkTracer,
 }
 
-/// A request's spans in the making.
+/// A request's spans in the making. Phases are timed on the request's monotonic clock
+/// and turned into wall-clock times here, against the one reading taken at the start.
 pub struct RequestSpans {
     root: Span,
-    phases: Vec<(&'static str, SystemTime, SystemTime)>,
+    /// The request's start on both clocks.
+    anchor: (Instant, SystemTime),
+    phases: Vec<(&'static str, Instant, Instant)>,
 }
 
 impl Otel {
@@ -56,11 +59,12 @@ impl Otel {
     pub fn start(
         &self,
         traceparent: Option<&http::HeaderValue>,
-        started: SystemTime,
+        started: Instant,
     ) -> (RequestSpans, TraceContext) {
+        let started_at = SystemTime::now() - started.elapsed();
         let parsed = traceparent
             .and_then(|v| v.to_str().ok())
-            .and_then(crate::trace::parse);
+            .and_then(crate::telemetry::trace::parse);
         let parent_cx = match &parsed {
             Some((trace, parent, flags)) => {
                 match (TraceId::from_hex(trace), SpanId::from_hex(parent)) {
@@ -80,7 +84,7 @@ impl Otel {
             .tracer
             .span_builder("request")
             .with_kind(SpanKind::Server)
-            .with_start_time(started)
+            .with_start_time(started_at)
             .start_with_context(&self.tracer, &parent_cx);
         let sc = root.span_context().clone();
         let trace = TraceContext {
@@ -92,29 +96,46 @@ impl Otel {
         (
             RequestSpans {
                 root,
+                anchor: (started, started_at),
                 phases: Vec::with_capacity(4),
             },
             trace,
         )
     }
 
-    /// End the request: its phase spans, then the server span with its attributes.
-    pub fn finish(&self, mut spans: RequestSpans, attrs: Vec<KeyValue>, status: u16) {
+    /// End the request: its phase spans, then the server span with the summary's
+    /// attributes.
+    pub fn finish(&self, mut spans: RequestSpans, s: &super::Summary<'_>) {
         let parent = Context::new().with_remote_span_context(spans.root.span_context().clone());
         for (name, start, end) in spans.phases.drain(..) {
-            let mut s = self
+            let mut span = self
                 .tracer
                 .span_builder(name)
                 .with_kind(SpanKind::Internal)
-                .with_start_time(start)
+                .with_start_time(spans.anchor.wall(start))
                 .start_with_context(&self.tracer, &parent);
-            s.end_with_timestamp(end);
+            span.end_with_timestamp(spans.anchor.wall(end));
+        }
+        let mut attrs = vec![
+            KeyValue::new("http.request.method", s.method.as_str().to_string()),
+            KeyValue::new("url.path", s.path.to_string()),
+            KeyValue::new("http.response.status_code", i64::from(s.status)),
+            KeyValue::new("vantage.request_id", s.request_id.to_string()),
+        ];
+        if let Some(t) = s.tenant {
+            attrs.push(KeyValue::new("vantage.tenant", t.to_string()));
+        }
+        if let Some(r) = s.route {
+            attrs.push(KeyValue::new("vantage.route", r.to_string()));
+        }
+        if let Some(c) = s.cache {
+            attrs.push(KeyValue::new("vantage.cache", c));
         }
         spans.root.set_attributes(attrs);
-        if status >= 500 || status == 0 {
+        if s.status >= 500 || s.status == 0 {
             spans
                 .root
-                .set_status(Status::error(format!("status {status}")));
+                .set_status(Status::error(format!("status {}", s.status)));
         }
         spans.root.end();
     }
@@ -125,14 +146,28 @@ impl Otel {
     }
 }
 
+/// Wall-clock time of a monotonic instant, from one reading of both clocks.
+trait Wall {
+    fn wall(&self, at: Instant) -> SystemTime;
+}
+
+impl Wall for (Instant, SystemTime) {
+    fn wall(&self, at: Instant) -> SystemTime {
+        match at.checked_duration_since(self.0) {
+            Some(after) => self.1 + after,
+            None => self.1 - self.0.duration_since(at),
+        }
+    }
+}
+
 impl RequestSpans {
     /// Record a phase that ran from `start` to now.
-    pub fn phase(&mut self, name: &'static str, start: SystemTime) {
-        self.phases.push((name, start, SystemTime::now()));
+    pub fn phase(&mut self, name: &'static str, start: Instant) {
+        self.phases.push((name, start, Instant::now()));
     }
 
-    /// Record a phase with both ends known.
-    pub fn phase_between(&mut self, name: &'static str, start: SystemTime, end: SystemTime) {
-        self.phases.push((name, start, end));
+    /// Record a phase that started at `start` and took `took`.
+    pub fn phase_for(&mut self, name: &'static str, start: Instant, took: Duration) {
+        self.phases.push((name, start, start + took));
     }
 }

@@ -261,3 +261,32 @@ pub fn forget_target(origin: &str, target: &str) {
         .remove_label_values(&[origin, target]);
     let _ = METRICS.breaker_open.remove_label_values(&[origin, target]);
 }
+
+/// The per-request metrics: requests, their duration, upstream time and cache lock waits.
+pub struct RequestMetrics;
+
+impl super::Sink for RequestMetrics {
+    fn record(&self, s: &super::Summary<'_>) {
+        if s.cache_lock_waited {
+            METRICS.cache_lock_waits.inc();
+        }
+        let tenant = s.tenant.unwrap_or("-");
+        let route = s.route.unwrap_or("-");
+        let status = http::StatusCode::from_u16(s.status).ok();
+        let status = status.as_ref().map_or("000", |s| s.as_str());
+        METRICS
+            .requests
+            .with_label_values(&[tenant, route, status])
+            .inc();
+        METRICS
+            .request_duration
+            .with_label_values(&[tenant, route])
+            .observe(s.duration.as_secs_f64());
+        if let (Some(took), Some(origin)) = (s.upstream_duration, s.origin) {
+            METRICS
+                .upstream_duration
+                .with_label_values(&[origin])
+                .observe(took.as_secs_f64());
+        }
+    }
+}

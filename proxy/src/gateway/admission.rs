@@ -1,0 +1,127 @@
+//! The admission sequence of `request_filter`: tenant and route, then the route's access
+//! policy, authentication and rate limits. Each step is a call into the module that owns
+//! it; this file only orders them and keeps what they found in the context.
+
+use super::ctx::{peer, Ctx, X_REQUEST_ID};
+use super::Gateway;
+use crate::errors::{self, Reply};
+use crate::limits::enforce::Subject;
+use crate::telemetry::metrics::METRICS;
+use crate::{access, auth};
+use http::{HeaderName, HeaderValue};
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use std::time::SystemTime;
+use vantage_model::AuthMode;
+
+/// What the policies decided for a routed request.
+pub(super) enum Admit {
+    Proxy,
+    /// A CORS preflight to answer with 204 and these headers.
+    Preflight(Vec<(HeaderName, HeaderValue)>),
+}
+
+impl Gateway {
+    /// Tenant by host, then route; `Err` is the reply to send.
+    pub(super) fn route(&self, session: &Session, ctx: &mut Ctx) -> Result<(), Reply> {
+        let req = session.req_header();
+        let (tenant, host) = ctx.snapshot.find_tenant(req)?;
+        ctx.routing.tenant = Some(tenant.id.clone());
+        ctx.routing.host = Some(host.clone());
+        ctx.routing.tenant_caches = tenant.caches;
+        let routed = tenant.find_route(req)?;
+        ctx.routing.route = Some(routed.route.clone());
+        if routed.preflight.is_some() {
+            ctx.routing.preflight = routed.preflight;
+            return Ok(());
+        }
+        ctx.upstream.retries_left = routed.route.pool.spec.retries;
+        routed.route.check_method(&req.method)
+    }
+
+    /// Access policy, authentication and rate limits of the matched route.
+    pub(super) async fn admit(&self, session: &Session, ctx: &mut Ctx) -> Result<Admit, Reply> {
+        let Some(route) = ctx.routing.route.clone() else {
+            return Ok(Admit::Proxy);
+        };
+        let req = session.req_header();
+        let trusted = &ctx.snapshot.trusted_proxies;
+        if !trusted.is_empty() || route.access.ip_rules.is_some() {
+            ctx.request.client = access::client_address(peer(session), &req.headers, trusted);
+        }
+        if let Some(rules) = &route.access.ip_rules {
+            rules.check(ctx.request.client)?;
+        }
+        if let (Some(method), Some(cors)) = (&ctx.routing.preflight, &route.access.cors) {
+            return cors.preflight(&req.headers, method).map(Admit::Preflight);
+        }
+        let tenant = ctx.routing.tenant.clone().unwrap_or_else(|| "".into());
+        let since = ctx.clock.mark();
+        let keys = &ctx.snapshot.keys;
+        let identity = auth::authenticate(
+            &route.auth,
+            &tenant,
+            &route.tenant_auth,
+            &req.headers,
+            keys,
+            SystemTime::now(),
+        )
+        .await
+        .inspect_err(|r| {
+            METRICS
+                .auth_failures
+                .with_label_values(&[&tenant, r.code])
+                .inc();
+        });
+        if route.auth.mode != AuthMode::Public {
+            ctx.clock.phase("auth", since);
+        }
+        ctx.request.identity = identity?;
+        if !route.limits.is_empty() {
+            let since = ctx.clock.mark();
+            let subject = Subject {
+                client: ctx.request.client.or_else(|| peer(session)),
+                identity: ctx.request.identity.as_ref(),
+                headers: &req.headers,
+            };
+            let limited = self.limiter.enforce(&route, &tenant, &subject).await;
+            ctx.clock.phase("rate_limit", since);
+            ctx.routing.limit_headers = limited?;
+        }
+        Ok(Admit::Proxy)
+    }
+}
+
+/// Answer a CORS preflight: 204 with the policy's fields.
+pub(super) async fn answer_preflight(
+    session: &mut Session,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    ctx: &Ctx,
+) -> pingora::Result<()> {
+    let mut resp = ResponseHeader::build(204, Some(headers.len() + 2))?;
+    for (n, v) in headers {
+        resp.append_header(n, v)?;
+    }
+    resp.insert_header(X_REQUEST_ID, ctx.request.id.clone())?;
+    resp.insert_header(http::header::CONTENT_LENGTH, "0")?;
+    session.write_response_header(Box::new(resp), true).await
+}
+
+/// Send the gateway's refusal; browsers may read it on CORS-enabled routes.
+pub(super) async fn refuse(
+    session: &mut Session,
+    mut reply: Reply,
+    ctx: &Ctx,
+) -> pingora::Result<()> {
+    if let Some(cors) = ctx
+        .routing
+        .route
+        .as_ref()
+        .and_then(|r| r.access.cors.as_ref())
+    {
+        reply
+            .headers
+            .extend(cors.response_headers(&session.req_header().headers));
+    }
+    errors::respond(session, &reply, ctx.request_id()).await
+}

@@ -1,0 +1,31 @@
+//! The JSON access log (`server.access_log`): one `tracing` event per request on the
+//! `access` target, written by the process's JSON log layer.
+
+use super::{Sink, Summary};
+
+/// The access-log sink.
+pub struct AccessLog;
+
+impl Sink for AccessLog {
+    fn record(&self, s: &Summary<'_>) {
+        tracing::info!(
+            target: "access",
+            request_id = s.request_id,
+            trace_id = s.trace.map(|t| t.trace_id.as_str()),
+            span_id = s.trace.map(|t| t.span_id.as_str()),
+            client = s.peer.map(|ip| ip.to_string()),
+            method = %s.method,
+            version = ?s.version,
+            host = s.host.unwrap_or("-"),
+            path = %s.path,
+            status = s.status,
+            tenant = s.tenant.unwrap_or("-"),
+            route = s.route.unwrap_or("-"),
+            origin = s.origin.unwrap_or("-"),
+            upstream = s.upstream.unwrap_or("-"),
+            duration_ms = s.duration.as_secs_f64() * 1000.0,
+            upstream_ms = s.upstream_duration.map(|d| d.as_secs_f64() * 1000.0),
+            error = s.error.map(|e| e.to_string()),
+        );
+    }
+}
