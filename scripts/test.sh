@@ -12,6 +12,8 @@ ensure_redis
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace --all-targets
+# The admin's OpenAPI document passes a real OpenAPI linter (Redocly CLI, needs node and npm).
+bash scripts/openapi-lint.sh
 # RFC 9111 conformance of the response cache (http-cache-tests 0.4.5, needs node and npm).
 bash scripts/cache-conformance.sh
 # Deploy artifacts: systemd units verify, compose validates, Prometheus config and rules check.

@@ -124,14 +124,22 @@ impl AdminConfig {
             anyhow::bail!("database_pool_size must be at least 1");
         }
         // The fleet's settings must pass the proxies' own rules.
-        let fleet = vantage_model::Config {
-            server: crate::store::validation_server(self),
-            ..Default::default()
-        };
-        if let Err(e) = fleet.validate() {
+        if let Err(e) = self.resource_context() {
             anyhow::bail!("base_domains / jwks_allowed_networks: {e}");
         }
         Ok(())
+    }
+
+    /// What candidate configurations are validated against: the fleet's base domains, JWKS
+    /// networks and whether its proxies have Redis, checked with the proxies' own rules.
+    pub fn resource_context(
+        &self,
+    ) -> Result<vantage_model::ResourceContext, vantage_model::ValidationErrors> {
+        vantage_model::ResourceContext::new(
+            &self.base_domains,
+            &self.jwks_allowed_networks,
+            self.fleet_has_redis,
+        )
     }
 
     /// The Redis channel of config notices.
@@ -145,10 +153,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn fleet_settings_that_break_the_proxies_rules_stop_serve() {
+        let cfg = AdminConfig {
+            base_domains: vec!["Not A Host".into()],
+            jwks_allowed_networks: vec!["10.0.0.0/33".into()],
+            notify_secret: "a-notify-secret-of-16+".into(),
+            ..AdminConfig::default()
+        };
+        let err = cfg.check_for_serve().unwrap_err().to_string();
+        assert!(err.contains("base_domains[0]: 'Not A Host'"), "{err}");
+        assert!(
+            err.contains("jwks_allowed_networks[0]: '10.0.0.0/33'"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn the_shipped_example_parses_and_documents_every_field() {
         let text = include_str!("../../conf/admin.yaml");
         let cfg: AdminConfig = serde_yaml::from_str(text).unwrap();
         cfg.check_for_serve().unwrap();
+        let ctx = cfg.resource_context().unwrap();
+        assert_eq!(ctx.base_domains, cfg.base_domains);
+        assert!(ctx.has_redis);
         assert_eq!(cfg.channel(), "vantage:config");
         let keys = serde_yaml::from_str::<serde_yaml::Mapping>(text)
             .unwrap()

@@ -9,7 +9,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 tokio::task_local! {
     static REQUEST_ID: String;
@@ -43,10 +44,62 @@ pub async fn request_id_layer(req: Request, next: Next) -> Response {
 }
 
 /// A field-precise problem with the submitted resource.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, ToSchema)]
 pub struct Field {
+    /// The field, relative to the submitted resource. Example: `targets[0].weight`.
     pub path: String,
+    /// What is wrong with it. Example: `must be between 1 and 1000`.
     pub message: String,
+}
+
+/// The body of every error answer: `{"error": {"code", "message", "request_id", "fields"?}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable code.
+    pub code: ErrorCode,
+    /// For people; never names another tenant's resources.
+    pub message: String,
+    /// The request's id (`X-Request-Id`), also in the service's logs.
+    pub request_id: String,
+    /// Each problem with the submitted resource (409 and 422 only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<Field>,
+}
+
+/// The `code` of an error answer; each goes with one status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 400: malformed JSON or query, wrong types, unknown or read-only fields.
+    BadRequest,
+    /// 401: no admin token, or an unknown or revoked one.
+    Unauthorized,
+    /// 403: the token's role may not do this.
+    Forbidden,
+    /// 404: no such resource, or another tenant's.
+    NotFound,
+    /// 404: no such endpoint.
+    NoSuchEndpoint,
+    /// 405: the endpoint does not take that method.
+    MethodNotAllowed,
+    /// 409: a value is already in use, or the resource is still in use.
+    Conflict,
+    /// 422: the resource failed validation; `fields` lists each problem.
+    ValidationFailed,
+    /// 413: the body is larger than the service accepts.
+    PayloadTooLarge,
+    /// 415: the body is not JSON.
+    UnsupportedMediaType,
+    /// 503: the database is unavailable.
+    Unavailable,
+    /// 500: a bug or an unexpected database answer (details only in the log).
+    Internal,
 }
 
 /// Everything a handler can refuse with.
@@ -81,53 +134,63 @@ impl ApiError {
         )
     }
 
-    fn parts(&self) -> (StatusCode, &'static str, String, &[Field]) {
+    fn parts(&self) -> (StatusCode, ErrorCode, String, &[Field]) {
         use ApiError::*;
         match self {
-            BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m.clone(), &[]),
-            Unauthorized(m) => (StatusCode::UNAUTHORIZED, "unauthorized", m.clone(), &[]),
-            Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m.clone(), &[]),
-            NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m.clone(), &[]),
+            BadRequest(m) => (
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest,
+                m.clone(),
+                &[],
+            ),
+            Unauthorized(m) => (
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::Unauthorized,
+                m.clone(),
+                &[],
+            ),
+            Forbidden(m) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden, m.clone(), &[]),
+            NotFound(m) => (StatusCode::NOT_FOUND, ErrorCode::NotFound, m.clone(), &[]),
             NoSuchEndpoint => (
                 StatusCode::NOT_FOUND,
-                "no_such_endpoint",
+                ErrorCode::NoSuchEndpoint,
                 "no such endpoint; see /openapi.json".into(),
                 &[],
             ),
             MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
+                ErrorCode::MethodNotAllowed,
                 "this endpoint does not take that method".into(),
                 &[],
             ),
-            Conflict(m, f) => (StatusCode::CONFLICT, "conflict", m.clone(), f),
+            Conflict(m, f) => (StatusCode::CONFLICT, ErrorCode::Conflict, m.clone(), f),
             Invalid(m, f) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "validation_failed",
+                ErrorCode::ValidationFailed,
                 m.clone(),
                 f,
             ),
             PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
+                ErrorCode::PayloadTooLarge,
                 "the request body is too large".into(),
                 &[],
             ),
             UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ErrorCode::UnsupportedMediaType,
                 "send the body as Content-Type: application/json".into(),
                 &[],
             ),
             Unavailable(m) => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
+                ErrorCode::Unavailable,
                 m.clone(),
                 &[],
             ),
             Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
+                ErrorCode::Internal,
                 "internal error".into(),
                 &[],
             ),
@@ -141,11 +204,15 @@ impl IntoResponse for ApiError {
             tracing::error!(request_id = %request_id(), "{detail}");
         }
         let (status, code, message, fields) = self.parts();
-        let mut err = json!({"code": code, "message": message, "request_id": request_id()});
-        if !fields.is_empty() {
-            err["fields"] = json!(fields);
-        }
-        let mut resp = (status, Json(json!({ "error": err }))).into_response();
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code,
+                message,
+                request_id: request_id(),
+                fields: fields.to_vec(),
+            },
+        };
+        let mut resp = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

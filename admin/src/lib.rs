@@ -12,6 +12,7 @@ pub mod otel;
 pub mod publish;
 pub mod seed;
 pub mod store;
+pub mod write;
 
 pub use config::AdminConfig;
 
@@ -19,14 +20,35 @@ pub use config::AdminConfig;
 pub struct AppState {
     pub pool: deadpool_postgres::Pool,
     pub cfg: AdminConfig,
+    /// Announces committed configuration writes; `None` when `redis_url` is empty.
     pub publisher: Option<publish::Publisher>,
+    /// What candidate configurations are validated against (from `cfg`).
+    pub context: vantage_model::ResourceContext,
 }
 
 impl AppState {
-    /// Announce a committed write (best effort: a notice is only a hint).
-    pub async fn announce(&self, version: i64, tenant: Option<String>) {
-        if let Some(p) = &self.publisher {
-            p.publish(version, tenant).await;
-        }
+    /// The state for `cfg`; fails when the fleet settings break the proxies' rules.
+    pub fn new(
+        pool: deadpool_postgres::Pool,
+        cfg: AdminConfig,
+        publisher: Option<publish::Publisher>,
+    ) -> anyhow::Result<AppState> {
+        let context = cfg
+            .resource_context()
+            .map_err(|e| anyhow::anyhow!("base_domains / jwks_allowed_networks: {e}"))?;
+        Ok(AppState {
+            pool,
+            cfg,
+            publisher,
+            context,
+        })
+    }
+
+    /// Start a write of the proxies' configuration (see [`write::UnitOfWork::config`]).
+    pub async fn config_write<'c>(
+        &self,
+        client: &'c mut tokio_postgres::Client,
+    ) -> Result<write::UnitOfWork<'c, write::Candidate<'_>>, error::ApiError> {
+        write::UnitOfWork::config(client, &self.context, self.publisher.as_ref()).await
     }
 }

@@ -1,4 +1,4 @@
-//! `vantage-admin`: migrate, seed, create-token, serve.
+//! `vantage-admin`: migrate, seed, create-token, serve, openapi.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -50,6 +50,8 @@ enum Command {
         #[arg(long)]
         name: String,
     },
+    /// Print the OpenAPI document of the REST API (needs no database).
+    Openapi,
     /// Run the REST API.
     Serve {
         /// Listen address (overrides the settings file). Port 0 picks a free port.
@@ -90,6 +92,10 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut cfg = AdminConfig::load(cli.config.as_deref())?;
     match cli.command {
+        Command::Openapi => {
+            println!("{}", vantage_admin::openapi::document().to_pretty_json()?);
+            Ok(())
+        }
         Command::Migrate => db::migrate(&cfg.database_url, cfg.partition_days_ahead).await,
         Command::Seed { file } => {
             let text = match &file {
@@ -147,11 +153,7 @@ async fn serve(cfg: AdminConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
-    let st = Arc::new(AppState {
-        pool: pool.clone(),
-        cfg: cfg.clone(),
-        publisher,
-    });
+    let st = Arc::new(AppState::new(pool.clone(), cfg.clone(), publisher)?);
     // Keep the request_logs partitions ahead of time.
     let (ahead, keep, every) = (
         cfg.partition_days_ahead,

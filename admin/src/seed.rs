@@ -2,7 +2,8 @@
 //! origins, routes and the demo API key) into Postgres. Idempotent: the ids are derived from
 //! the demo names, and a second run updates the same rows.
 
-use crate::store::{begin_write, check, Change, Resource};
+use crate::store::Resource;
+use crate::write::{Change, UnitOfWork};
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -61,8 +62,10 @@ fn upsert_into<R: Resource>(list: &mut Vec<R>, item: &R) {
     }
 }
 
-/// Write `yaml` (default: the demo) into the database in one validated transaction.
-/// Returns the committed config version.
+/// Write `yaml` (default: the demo) into the database in one validated unit of work,
+/// validated for the fleet `fleet` describes. Returns the committed config version. No
+/// notice is published (the command has no publisher): the proxies' version poll picks the
+/// change up.
 pub async fn seed(
     url: &str,
     yaml: Option<&str>,
@@ -70,12 +73,15 @@ pub async fn seed(
 ) -> anyhow::Result<(i64, Config)> {
     let demo = Config::from_yaml_validated(yaml.unwrap_or(DEMO_YAML)).context("seed config")?;
     let demo = with_uuids(demo);
+    let context = fleet
+        .resource_context()
+        .map_err(|e| anyhow::anyhow!("base_domains / jwks_allowed_networks: {e}"))?;
+    let fail = |e| anyhow::anyhow!("{e:?}");
     let mut client = crate::db::connect(url).await?;
-    let tx = client.transaction().await?;
-    let (version, mut cfg) = begin_write(&tx, fleet)
+    let mut w = UnitOfWork::config(&mut client, &context, None)
         .await
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    let before = cfg.clone();
+        .map_err(fail)?;
+    let cfg = w.candidate_mut();
     for t in &demo.tenants {
         upsert_into(&mut cfg.tenants, t);
     }
@@ -91,25 +97,25 @@ pub async fn seed(
     for j in &demo.jwt_issuers {
         upsert_into(&mut cfg.jwt_issuers, j);
     }
-    check(&before, &cfg, Change::Delete)
+    let w = w
+        .validate(Change::Import)
         .map_err(|e| anyhow::anyhow!("the seed does not fit the existing configuration: {e:?}"))?;
-    let fail = |e| anyhow::anyhow!("{e:?}");
     for t in &demo.tenants {
-        t.upsert(&tx).await.map_err(fail)?;
+        w.save(t).await.map_err(fail)?;
     }
     for o in &demo.origins {
-        o.upsert(&tx).await.map_err(fail)?;
+        w.save(o).await.map_err(fail)?;
     }
     for r in &demo.routes {
-        r.upsert(&tx).await.map_err(fail)?;
+        w.save(r).await.map_err(fail)?;
     }
     for k in &demo.api_keys {
-        k.upsert(&tx).await.map_err(fail)?;
+        w.save(k).await.map_err(fail)?;
     }
     for j in &demo.jwt_issuers {
-        j.upsert(&tx).await.map_err(fail)?;
+        w.save(j).await.map_err(fail)?;
     }
-    tx.commit().await?;
+    let version = w.commit(None).await.map_err(fail)?;
     Ok((version, demo))
 }
 

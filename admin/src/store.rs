@@ -1,31 +1,13 @@
-//! Reading the configuration from Postgres, validating candidate configurations with the
-//! vantage-model rules, and writing each resource kind back.
+//! Reading the configuration from Postgres, and the rows of each resource kind: their API
+//! representation and how they are written back (through a [`crate::write::UnitOfWork`]).
 
-use crate::config::AdminConfig;
-use crate::error::{ApiError, Field};
+use crate::error::ApiError;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use std::collections::HashSet;
 use tokio_postgres::Transaction;
 use uuid::Uuid;
-use vantage_model::{ApiKey, Config, JwtIssuer, Origin, Route, ServerSettings, Tenant};
-
-/// The proxy-side settings candidates are validated with (`server` is not stored in
-/// Postgres): the fleet's base domains and JWKS networks, and with `fleet_has_redis` the
-/// fleet is assumed to have `server.redis`.
-pub fn validation_server(cfg: &AdminConfig) -> ServerSettings {
-    ServerSettings {
-        redis: cfg.fleet_has_redis.then(|| vantage_model::RedisSettings {
-            url: "redis://fleet".into(),
-            key_prefix: "vantage".into(),
-            timeout_ms: 20,
-        }),
-        base_domains: cfg.base_domains.clone(),
-        jwks_allowed_networks: cfg.jwks_allowed_networks.clone(),
-        ..ServerSettings::default()
-    }
-}
+use vantage_model::{ApiKey, Config, JwtIssuer, Origin, Route, Tenant};
 
 /// The whole configuration, as the proxies read it.
 pub async fn load_config(tx: &Transaction<'_>) -> Result<Config, ApiError> {
@@ -34,95 +16,6 @@ pub async fn load_config(tx: &Transaction<'_>) -> Result<Config, ApiError> {
     let cfg = v.get_mut("config").map(Value::take).unwrap_or_default();
     serde_json::from_value(cfg)
         .map_err(|e| ApiError::Internal(format!("vantage_config() does not parse: {e}")))
-}
-
-/// Start a configuration write: bump the version (which also makes config writers wait for
-/// each other until commit) and read the current configuration.
-pub async fn begin_write(
-    tx: &Transaction<'_>,
-    fleet: &AdminConfig,
-) -> Result<(i64, Config), ApiError> {
-    let version: i64 = tx
-        .query_one("SELECT vantage_bump_config_version()", &[])
-        .await?
-        .get(0);
-    let mut cfg = load_config(tx).await?;
-    cfg.server = validation_server(fleet);
-    Ok((version, cfg))
-}
-
-/// What a conflict says: that the value is taken, never by whom.
-const TAKEN: &str = "is already in use";
-
-fn error_set(cfg: &Config) -> HashSet<String> {
-    match cfg.validate() {
-        Ok(()) => HashSet::new(),
-        Err(e) => e.0.iter().map(|f| f.to_string()).collect(),
-    }
-}
-
-/// What a write did, for wording the refusal.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Change<'a> {
-    /// Added or replaced `kind[index]` (e.g. `("routes", 3)`).
-    Upsert(&'a str, usize),
-    /// Removed something.
-    Delete,
-}
-
-/// Refuse `after` when it has validation errors that `before` did not have: 409 for
-/// uniqueness conflicts and for deletes of things still in use, else 422. Errors about the
-/// changed item lose their `kind[i].` prefix.
-pub fn check(before: &Config, after: &Config, change: Change<'_>) -> Result<(), ApiError> {
-    let Err(errors) = after.validate() else {
-        return Ok(());
-    };
-    let old = error_set(before);
-    let prefix = match change {
-        Change::Upsert(kind, i) => Some(format!("{kind}[{i}].")),
-        Change::Delete => None,
-    };
-    let mut new: Vec<&vantage_model::FieldError> = errors
-        .0
-        .iter()
-        .filter(|e| !old.contains(&e.to_string()))
-        .collect();
-    // A conflict is reported on both sides; the other side is another tenant's business.
-    if let Some(p) = &prefix {
-        new.retain(|e| !e.conflict || e.path.starts_with(p.as_str()));
-    }
-    let fields: Vec<Field> = new
-        .iter()
-        .map(|e| Field {
-            path: prefix
-                .as_deref()
-                .and_then(|p| e.path.strip_prefix(p))
-                .unwrap_or(&e.path)
-                .to_string(),
-            // A conflict names another tenant's resource: say only that it is taken.
-            message: if e.conflict {
-                TAKEN.to_string()
-            } else {
-                e.message.clone()
-            },
-        })
-        .collect();
-    if fields.is_empty() {
-        return Ok(());
-    }
-    if change == Change::Delete {
-        return Err(ApiError::Conflict(
-            "still in use: removing it would leave the configuration invalid".into(),
-            fields,
-        ));
-    }
-    if new.iter().all(|e| e.conflict) {
-        return Err(ApiError::Conflict("already in use".into(), fields));
-    }
-    Err(ApiError::Invalid(
-        "the request failed validation".into(),
-        fields,
-    ))
 }
 
 fn uuid_of(s: &str, path: &str) -> Result<Uuid, ApiError> {

@@ -59,6 +59,8 @@ async fn every_write_bumps_the_version_and_publishes_a_signed_notice() {
     versions.push(expect(&k, 201));
     let j = a.root("POST", "/api/v1/jwt-issuers", Some(json!({"tenant_id": tid, "issuer": "https://i.test", "jwks_url": "https://i.test/jwks"}))).await;
     versions.push(expect(&j, 201));
+    // Users are not part of the proxies' configuration: no version, no notice (the
+    // notices below are exactly those of the other writes).
     let u = a
         .root(
             "POST",
@@ -66,7 +68,8 @@ async fn every_write_bumps_the_version_and_publishes_a_signed_notice() {
             Some(json!({"tenant_id": tid, "email": "a@b.test", "role": "member"})),
         )
         .await;
-    versions.push(expect(&u, 201));
+    assert_eq!(u.status, 201, "{:?}", u.body);
+    assert!(u.version.is_none(), "a user write has no config version");
     let p = a
         .root(
             "PATCH",
@@ -112,6 +115,67 @@ async fn every_write_bumps_the_version_and_publishes_a_signed_notice() {
         .await
         .unwrap();
     assert_eq!(a.version().await, last + 1);
+}
+
+#[tokio::test]
+async fn user_edits_leave_the_config_version_alone() {
+    let a = Admin::start().await;
+    let mut sub = Subscriber::new(&a.channel()).await;
+    let t = a
+        .root("POST", "/api/v1/tenants", Some(bodies::tenant("acme")))
+        .await;
+    assert_eq!(t.status, 201, "{:?}", t.body);
+    let tid = id(&t.body);
+    let v0 = a.version().await;
+    assert_eq!(t.version, Some(v0));
+    assert_eq!(verify(SECRET, &sub.next().await).unwrap().version, v0);
+
+    // Create, change and delete a user: the version stays, nothing is announced.
+    let u = a
+        .root(
+            "POST",
+            "/api/v1/users",
+            Some(json!({"tenant_id": tid, "email": "ann@acme.test", "role": "admin"})),
+        )
+        .await;
+    assert_eq!(u.status, 201, "{:?}", u.body);
+    let uid = id(&u.body);
+    let p = a
+        .root(
+            "PATCH",
+            &format!("/api/v1/users/{uid}"),
+            Some(json!({"role": "viewer"})),
+        )
+        .await;
+    assert_eq!((p.status, &p.body["role"]), (200, &json!("viewer")));
+    let d = a
+        .root("DELETE", &format!("/api/v1/users/{uid}"), None)
+        .await;
+    assert_eq!(d.status, 204);
+    for r in [&u, &p, &d] {
+        assert!(r.version.is_none(), "{:?}", r.body);
+    }
+    assert_eq!(
+        a.version().await,
+        v0,
+        "user writes bumped the config version"
+    );
+
+    // A resource write still bumps it, and its notice is the next one on the channel.
+    let o = a
+        .root("POST", "/api/v1/origins", Some(bodies::origin(&tid, 9001)))
+        .await;
+    assert_eq!(o.status, 201, "{:?}", o.body);
+    let v1 = o.version.expect("X-Config-Version");
+    assert_eq!(v1, v0 + 1);
+    assert_eq!(a.version().await, v1);
+    assert_eq!(
+        verify(SECRET, &sub.next().await).unwrap(),
+        Notice {
+            version: v1,
+            tenant_id: Some(tid)
+        }
+    );
 }
 
 #[tokio::test]
@@ -163,10 +227,11 @@ async fn vantage_config_round_trips_into_the_model_and_validates() {
         (2, 2, 2, 1, 1)
     );
     // Redis-backed policies need the proxy's server.redis; with it, the config validates.
-    let mut with_redis = cfg.clone();
-    with_redis.server =
-        vantage_admin::store::validation_server(&vantage_admin::AdminConfig::default());
-    with_redis.validate().expect("the stored config is valid");
+    let with_redis = vantage_admin::AdminConfig::default()
+        .resource_context()
+        .unwrap();
+    assert!(with_redis.has_redis);
+    vantage_model::validate_resources(&cfg, &with_redis).expect("the stored config is valid");
     let key = &cfg.api_keys[0];
     assert_eq!(key.expires_at.as_deref(), Some("2031-05-06T07:08:09Z"));
     assert_eq!(key.key_hash.len(), 64);

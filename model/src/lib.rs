@@ -1,8 +1,13 @@
 //! VantageEdge configuration schema.
 //!
 //! Plain serde types for everything the gateway is configured with — the proxy's own
-//! settings ([`ServerSettings`]), tenants, origins and routes — plus [`Config::validate`],
-//! which reports every bad field with its path (`routes[3].path_pattern: ...`).
+//! settings ([`ServerSettings`]), tenants, origins and routes — plus their validation, which
+//! reports every bad field with its path (`routes[3].path_pattern: ...`) and the kind of
+//! problem ([`ErrorKind`]): [`validate_server`] for a proxy's own settings,
+//! [`validate_resources`] for what it serves, and [`Config::validate`] for both.
+//!
+//! With the `openapi` feature every type also derives `utoipa::ToSchema`, for the admin
+//! service's OpenAPI document (the proxy builds without it).
 //!
 //! The same types are read from a YAML file by the proxy and (later) written to Postgres by
 //! the admin service, so both sides accept exactly the same configurations. This crate has
@@ -21,7 +26,10 @@ pub use policy::{
     IpRules, JwtIssuer, KeyStatus, LimitAlgorithm, LimitBackend, LimitSubject, OnRedisError,
     RateLimitPolicy, RouteAuth, SecurityHeaders,
 };
-pub use validate::{parse_cidr, FieldError, ValidationErrors};
+pub use validate::{
+    parse_cidr, validate_resources, validate_server, ErrorKind, FieldError, ResourceContext,
+    ValidationErrors,
+};
 
 /// Re-exported for [`netrules`] users.
 pub use ipnet;
@@ -95,7 +103,9 @@ impl Config {
         Self::from_yaml_validated(&text)
     }
 
-    /// Check every field; on failure the error lists every problem with its path.
+    /// Check every field — [`validate_server`] on `server`, then [`validate_resources`] with
+    /// the context `server` gives ([`ResourceContext::of`]); on failure the error lists every
+    /// problem with its path, server settings first.
     pub fn validate(&self) -> Result<(), ValidationErrors> {
         validate::validate(self)
     }
@@ -434,10 +444,12 @@ fn yes() -> bool {
 
 /// A customer of the gateway.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Tenant {
     /// Stable identifier (a UUID in Postgres; any `[A-Za-z0-9._-]` string in files).
     /// Example: `acme`.
+    #[cfg_attr(feature = "openapi", schema(read_only))]
     pub id: String,
     /// Display name. Example: `Acme Corp`.
     pub name: String,
@@ -460,6 +472,7 @@ pub struct Tenant {
 
 /// Load-balancing algorithm of an origin.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum LbAlgorithm {
     /// Each healthy target in turn; weights are ignored.
@@ -477,6 +490,7 @@ pub enum LbAlgorithm {
 
 /// Where the consistent-hashing key comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "source", rename_all = "snake_case", deny_unknown_fields)]
 pub enum HashKey {
     /// A request header. Example: `{source: header, name: X-User-Id}`.
@@ -491,6 +505,7 @@ pub enum HashKey {
 
 /// Upstream protocol.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum UpstreamProtocol {
     /// HTTP/1.1 only.
@@ -505,9 +520,11 @@ pub enum UpstreamProtocol {
 
 /// A pool of upstream targets.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Origin {
     /// Example: `acme-api`.
+    #[cfg_attr(feature = "openapi", schema(read_only))]
     pub id: String,
     /// Owning tenant. Example: `acme`.
     pub tenant_id: String,
@@ -551,6 +568,7 @@ fn default_retries() -> u32 {
 
 /// One upstream address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Target {
     /// `http://host:port` or `https://host:port`. Example: `http://127.0.0.1:9001`.
@@ -566,6 +584,7 @@ fn default_weight() -> u32 {
 
 /// Active health check of each target of an origin.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthCheck {
     /// Path probed with GET. Example: `/healthz`.
@@ -598,6 +617,7 @@ impl Default for HealthCheck {
 
 /// Upstream timeouts in milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct Timeouts {
     /// TCP connect. Example: `1000`.
@@ -631,6 +651,7 @@ impl Default for Timeouts {
 /// skipped for `open_ms`, then one probe request is let through (half-open); success closes
 /// the breaker, failure opens it again.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct CircuitBreaker {
     /// Example: `true`.
@@ -653,6 +674,7 @@ impl Default for CircuitBreaker {
 
 /// TLS towards `https://` targets.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamTls {
     /// Verify the target's certificate chain and host name. Example: `true`.
@@ -673,9 +695,11 @@ impl Default for UpstreamTls {
 
 /// A route: which requests of a tenant go to which origin, and how they are changed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Route {
     /// Example: `acme-users`.
+    #[cfg_attr(feature = "openapi", schema(read_only))]
     pub id: String,
     /// Owning tenant. Example: `acme`.
     pub tenant_id: String,
@@ -723,6 +747,7 @@ pub struct Route {
 
 /// A header condition of a route.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HeaderMatch {
     /// Example: `X-Api-Version`.
@@ -734,6 +759,7 @@ pub struct HeaderMatch {
 
 /// Regex path rewrite. Example: `{pattern: "^/v1/(.*)$", replacement: "/$1"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct PathRewrite {
     pub pattern: String,
@@ -743,6 +769,7 @@ pub struct PathRewrite {
 
 /// Header changes, applied in the order remove, set, add.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct HeaderTransform {
     /// Appended (kept alongside existing values). Example: `{X-Served-By: vantage}`.
@@ -762,6 +789,7 @@ impl HeaderTransform {
 
 /// Response compression of a route (gzip, brotli or zstd, as the client accepts).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct Compression {
     /// Example: `true`.

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 /// How a route authenticates requests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum AuthMode {
     /// No credentials needed.
@@ -21,6 +22,7 @@ pub enum AuthMode {
 
 /// Authentication of a route.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct RouteAuth {
     /// Example: `apikey_required`.
@@ -33,6 +35,7 @@ pub struct RouteAuth {
 
 /// State of an API key.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum KeyStatus {
     #[default]
@@ -43,9 +46,11 @@ pub enum KeyStatus {
 /// An API key. Only the SHA-256 of the key is stored (`vantage-proxy hash-key KEY`, or
 /// `printf %s KEY | sha256sum`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ApiKey {
     /// Example: `acme-ci`.
+    #[cfg_attr(feature = "openapi", schema(read_only))]
     pub id: String,
     /// Example: `acme`.
     pub tenant_id: String,
@@ -69,6 +74,7 @@ pub struct ApiKey {
 
 /// Rate-limit algorithm.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum LimitAlgorithm {
     /// GCRA: a sustained `rate` per second with bursts of up to `burst` requests.
@@ -81,6 +87,7 @@ pub enum LimitAlgorithm {
 
 /// Whose requests a policy counts together.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "by", rename_all = "snake_case", deny_unknown_fields)]
 pub enum LimitSubject {
     /// The whole tenant.
@@ -100,6 +107,7 @@ pub enum LimitSubject {
 
 /// Where counters live.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum LimitBackend {
     /// In this proxy process.
@@ -111,6 +119,7 @@ pub enum LimitBackend {
 
 /// What a Redis-backed policy does when Redis cannot answer within its time budget.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum OnRedisError {
     /// Admit the request (fail open).
@@ -124,6 +133,7 @@ pub enum OnRedisError {
 
 /// One rate-limit policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitPolicy {
     /// Name shown in `RateLimit-Policy`. Example: `per-key`.
@@ -142,6 +152,7 @@ pub struct RateLimitPolicy {
 
 /// CORS policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct Cors {
     /// Exact origins, or `*`. Example: `[https://app.acme.test]`.
@@ -177,6 +188,7 @@ impl Default for Cors {
 
 /// Security response headers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct SecurityHeaders {
     /// Add the headers below to proxied responses (gateway errors always carry them).
@@ -203,6 +215,7 @@ impl Default for SecurityHeaders {
 
 /// IP allow and deny lists (CIDR). Deny wins; a non-empty allow list admits only its ranges.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct IpRules {
     /// Example: `[10.0.0.0/8, 2001:db8::/32]`.
@@ -213,6 +226,7 @@ pub struct IpRules {
 
 /// Access policy of a tenant; a route's `access` replaces each part it sets.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct Access {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -240,9 +254,11 @@ impl Access {
 /// A JWT issuer of a tenant: a JWKS URL (Clerk, any OIDC provider), a static public key, or
 /// an HS256 shared secret.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct JwtIssuer {
     /// Example: `acme-clerk`.
+    #[cfg_attr(feature = "openapi", schema(read_only))]
     pub id: String,
     /// Example: `acme`.
     pub tenant_id: String,
@@ -259,6 +275,7 @@ pub struct JwtIssuer {
     pub public_key_pem: Option<String>,
     /// Shared secret for HS256/384/512 instead of a JWKS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(write_only))]
     pub shared_secret: Option<String>,
     /// Accepted `alg` values. Example: `[RS256, ES256]`. `none` is never accepted.
     #[serde(default = "default_algorithms")]
@@ -295,6 +312,7 @@ fn default_jwks_min_gap() -> u64 {
 
 /// Where a route's cached responses live.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum CacheStorageKind {
     /// This proxy's bounded in-memory cache (`server.cache.memory_bytes`).
     #[default]
@@ -310,6 +328,7 @@ pub enum CacheStorageKind {
 
 /// Which parts of the request URL go into the cache key (after the tenant).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum CacheKeyPattern {
     /// Path only; the query string is ignored.
     #[serde(rename = "path")]
@@ -322,6 +341,7 @@ pub enum CacheKeyPattern {
 
 /// Requests that skip the cache (neither served from it nor stored in it).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheBypass {
     /// Any of these request headers present. Example: `[X-No-Cache]`.
@@ -332,6 +352,7 @@ pub struct CacheBypass {
 
 /// Response caching of a route. Off unless `enabled`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct CachePolicy {
     /// Example: `true`.

@@ -1,26 +1,93 @@
 //! Request analytics from `request_logs`.
 
 use crate::auth::Principal;
-use crate::error::{ApiError, ApiQuery};
+use crate::error::{ApiError, ApiQuery, ErrorBody};
 use crate::AppState;
 use axum::extract::State;
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use utoipa::{IntoParams, ToSchema};
 
 /// `?tenant_id=&from=&to=&group_by=`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct Query {
+    /// Only this tenant's requests (a tenant_admin sees only its own tenant anyway).
+    #[param(value_type = Option<uuid::Uuid>)]
     tenant_id: Option<String>,
     /// RFC 3339, inclusive; default `to` minus 24 hours.
+    #[param(value_type = Option<String>, format = DateTime)]
     from: Option<String>,
     /// RFC 3339, exclusive; default now.
+    #[param(value_type = Option<String>, format = DateTime)]
     to: Option<String>,
-    /// `tenant` (default), `api_key`, `route` or `none`.
+    /// What the groups are (default `tenant`).
+    #[param(value_type = Option<GroupBy>)]
     group_by: Option<String>,
+}
+
+/// What `GET /analytics/requests` groups by.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupBy {
+    Tenant,
+    ApiKey,
+    Route,
+    /// No groups, only `totals`.
+    None,
+}
+
+/// The answer of `GET /analytics/requests`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Analytics {
+    #[schema(format = DateTime)]
+    pub from: String,
+    #[schema(format = DateTime)]
+    pub to: String,
+    pub tenant_id: Option<String>,
+    pub group_by: GroupBy,
+    /// At most 1000 groups, busiest first.
+    pub groups: Vec<GroupStats>,
+    pub totals: Stats,
+}
+
+/// The statistics of one group.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GroupStats {
+    pub tenant_id: Option<String>,
+    /// The API key or route id (only with `group_by` `api_key` or `route`).
+    pub key: Option<String>,
+    #[serde(flatten)]
+    pub stats: Stats,
+}
+
+/// Request statistics over a time range.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Stats {
+    pub requests: i64,
+    /// Responses with status >= 500.
+    pub server_errors: i64,
+    /// `server_errors / requests`.
+    pub error_rate: f64,
+    /// Responses with 400 <= status < 500.
+    pub client_errors: i64,
+    /// `client_errors / requests`.
+    pub client_error_rate: f64,
+    pub latency_ms: Latency,
+    pub bytes_sent: i64,
+}
+
+/// Latency percentiles and mean in milliseconds (`null` without requests).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Latency {
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+    pub mean: Option<f64>,
 }
 
 fn time(v: &Option<String>, name: &str, default: SystemTime) -> Result<SystemTime, ApiError> {
@@ -41,6 +108,20 @@ fn rfc3339(t: SystemTime) -> String {
 /// `GET /analytics/requests`: per group, request count, server errors (status >= 500) and
 /// client errors (400-499) with their rates, p50/p95/p99 and mean latency, bytes sent; plus
 /// the same over everything as `totals`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/analytics/requests",
+    tag = "analytics",
+    operation_id = "request_analytics",
+    summary = "Request statistics",
+    description = "Request counts, error rates and latency percentiles from the proxies' \
+        request logs, per group and in total.",
+    params(Query),
+    responses(
+        (status = 200, description = "The statistics", body = Analytics),
+        (status = 404, description = "`tenant_id` names a tenant the caller may not see", body = ErrorBody),
+    )
+)]
 pub async fn requests(
     State(st): State<Arc<AppState>>,
     p: Principal,

@@ -1,30 +1,93 @@
 //! API keys: create (plaintext returned once), rotate, revoke. Reads, `PATCH` (name,
-//! scopes, expires_at) and `DELETE` are the generic handlers.
+//! scopes, expires_at) and `DELETE` are the generic handlers ([`crud`]).
 
-use super::resources::{insert_new, resolve_tenant};
+use super::resources::{insert_new, resolve_tenant, resource_api, StoredApiKey};
 use super::written;
 use crate::auth::{generate_api_key, sha256_hex, Principal};
-use crate::error::{parse, path_id, ApiError, JsonObject, OptionalJsonObject};
-use crate::store::{begin_write, check, fetch_doc, Change, Resource};
+use crate::error::{parse, path_id, ApiError, ErrorBody, JsonObject, OptionalJsonObject};
+use crate::store::fetch_doc;
+use crate::write::Change;
 use crate::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use utoipa::ToSchema;
 use uuid::Uuid;
 use vantage_model::{ApiKey, KeyStatus};
+
+resource_api! {
+    mod crud: ApiKey => StoredApiKey,
+    tag "api-keys", one "api_key", many "api_keys", shown "API key", shown_many "API keys",
+    path "/api/v1/api-keys", item "/api/v1/api-keys/{id}",
+    ops [list, get, patch, delete]
+}
+
+/// Body of `POST /api-keys`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewApiKey {
+    /// Owning tenant; defaults to the caller's tenant for a tenant_admin token.
+    #[schema(value_type = Option<Uuid>)]
+    pub tenant_id: Option<String>,
+    /// Example: `CI pipeline`.
+    pub name: String,
+    /// Example: `[orders:read, orders:write]`.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// RFC 3339 time after which the key is refused. Example: `2027-01-01T00:00:00Z`.
+    #[schema(format = DateTime)]
+    pub expires_at: Option<String>,
+    /// Import an existing key by its lower-case hex SHA-256 instead of generating one.
+    pub key_hash: Option<String>,
+    /// Visible start of an imported key. Example: `vk_live_3fA9`.
+    pub prefix: Option<String>,
+}
+
+/// A key just created or rotated: the only answer that carries the key itself.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IssuedApiKey {
+    #[serde(flatten)]
+    pub stored: StoredApiKey,
+    /// The key in plaintext, shown this once (absent for an imported key).
+    pub key: Option<String>,
+}
 
 /// The visible start of a key (`vk_live_` and four more characters).
 fn visible_prefix(key: &str) -> String {
     key.chars().take(12).collect()
 }
 
+/// Where the key with `id` is in `cfg`, if the caller may see it (else 404).
+fn visible_key(cfg: &vantage_model::Config, id: &str, p: &Principal) -> Result<usize, ApiError> {
+    cfg.api_keys
+        .iter()
+        .position(|k| k.id == id && p.sees(&k.tenant_id))
+        .ok_or_else(|| ApiError::not_found("API key"))
+}
+
 /// `POST /api-keys`: `{tenant_id?, name, scopes?, expires_at?}` creates a new random key and
 /// returns it once as `key`; only its SHA-256 is stored. Giving `key_hash` (and optionally
 /// `prefix`) instead imports an existing key.
+#[utoipa::path(
+    post,
+    path = "/api/v1/api-keys",
+    tag = "api-keys",
+    operation_id = "create_api_key",
+    summary = "Create an API key",
+    description = "Generates a new random key and returns it once as `key`; only its SHA-256 \
+        is stored. With `key_hash` (and optionally `prefix`) an existing key is imported instead.",
+    request_body = NewApiKey,
+    responses(
+        (status = 201, description = "The new key", body = IssuedApiKey,
+            headers(("x-config-version" = i64, description = "The config version this write committed"))),
+        (status = 409, description = "The same key already exists", body = ErrorBody),
+        (status = 422, description = "Validation failed; `fields` lists each problem", body = ErrorBody),
+    )
+)]
 pub async fn create(
     State(st): State<Arc<AppState>>,
     p: Principal,
@@ -35,23 +98,31 @@ pub async fn create(
             return Err(ApiError::BadRequest(format!("{f} is set by the server")));
         }
     }
-    let plaintext = if obj.contains_key("key_hash") {
-        None
-    } else {
-        if obj.contains_key("prefix") {
-            return Err(ApiError::BadRequest(
-                "prefix is set by the server for generated keys".into(),
-            ));
-        }
-        let key = generate_api_key();
-        obj.insert("key_hash".into(), Value::String(sha256_hex(&key)));
-        obj.insert("prefix".into(), Value::String(visible_prefix(&key)));
-        Some(key)
-    };
-    obj.insert("id".into(), Value::String(Uuid::new_v4().to_string()));
+    if obj.contains_key("prefix") && !obj.contains_key("key_hash") {
+        return Err(ApiError::BadRequest(
+            "prefix is set by the server for generated keys".into(),
+        ));
+    }
     let tenant = resolve_tenant(&p, obj.remove("tenant_id"))?;
-    obj.insert("tenant_id".into(), Value::String(tenant));
-    let item: ApiKey = parse(Value::Object(obj))?;
+    obj.insert("tenant_id".into(), Value::String(tenant.clone()));
+    let new: NewApiKey = parse(Value::Object(obj))?;
+    let (key_hash, prefix, plaintext) = match new.key_hash {
+        Some(hash) => (hash, new.prefix.unwrap_or_default(), None),
+        None => {
+            let key = generate_api_key();
+            (sha256_hex(&key), visible_prefix(&key), Some(key))
+        }
+    };
+    let item = ApiKey {
+        id: Uuid::new_v4().to_string(),
+        tenant_id: tenant,
+        name: new.name,
+        key_hash,
+        prefix,
+        scopes: new.scopes,
+        expires_at: new.expires_at,
+        status: KeyStatus::Active,
+    };
     let (version, mut doc) = insert_new(&st, item).await?;
     if let (Some(key), Value::Object(m)) = (plaintext, &mut doc) {
         m.insert("key".into(), Value::String(key));
@@ -60,9 +131,9 @@ pub async fn create(
 }
 
 /// Body of `POST /api-keys/{id}/rotate`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RotateBody {
+pub struct RotateBody {
     /// Keep the old key working this many seconds (0, the default: revoke it now).
     #[serde(default)]
     grace_seconds: u32,
@@ -71,6 +142,24 @@ struct RotateBody {
 /// `POST /api-keys/{id}/rotate` `{grace_seconds?}`: a new key with the same tenant, name,
 /// scopes and expiry (returned once as `key`, `rotated_from` naming the old one); the old
 /// key is revoked now, or expires after `grace_seconds`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/api-keys/{id}/rotate",
+    tag = "api-keys",
+    operation_id = "rotate_api_key",
+    summary = "Rotate an API key",
+    description = "A new key with the same tenant, name, scopes and expiry replaces this one: \
+        returned once as `key`, with `rotated_from` naming the old key. The old key is revoked \
+        now, or keeps working for `grace_seconds`.",
+    params(("id" = Uuid, Path, description = "Id of the API key")),
+    request_body(content = Option<RotateBody>, description = "Optional; an empty body means `{}`"),
+    responses(
+        (status = 201, description = "The new key", body = IssuedApiKey,
+            headers(("x-config-version" = i64, description = "The config version this write committed"))),
+        (status = 404, description = "No such API key (or another tenant's)", body = ErrorBody),
+        (status = 409, description = "The key is revoked", body = ErrorBody),
+    )
+)]
 pub async fn rotate(
     State(st): State<Arc<AppState>>,
     p: Principal,
@@ -81,15 +170,9 @@ pub async fn rotate(
     let body: RotateBody = parse(Value::Object(body))?;
     let id_s = id.to_string();
     let mut client = st.pool.get().await?;
-    let tx = client.transaction().await?;
-    let (version, mut cfg) = begin_write(&tx, &st.cfg).await?;
-    let before = cfg.clone();
-    let idx = cfg
-        .api_keys
-        .iter()
-        .position(|k| k.id == id_s && p.sees(&k.tenant_id))
-        .ok_or_else(|| ApiError::not_found("API key"))?;
-    let old = cfg.api_keys[idx].clone();
+    let mut w = st.config_write(&mut client).await?;
+    let idx = visible_key(w.candidate(), &id_s, &p)?;
+    let old = w.candidate().api_keys[idx].clone();
     if old.status == KeyStatus::Revoked {
         return Err(ApiError::Conflict(
             "a revoked key cannot be rotated".into(),
@@ -119,22 +202,23 @@ pub async fn rotate(
             retired.expires_at = Some(humantime::format_rfc3339_seconds(until).to_string());
         }
     }
-    cfg.api_keys[idx] = retired.clone();
-    cfg.api_keys.push(new.clone());
-    let new_idx = cfg.api_keys.len() - 1;
-    check(&before, &cfg, Change::Upsert("api_keys", new_idx))?;
-    retired.upsert(&tx).await?;
-    new.upsert(&tx).await?;
-    tx.execute(
-        "UPDATE api_keys SET rotated_from = $2 WHERE id = $1",
-        &[&new_id, &id],
-    )
-    .await?;
-    let mut doc = fetch_doc::<ApiKey>(&*tx, new_id, None)
+    let keys = &mut w.candidate_mut().api_keys;
+    keys[idx] = retired.clone();
+    keys.push(new.clone());
+    let new_idx = keys.len() - 1;
+    let w = w.validate(Change::Upsert("api_keys", new_idx))?;
+    w.save(&retired).await?;
+    w.save(&new).await?;
+    w.tx()
+        .execute(
+            "UPDATE api_keys SET rotated_from = $2 WHERE id = $1",
+            &[&new_id, &id],
+        )
+        .await?;
+    let mut doc = fetch_doc::<ApiKey>(w.tx(), new_id, None)
         .await?
         .ok_or_else(|| ApiError::Internal("the new key is gone".into()))?;
-    tx.commit().await?;
-    st.announce(version, Some(old.tenant_id.clone())).await;
+    let version = w.commit(Some(old.tenant_id.clone())).await?;
     if let Value::Object(m) = &mut doc {
         m.insert("key".into(), Value::String(key));
     }
@@ -142,30 +226,37 @@ pub async fn rotate(
 }
 
 /// `POST /api-keys/{id}/revoke`: the key stops working (idempotent).
+#[utoipa::path(
+    post,
+    path = "/api/v1/api-keys/{id}/revoke",
+    tag = "api-keys",
+    operation_id = "revoke_api_key",
+    summary = "Revoke an API key",
+    description = "The key stops working. Revoking a revoked key changes nothing.",
+    params(("id" = Uuid, Path, description = "Id of the API key")),
+    responses(
+        (status = 200, description = "The revoked key", body = StoredApiKey,
+            headers(("x-config-version" = i64, description = "The config version this write committed"))),
+        (status = 404, description = "No such API key (or another tenant's)", body = ErrorBody),
+    )
+)]
 pub async fn revoke(
     State(st): State<Arc<AppState>>,
     p: Principal,
     Path(raw): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = path_id(&raw, "API key")?;
-    let id_s = id.to_string();
     let mut client = st.pool.get().await?;
-    let tx = client.transaction().await?;
-    let (version, mut cfg) = begin_write(&tx, &st.cfg).await?;
-    let before = cfg.clone();
-    let idx = cfg
-        .api_keys
-        .iter()
-        .position(|k| k.id == id_s && p.sees(&k.tenant_id))
-        .ok_or_else(|| ApiError::not_found("API key"))?;
-    cfg.api_keys[idx].status = KeyStatus::Revoked;
-    let key = cfg.api_keys[idx].clone();
-    check(&before, &cfg, Change::Upsert("api_keys", idx))?;
-    key.upsert(&tx).await?;
-    let doc = fetch_doc::<ApiKey>(&*tx, id, None)
+    let mut w = st.config_write(&mut client).await?;
+    let idx = visible_key(w.candidate(), &id.to_string(), &p)?;
+    let key = &mut w.candidate_mut().api_keys[idx];
+    key.status = KeyStatus::Revoked;
+    let key = key.clone();
+    let w = w.validate(Change::Upsert("api_keys", idx))?;
+    w.save(&key).await?;
+    let doc = fetch_doc::<ApiKey>(w.tx(), id, None)
         .await?
         .ok_or_else(|| ApiError::not_found("API key"))?;
-    tx.commit().await?;
-    st.announce(version, Some(key.tenant_id.clone())).await;
+    let version = w.commit(Some(key.tenant_id.clone())).await?;
     Ok(written(StatusCode::OK, version, Some(doc)))
 }

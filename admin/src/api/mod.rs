@@ -1,23 +1,32 @@
-//! The REST API under `/api/v1/`, `/openapi.json` and `/healthz`.
+//! The REST API under `/api/v1/`, `/openapi.json` and `/healthz`. Every handler the router
+//! serves carries a `#[utoipa::path]`, from which [`crate::openapi`] builds the document.
 
-mod analytics;
-mod api_keys;
-mod resources;
-mod users;
+pub(crate) mod analytics;
+pub(crate) mod api_keys;
+pub(crate) mod resources;
+pub(crate) mod users;
+
+pub use analytics::{Analytics, GroupBy, GroupStats, Latency, Stats};
+pub use api_keys::{IssuedApiKey, NewApiKey, RotateBody};
+pub use resources::{
+    merge_patch, Page, StoredApiKey, StoredJwtIssuer, StoredOrigin, StoredRoute, StoredTenant,
+    Timestamps,
+};
+pub use users::{NewUser, User, UserRole};
 
 use crate::auth::{require_token, Principal};
-use crate::error::{request_id_layer, ApiError};
+use crate::error::{request_id_layer, ApiError, ErrorBody};
 use crate::AppState;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use std::sync::Arc;
-use vantage_model::{JwtIssuer, Origin, Route, Tenant};
-
-pub use resources::merge_patch;
+use utoipa::ToSchema;
+use vantage_model::{ApiKey, JwtIssuer, Origin, Route, Tenant};
 
 /// Header carrying the config version a write committed.
 pub const VERSION_HEADER: &str = "x-config-version";
@@ -35,62 +44,59 @@ pub fn written(status: StatusCode, version: i64, body: Option<Value>) -> Respons
 
 /// Every route of the service.
 pub fn router(st: Arc<AppState>) -> Router {
-    use resources::{create, delete, get_one, list, patch, put};
+    use resources::{jwt_issuers, origins, routes, tenants};
     let v1 = Router::new()
-        .route("/tenants", get(list::<Tenant>).post(create::<Tenant>))
+        .route("/tenants", get(tenants::list).post(tenants::create))
         .route(
             "/tenants/{id}",
-            get(get_one::<Tenant>)
-                .put(put::<Tenant>)
-                .patch(patch::<Tenant>)
-                .delete(delete::<Tenant>),
+            get(tenants::get)
+                .put(tenants::put)
+                .patch(tenants::patch)
+                .delete(tenants::delete),
         )
-        .route("/origins", get(list::<Origin>).post(create::<Origin>))
+        .route("/origins", get(origins::list).post(origins::create))
         .route(
             "/origins/{id}",
-            get(get_one::<Origin>)
-                .put(put::<Origin>)
-                .patch(patch::<Origin>)
-                .delete(delete::<Origin>),
+            get(origins::get)
+                .put(origins::put)
+                .patch(origins::patch)
+                .delete(origins::delete),
         )
-        .route("/routes", get(list::<Route>).post(create::<Route>))
+        .route("/routes", get(routes::list).post(routes::create))
         .route(
             "/routes/{id}",
-            get(get_one::<Route>)
-                .put(put::<Route>)
-                .patch(patch::<Route>)
-                .delete(delete::<Route>),
+            get(routes::get)
+                .put(routes::put)
+                .patch(routes::patch)
+                .delete(routes::delete),
         )
         .route(
             "/jwt-issuers",
-            get(list::<JwtIssuer>).post(create::<JwtIssuer>),
+            get(jwt_issuers::list).post(jwt_issuers::create),
         )
         .route(
             "/jwt-issuers/{id}",
-            get(get_one::<JwtIssuer>)
-                .put(put::<JwtIssuer>)
-                .patch(patch::<JwtIssuer>)
-                .delete(delete::<JwtIssuer>),
+            get(jwt_issuers::get)
+                .put(jwt_issuers::put)
+                .patch(jwt_issuers::patch)
+                .delete(jwt_issuers::delete),
         )
         .route(
             "/api-keys",
-            get(list::<vantage_model::ApiKey>).post(api_keys::create),
+            get(api_keys::crud::list).post(api_keys::create),
         )
         .route(
             "/api-keys/{id}",
-            get(get_one::<vantage_model::ApiKey>)
-                .patch(patch::<vantage_model::ApiKey>)
-                .delete(delete::<vantage_model::ApiKey>),
+            get(api_keys::crud::get)
+                .patch(api_keys::crud::patch)
+                .delete(api_keys::crud::delete),
         )
         .route("/api-keys/{id}/rotate", post(api_keys::rotate))
         .route("/api-keys/{id}/revoke", post(api_keys::revoke))
-        .route(
-            "/users",
-            get(list::<crate::store::Users>).post(users::create),
-        )
+        .route("/users", get(users::crud::list).post(users::create))
         .route(
             "/users/{id}",
-            get(get_one::<crate::store::Users>)
+            get(users::crud::get)
                 .patch(users::patch)
                 .delete(users::delete),
         )
@@ -112,7 +118,33 @@ pub fn router(st: Arc<AppState>) -> Router {
         .with_state(st)
 }
 
-async fn healthz(State(st): State<Arc<AppState>>) -> Response {
+/// The answer of `GET /healthz`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`, or `degraded` when the database does not answer.
+    pub status: &'static str,
+    /// `ok` or `unavailable`.
+    pub database: &'static str,
+    /// The current config version (only when the database answered).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_version: Option<i64>,
+}
+
+/// Liveness, and whether the database answers within two seconds.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "meta",
+    operation_id = "healthz",
+    summary = "Liveness and database reachability",
+    description = "Needs no credentials.",
+    security(),
+    responses(
+        (status = 200, description = "Healthy", body = Health),
+        (status = 503, description = "The database does not answer", body = Health),
+    )
+)]
+pub async fn healthz(State(st): State<Arc<AppState>>) -> Response {
     let db = tokio::time::timeout(std::time::Duration::from_secs(2), async {
         let c = st.pool.get().await.ok()?;
         c.query_one("SELECT vantage_config_version()", &[])
@@ -124,19 +156,38 @@ async fn healthz(State(st): State<Arc<AppState>>) -> Response {
     .ok()
     .flatten();
     match db {
-        Some(v) => {
-            Json(json!({"status": "ok", "database": "ok", "config_version": v})).into_response()
-        }
+        Some(v) => Json(Health {
+            status: "ok",
+            database: "ok",
+            config_version: Some(v),
+        })
+        .into_response(),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "degraded", "database": "unavailable"})),
+            Json(Health {
+                status: "degraded",
+                database: "unavailable",
+                config_version: None,
+            }),
         )
             .into_response(),
     }
 }
 
 /// Prometheus metrics (needs an admin token like everything but `/healthz`).
-async fn metrics(State(st): State<Arc<AppState>>, _: Principal) -> Response {
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "meta",
+    operation_id = "metrics",
+    summary = "Prometheus metrics",
+    description = "The admin service's metrics in the Prometheus text exposition format.",
+    responses(
+        (status = 200, description = "Prometheus text", body = String,
+            content_type = "text/plain; version=0.0.4"),
+    )
+)]
+pub async fn metrics(State(st): State<Arc<AppState>>, _: Principal) -> Response {
     use crate::metrics::METRICS;
     let version = tokio::time::timeout(std::time::Duration::from_secs(2), async {
         let c = st.pool.get().await.ok()?;
@@ -162,14 +213,56 @@ async fn metrics(State(st): State<Arc<AppState>>, _: Principal) -> Response {
         .into_response()
 }
 
-async fn openapi(_: Principal) -> Json<Value> {
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "meta",
+    operation_id = "openapi",
+    summary = "This OpenAPI document",
+    responses((status = 200, description = "OpenAPI 3.1", body = Object)),
+)]
+pub async fn openapi(_: Principal) -> Json<utoipa::openapi::OpenApi> {
     Json(crate::openapi::document())
+}
+
+/// `GET /config`: what `vantage_config()` answers, secrets redacted.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConfigSnapshot {
+    /// The config version of this snapshot.
+    pub version: i64,
+    pub config: ConfigResources,
+}
+
+/// Every resource of the configuration, in the form the proxies read (a
+/// `vantage_model::Config` without `server`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConfigResources {
+    pub tenants: Vec<Tenant>,
+    pub origins: Vec<Origin>,
+    pub routes: Vec<Route>,
+    pub api_keys: Vec<ApiKey>,
+    /// Shared secrets show as `shared_secret_set: true`.
+    pub jwt_issuers: Vec<JwtIssuer>,
 }
 
 /// The configuration as the proxies read it (`vantage_config()`), superadmin only. Secrets
 /// are never returned after they were written: JWT shared secrets show as
 /// `shared_secret_set: true`.
-async fn config_snapshot(
+#[utoipa::path(
+    get,
+    path = "/api/v1/config",
+    tag = "config",
+    operation_id = "config_snapshot",
+    summary = "The whole configuration",
+    description = "The configuration as the proxies read it, with its version; superadmins \
+        only. JWT shared secrets show as `shared_secret_set: true`.",
+    responses(
+        (status = 200, description = "The configuration", body = ConfigSnapshot),
+        (status = 403, description = "Not a superadmin", body = ErrorBody),
+    )
+)]
+pub async fn config_snapshot(
     State(st): State<Arc<AppState>>,
     p: Principal,
 ) -> Result<Json<Value>, ApiError> {

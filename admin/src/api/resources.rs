@@ -1,27 +1,128 @@
 //! Generic CRUD handlers for the configuration resources (tenants, origins, routes, JWT
-//! issuers, and the shared parts of API keys).
+//! issuers, and the shared parts of API keys and users), the types of their API
+//! representation, and — through [`resource_api!`] — one documented handler per kind and
+//! operation, which the router serves and `/openapi.json` describes.
 
 use super::written;
 use crate::auth::Principal;
 use crate::error::{parse, path_id, ApiError, ApiQuery, JsonObject};
-use crate::store::{begin_write, check, fetch_doc, list_docs, Change, Resource, Table};
+use crate::store::{fetch_doc, list_docs, Resource, Table};
+use crate::write::Change;
 use crate::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use std::sync::Arc;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
+use vantage_model::{JwtIssuer, KeyStatus, Origin, Route, Tenant};
 
 /// `?limit=&cursor=&tenant_id=` of list endpoints.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Most items on the page (1-500, default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    #[param(value_type = Option<Uuid>)]
     pub cursor: Option<String>,
+    /// Only this tenant's items (a tenant_admin sees only its own tenant anyway).
+    #[param(value_type = Option<Uuid>)]
     pub tenant_id: Option<String>,
+}
+
+/// One page of a list, ordered by id.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Bookkeeping the API shows with every stored resource.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Timestamps {
+    #[schema(format = DateTime, read_only)]
+    pub created_at: String,
+    #[schema(format = DateTime, read_only)]
+    pub updated_at: String,
+}
+
+/// A tenant as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StoredTenant {
+    #[serde(flatten)]
+    pub tenant: Tenant,
+    #[serde(flatten)]
+    pub timestamps: Timestamps,
+}
+
+/// An origin as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StoredOrigin {
+    #[serde(flatten)]
+    pub origin: Origin,
+    #[serde(flatten)]
+    pub timestamps: Timestamps,
+}
+
+/// A route as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StoredRoute {
+    #[serde(flatten)]
+    pub route: Route,
+    #[serde(flatten)]
+    pub timestamps: Timestamps,
+}
+
+/// A JWT issuer as the API shows it: a shared secret is never shown again, only that it is
+/// set.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StoredJwtIssuer {
+    #[serde(flatten)]
+    pub issuer: JwtIssuer,
+    /// Present (`true`) when the issuer has a shared secret.
+    #[schema(read_only)]
+    pub shared_secret_set: Option<bool>,
+    #[serde(flatten)]
+    pub timestamps: Timestamps,
+}
+
+/// An API key as the API shows it: never the key's hash (nor, after creation, the key).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StoredApiKey {
+    #[schema(value_type = Uuid, read_only)]
+    pub id: String,
+    #[schema(value_type = Uuid)]
+    pub tenant_id: String,
+    /// Example: `CI pipeline`.
+    pub name: String,
+    /// The key's visible start, for people to recognise it. Example: `vk_live_3fA9`.
+    #[schema(read_only)]
+    pub prefix: String,
+    /// Example: `[orders:read, orders:write]`.
+    pub scopes: Vec<String>,
+    /// RFC 3339 time after which the key is refused. Example: `2027-01-01T00:00:00Z`.
+    #[schema(format = DateTime)]
+    pub expires_at: Option<String>,
+    #[schema(read_only)]
+    pub status: KeyStatus,
+    /// Last time the key authenticated a request (recorded by the proxies).
+    #[schema(format = DateTime, read_only)]
+    pub last_used_at: Option<String>,
+    /// When the key was revoked.
+    #[schema(format = DateTime, read_only)]
+    pub revoked_at: Option<String>,
+    /// The key this one replaced by rotation.
+    #[schema(value_type = Option<Uuid>, read_only)]
+    pub rotated_from: Option<String>,
+    #[serde(flatten)]
+    pub timestamps: Timestamps,
 }
 
 fn opt_uuid(v: &Option<String>, name: &str) -> Result<Option<Uuid>, ApiError> {
@@ -38,7 +139,7 @@ pub async fn list<R: Table>(
     State(st): State<Arc<AppState>>,
     p: Principal,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Page<Value>>, ApiError> {
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::BadRequest(
@@ -56,8 +157,10 @@ pub async fn list<R: Table>(
     } else {
         None
     };
-    let items: Vec<Value> = rows.into_iter().map(|(_, v)| v).collect();
-    Ok(Json(json!({"items": items, "next_cursor": next})))
+    Ok(Json(Page {
+        items: rows.into_iter().map(|(_, v)| v).collect(),
+        next_cursor: next,
+    }))
 }
 
 /// One `R` (404 when unknown or another tenant's).
@@ -104,24 +207,21 @@ fn fixed_fields<R: Resource>() -> Vec<&'static str> {
     f
 }
 
-/// Write `item` as a new `R` in one transaction: validate the whole configuration with it,
-/// insert, bump the version, commit, announce. Returns (version, API representation).
+/// Write `item` as a new `R` in one unit of work: validate the whole configuration with it,
+/// insert, commit, announce. Returns (version, API representation).
 pub async fn insert_new<R: Resource>(st: &AppState, item: R) -> Result<(i64, Value), ApiError> {
     let id = Uuid::parse_str(item.id()).map_err(|_| ApiError::Internal("bad new id".into()))?;
     let mut client = st.pool.get().await?;
-    let tx = client.transaction().await?;
-    let (version, mut cfg) = begin_write(&tx, &st.cfg).await?;
-    let before = cfg.clone();
-    R::items(&mut cfg).push(item.clone());
-    let idx = R::items(&mut cfg).len() - 1;
-    check(&before, &cfg, Change::Upsert(R::KIND, idx))?;
-    item.upsert(&tx).await?;
-    let doc = fetch_doc::<R>(&*tx, id, None)
+    let mut w = st.config_write(&mut client).await?;
+    let items = R::items(w.candidate_mut());
+    items.push(item.clone());
+    let idx = items.len() - 1;
+    let w = w.validate(Change::Upsert(R::KIND, idx))?;
+    w.save(&item).await?;
+    let doc = fetch_doc::<R>(w.tx(), id, None)
         .await?
         .ok_or_else(|| ApiError::Internal("the new row is gone".into()))?;
-    tx.commit().await?;
-    st.announce(version, Some(item.tenant_id().to_string()))
-        .await;
+    let version = w.commit(Some(item.tenant_id().to_string())).await?;
     Ok((version, doc))
 }
 
@@ -188,13 +288,10 @@ async fn update<R: Resource>(
     merge: bool,
 ) -> Result<Response, ApiError> {
     let id = path_id(&raw, R::NAME)?;
-    let id_s = id.to_string();
     let mut client = st.pool.get().await?;
-    let tx = client.transaction().await?;
-    let (version, mut cfg) = begin_write(&tx, &st.cfg).await?;
-    let before = cfg.clone();
-    let idx = visible_index::<R>(&mut cfg, &id_s, &p)?;
-    let current = match serde_json::to_value(&R::items(&mut cfg)[idx]) {
+    let mut w = st.config_write(&mut client).await?;
+    let idx = visible_index::<R>(w.candidate_mut(), &id.to_string(), &p)?;
+    let current = match serde_json::to_value(&R::items(w.candidate_mut())[idx]) {
         Ok(Value::Object(m)) => m,
         _ => {
             return Err(ApiError::Internal(
@@ -226,15 +323,13 @@ async fn update<R: Resource>(
         }
     }
     let item: R = parse(new)?;
-    R::items(&mut cfg)[idx] = item.clone();
-    check(&before, &cfg, Change::Upsert(R::KIND, idx))?;
-    item.upsert(&tx).await?;
-    let doc = fetch_doc::<R>(&*tx, id, None)
+    R::items(w.candidate_mut())[idx] = item.clone();
+    let w = w.validate(Change::Upsert(R::KIND, idx))?;
+    w.save(&item).await?;
+    let doc = fetch_doc::<R>(w.tx(), id, None)
         .await?
         .ok_or_else(|| ApiError::not_found(R::NAME))?;
-    tx.commit().await?;
-    st.announce(version, Some(item.tenant_id().to_string()))
-        .await;
+    let version = w.commit(Some(item.tenant_id().to_string())).await?;
     Ok(written(StatusCode::OK, version, Some(doc)))
 }
 
@@ -259,9 +354,12 @@ pub async fn patch<R: Resource>(
 }
 
 /// `?cascade=true` of `DELETE /tenants/{id}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DeleteQuery {
+    /// Also delete the tenant's origins, routes, API keys, JWT issuers and users (tenants
+    /// only; other kinds refuse it).
     pub cascade: Option<bool>,
 }
 
@@ -277,15 +375,14 @@ pub async fn delete<R: Resource>(
     let id = path_id(&raw, R::NAME)?;
     let id_s = id.to_string();
     let mut client = st.pool.get().await?;
-    let tx = client.transaction().await?;
-    let (version, mut cfg) = begin_write(&tx, &st.cfg).await?;
-    let before = cfg.clone();
-    let idx = visible_index::<R>(&mut cfg, &id_s, &p)?;
-    let tenant = R::items(&mut cfg)[idx].tenant_id().to_string();
-    R::items(&mut cfg).remove(idx);
+    let mut w = st.config_write(&mut client).await?;
+    let idx = visible_index::<R>(w.candidate_mut(), &id_s, &p)?;
+    let tenant = R::items(w.candidate_mut())[idx].tenant_id().to_string();
+    R::items(w.candidate_mut()).remove(idx);
     if R::TENANT_COL == "id" {
         p.require_superadmin()?;
-        let row = tx
+        let row = w
+            .tx()
             .query_one(
                 "SELECT (SELECT count(*) FROM origins WHERE tenant_id = $1),
                         (SELECT count(*) FROM routes WHERE tenant_id = $1),
@@ -305,6 +402,7 @@ pub async fn delete<R: Resource>(
                 vec![],
             ));
         }
+        let cfg = w.candidate_mut();
         cfg.origins.retain(|o| o.tenant_id != id_s);
         cfg.routes.retain(|o| o.tenant_id != id_s);
         cfg.api_keys.retain(|o| o.tenant_id != id_s);
@@ -314,10 +412,297 @@ pub async fn delete<R: Resource>(
             "cascade only applies to tenants".into(),
         ));
     }
-    check(&before, &cfg, Change::Delete)?;
-    tx.execute(&format!("DELETE FROM {} WHERE id = $1", R::KIND), &[&id])
-        .await?;
-    tx.commit().await?;
-    st.announce(version, Some(tenant)).await;
+    let w = w.validate(Change::Delete)?;
+    w.remove::<R>(id).await?;
+    let version = w.commit(Some(tenant)).await?;
     Ok(written(StatusCode::NO_CONTENT, version, None))
+}
+
+/// One module of handlers per resource kind: each is a documented (`#[utoipa::path]`)
+/// operation that the router serves, delegating to the generic handler above. `ops` picks
+/// the operations the kind has (`create_tenant` and `delete_cascade` are the superadmin-only
+/// `create` and the `delete` with `?cascade=` of tenants); the kind's
+/// type and its API representation must be in scope where it is invoked.
+///
+/// ```text
+/// resource_api! {
+///     mod tenants: Tenant => StoredTenant,
+///     tag "tenants", one "tenant", many "tenants", shown "tenant", shown_many "tenants",
+///     path "/api/v1/tenants", item "/api/v1/tenants/{id}",
+///     ops [list, get, create_tenant, put, patch, delete_cascade]
+/// }
+/// ```
+macro_rules! resource_api {
+    (
+        mod $module:ident: $ty:ident => $stored:ident,
+        tag $tag:literal, one $one:literal, many $many:literal,
+        shown $shown:literal, shown_many $shown_many:literal,
+        path $path:literal, item $item:literal,
+        ops [$($op:ident),+ $(,)?]
+    ) => {
+        #[doc = concat!("The documented handlers of `", $path, "`.")]
+        pub mod $module {
+            // `$ty` and `$stored` come from the invoking module.
+            #[allow(unused_imports)]
+            use super::*;
+            #[allow(unused_imports)]
+            use $crate::api::resources::{DeleteQuery, ListQuery, Page};
+            #[allow(unused_imports)]
+            use $crate::error::{ApiError, ApiQuery, ErrorBody, JsonObject};
+            #[allow(unused_imports)]
+            use $crate::{auth::Principal, AppState};
+            #[allow(unused_imports)]
+            use axum::extract::{Path, State};
+            #[allow(unused_imports)]
+            use axum::{response::Response, Json};
+            #[allow(unused_imports)]
+            use serde_json::Value;
+            #[allow(unused_imports)]
+            use std::sync::Arc;
+            #[allow(unused_imports)]
+            use uuid::Uuid;
+            $(
+                $crate::api::resources::resource_api!(
+                    @$op ($ty, $stored, $tag, $one, $many, $shown, $shown_many, $path, $item)
+                );
+            )+
+        }
+    };
+    (@list ($ty:ident, $stored:ident, $tag:literal, $one:literal, $many:literal, $shown:literal, $shown_many:literal, $path:literal, $item:literal)) => {
+        #[utoipa::path(
+            get,
+            path = $path,
+            tag = $tag,
+            operation_id = concat!("list_", $many),
+            summary = concat!("List ", $shown_many),
+            description = concat!("A page of the ", $shown_many, " the caller may see, ordered by id."),
+            params(ListQuery),
+            responses(
+                (status = 200, description = "A page", body = Page<$stored>),
+                (status = 404, description = "`tenant_id` names a tenant the caller may not see", body = ErrorBody),
+            )
+        )]
+        pub async fn list(
+            st: State<Arc<AppState>>,
+            p: Principal,
+            q: ApiQuery<ListQuery>,
+        ) -> Result<Json<Page<Value>>, ApiError> {
+            $crate::api::resources::list::<$ty>(st, p, q).await
+        }
+    };
+    (@get ($ty:ident, $stored:ident, $tag:literal, $one:literal, $many:literal, $shown:literal, $shown_many:literal, $path:literal, $item:literal)) => {
+        #[utoipa::path(
+            get,
+            path = $item,
+            tag = $tag,
+            operation_id = concat!("get_", $one),
+            summary = concat!("Get one ", $shown),
+            params(("id" = Uuid, Path, description = concat!("Id of the ", $shown))),
+            responses(
+                (status = 200, description = concat!("The ", $shown), body = $stored),
+                (status = 404, description = concat!("No such ", $shown, " (or another tenant's)"), body = ErrorBody),
+            )
+        )]
+        pub async fn get(
+            st: State<Arc<AppState>>,
+            p: Principal,
+            id: Path<String>,
+        ) -> Result<Json<Value>, ApiError> {
+            $crate::api::resources::get_one::<$ty>(st, p, id).await
+        }
+    };
+    (@create ($ty:ident, $stored:ident, $tag:literal, $one:literal, $many:literal, $shown:literal, $shown_many:literal, $path:literal, $item:literal)) => {
+        #[utoipa::path(
+            post,
+            path = $path,
+            tag = $tag,
+            operation_id = concat!("create_", $one),
+            summary = concat!("Create a ", $shown),
+            description = concat!(
+                "The server assigns the id; `tenant_id` defaults to the caller's tenant for a \
+                 tenant_admin token. The whole configuration is validated with the new ",
+                $shown, " by the proxies' own rules before anything is written."
+            ),
+            request_body = $ty,
+            responses(
+                (status = 201, description = concat!("The new ", $shown), body = $stored,
+                    headers(("x-config-version" = i64, description = "The config version this write committed"))),
+                (status = 409, description = "A value is already in use", body = ErrorBody),
+                (status = 422, description = "Validation failed; `fields` lists each problem", body = ErrorBody),
+            )
+        )]
+        pub async fn create(
+            st: State<Arc<AppState>>,
+            p: Principal,
+            body: JsonObject,
+        ) -> Result<Response, ApiError> {
+            $crate::api::resources::create::<$ty>(st, p, body).await
+        }
+    };
+    (@create_tenant ($ty:ident, $stored:ident, $tag:literal, $one:literal, $many:literal, $shown:literal, $shown_many:literal, $path:literal, $item:literal)) => {
+        #[utoipa::path(
+            post,
+            path = $path,
+            tag = $tag,
+            operation_id = concat!("create_", $one),
+            summary = concat!("Create a ", $shown),
+            description = concat!(
+                "Superadmins only. The server assigns the id. The whole configuration is \
+                 validated with the new ", $shown, " by the proxies' own rules before anything \
+                 is written."
+            ),
+            request_body = $ty,
+            responses(
+                (status = 201, description = concat!("The new ", $shown), body = $stored,
+                    headers(("x-config-version" = i64, description = "The config version this write committed"))),
+                (status = 403, description = "Not a superadmin", body = ErrorBody),
+                (status = 409, description = "A subdomain or custom host is already in use", body = ErrorBody),
+                (status = 422, description = "Validation failed; `fields` lists each problem", body = ErrorBody),
+            )
+        )]
+        pub async fn create(
+            st: State<Arc<AppState>>,
+            p: Principal,
+            body: JsonObject,
+        ) -> Result<Response, ApiError> {
+            $crate::api::resources::create::<$ty>(st, p, body).await
+        }
+    };
+    (@put ($ty:ident, $stored:ident, $tag:literal, $one:literal, $many:literal, $shown:literal, $shown_many:literal, $path:literal, $item:literal)) => {
+        #[utoipa::path(
+            put,
+            path = $item,
+            tag = $tag,
+            operation_id = concat!("replace_", $one),
+            summary = concat!("Replace a ", $shown),
+            description = "Absent fields take their defaults; `id` and `tenant_id` cannot change.",
+            params(("id" = Uuid, Path, description = concat!("Id of the ", $shown))),
+            request_body = $ty,
+            responses(
+                (status = 200, description = concat!("The replaced ", $shown), body = $stored,
+                    headers(("x-config-version" = i64, description = "The config version this write committed"))),
+                (status = 404, description = concat!("No such ", $shown, " (or another tenant's)"), body = ErrorBody),
+                (status = 409, description = "A value is already in use", body = ErrorBody),
+                (status = 422, description = "Validation failed; `fields` lists each problem", body = ErrorBody),
+            )
+        )]
+        pub async fn put(
+            st: State<Arc<AppState>>,
+            p: Principal,
+            id: Path<String>,
+            body: JsonObject,
+        ) -> Result<Response, ApiError> {
+            $crate::api::resources::put::<$ty>(st, p, id, body).await
+        }
+    };
+    (@patch ($ty:ident, $stored:ident, $tag:literal, $one:literal, $many:literal, $shown:literal, $shown_many:literal, $path:literal, $item:literal)) => {
+        #[utoipa::path(
+            patch,
+            path = $item,
+            tag = $tag,
+            operation_id = concat!("patch_", $one),
+            summary = concat!("Change a ", $shown),
+            description = concat!(
+                "A JSON merge patch (RFC 7396) of the ", $shown,
+                ": objects merge, `null` removes a field, anything else replaces it."
+            ),
+            params(("id" = Uuid, Path, description = concat!("Id of the ", $shown))),
+            request_body(content = Object, description = "The fields to change"),
+            responses(
+                (status = 200, description = concat!("The changed ", $shown), body = $stored,
+                    headers(("x-config-version" = i64, description = "The config version this write committed"))),
+                (status = 404, description = concat!("No such ", $shown, " (or another tenant's)"), body = ErrorBody),
+                (status = 409, description = "A value is already in use", body = ErrorBody),
+                (status = 422, description = "Validation failed; `fields` lists each problem", body = ErrorBody),
+            )
+        )]
+        pub async fn patch(
+            st: State<Arc<AppState>>,
+            p: Principal,
+            id: Path<String>,
+            body: JsonObject,
+        ) -> Result<Response, ApiError> {
+            $crate::api::resources::patch::<$ty>(st, p, id, body).await
+        }
+    };
+    (@delete ($ty:ident, $stored:ident, $tag:literal, $one:literal, $many:literal, $shown:literal, $shown_many:literal, $path:literal, $item:literal)) => {
+        #[utoipa::path(
+            delete,
+            path = $item,
+            tag = $tag,
+            operation_id = concat!("delete_", $one),
+            summary = concat!("Delete a ", $shown),
+            params(("id" = Uuid, Path, description = concat!("Id of the ", $shown))),
+            responses(
+                (status = 204, description = "Deleted",
+                    headers(("x-config-version" = i64, description = "The config version this write committed"))),
+                (status = 404, description = concat!("No such ", $shown, " (or another tenant's)"), body = ErrorBody),
+                (status = 409, description = "Still in use: the configuration would be left invalid", body = ErrorBody),
+            )
+        )]
+        pub async fn delete(
+            st: State<Arc<AppState>>,
+            p: Principal,
+            id: Path<String>,
+            q: ApiQuery<DeleteQuery>,
+        ) -> Result<Response, ApiError> {
+            $crate::api::resources::delete::<$ty>(st, p, id, q).await
+        }
+    };
+    (@delete_cascade ($ty:ident, $stored:ident, $tag:literal, $one:literal, $many:literal, $shown:literal, $shown_many:literal, $path:literal, $item:literal)) => {
+        #[utoipa::path(
+            delete,
+            path = $item,
+            tag = $tag,
+            operation_id = concat!("delete_", $one),
+            summary = concat!("Delete a ", $shown),
+            description = "Superadmins only. A tenant that still has resources is only deleted with `?cascade=true`.",
+            params(("id" = Uuid, Path, description = concat!("Id of the ", $shown)), DeleteQuery),
+            responses(
+                (status = 204, description = "Deleted",
+                    headers(("x-config-version" = i64, description = "The config version this write committed"))),
+                (status = 403, description = "Not a superadmin", body = ErrorBody),
+                (status = 404, description = concat!("No such ", $shown), body = ErrorBody),
+                (status = 409, description = "The tenant still has resources and `cascade` is not set", body = ErrorBody),
+            )
+        )]
+        pub async fn delete(
+            st: State<Arc<AppState>>,
+            p: Principal,
+            id: Path<String>,
+            q: ApiQuery<DeleteQuery>,
+        ) -> Result<Response, ApiError> {
+            $crate::api::resources::delete::<$ty>(st, p, id, q).await
+        }
+    };
+}
+pub(crate) use resource_api;
+
+resource_api! {
+    mod tenants: Tenant => StoredTenant,
+    tag "tenants", one "tenant", many "tenants", shown "tenant", shown_many "tenants",
+    path "/api/v1/tenants", item "/api/v1/tenants/{id}",
+    ops [list, get, create_tenant, put, patch, delete_cascade]
+}
+
+resource_api! {
+    mod origins: Origin => StoredOrigin,
+    tag "origins", one "origin", many "origins", shown "origin", shown_many "origins",
+    path "/api/v1/origins", item "/api/v1/origins/{id}",
+    ops [list, get, create, put, patch, delete]
+}
+
+resource_api! {
+    mod routes: Route => StoredRoute,
+    tag "routes", one "route", many "routes", shown "route", shown_many "routes",
+    path "/api/v1/routes", item "/api/v1/routes/{id}",
+    ops [list, get, create, put, patch, delete]
+}
+
+resource_api! {
+    mod jwt_issuers: JwtIssuer => StoredJwtIssuer,
+    tag "jwt-issuers", one "jwt_issuer", many "jwt_issuers", shown "JWT issuer",
+    shown_many "JWT issuers",
+    path "/api/v1/jwt-issuers", item "/api/v1/jwt-issuers/{id}",
+    ops [list, get, create, put, patch, delete]
 }

@@ -1,21 +1,82 @@
-//! Users of a tenant (e.g. mirrored from Clerk). Not part of the proxies' configuration, but
-//! their writes bump the config version like every other write.
+//! Users of a tenant (e.g. mirrored from Clerk). Not part of the proxies' configuration:
+//! their writes are admin-only units of work ([`UnitOfWork::admin`]), which neither bump
+//! the config version nor announce anything, so their answers carry no `X-Config-Version`.
 
-use super::resources::{merge_patch, resolve_tenant};
-use super::written;
+use super::resources::{merge_patch, resolve_tenant, resource_api, Timestamps};
 use crate::auth::Principal;
-use crate::error::{parse, path_id, ApiError, Field, JsonObject};
+use crate::error::{parse, path_id, ApiError, ErrorBody, Field, JsonObject};
 use crate::store::{fetch_doc, Users};
+use crate::write::UnitOfWork;
 use crate::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::Response;
-use serde::Deserialize;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::sync::Arc;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-const ROLES: &[&str] = &["admin", "member", "viewer"];
+resource_api! {
+    mod crud: Users => User,
+    tag "users", one "user", many "users", shown "user", shown_many "users",
+    path "/api/v1/users", item "/api/v1/users/{id}",
+    ops [list, get]
+}
+
+/// What a user may do in the tenant's console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UserRole {
+    Admin,
+    Member,
+    Viewer,
+}
+
+impl UserRole {
+    const ALL: [UserRole; 3] = [UserRole::Admin, UserRole::Member, UserRole::Viewer];
+
+    /// The stored (and serialized) name.
+    fn name(self) -> &'static str {
+        match self {
+            UserRole::Admin => "admin",
+            UserRole::Member => "member",
+            UserRole::Viewer => "viewer",
+        }
+    }
+}
+
+/// A user as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct User {
+    #[schema(value_type = Uuid, read_only)]
+    pub id: String,
+    #[schema(value_type = Uuid)]
+    pub tenant_id: String,
+    /// Unique within the tenant, compared case-insensitively. Example: `ann@acme.test`.
+    #[schema(format = Email)]
+    pub email: String,
+    pub role: UserRole,
+    /// The user's id at Clerk, when mirrored from there. Example: `user_2abc`.
+    pub clerk_user_id: Option<String>,
+    #[serde(flatten)]
+    pub timestamps: Timestamps,
+}
+
+/// Body of `POST /users`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NewUser {
+    /// Defaults to the caller's tenant for a tenant_admin token.
+    #[schema(value_type = Option<Uuid>)]
+    pub tenant_id: Option<String>,
+    /// Example: `ann@acme.test`.
+    #[schema(format = Email)]
+    pub email: String,
+    pub role: UserRole,
+    /// Example: `user_2abc`.
+    pub clerk_user_id: Option<String>,
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -42,10 +103,11 @@ fn validate(u: &UserIn) -> Result<(), ApiError> {
             message: format!("'{}' is not an email address", u.email),
         });
     }
-    if !ROLES.contains(&u.role.as_str()) {
+    if !UserRole::ALL.iter().any(|r| r.name() == u.role) {
+        let names: Vec<&str> = UserRole::ALL.iter().map(|r| r.name()).collect();
         fields.push(Field {
             path: "role".into(),
-            message: format!("must be one of {}", ROLES.join(", ")),
+            message: format!("must be one of {}", names.join(", ")),
         });
     }
     if let Some(c) = &u.clerk_user_id {
@@ -66,14 +128,30 @@ fn validate(u: &UserIn) -> Result<(), ApiError> {
     }
 }
 
-async fn bump(tx: &tokio_postgres::Transaction<'_>) -> Result<i64, ApiError> {
-    Ok(tx
-        .query_one("SELECT vantage_bump_config_version()", &[])
-        .await?
-        .get(0))
+/// A committed user write: `status` and, unless deleted, the user.
+fn answered(status: StatusCode, doc: Option<Value>) -> Response {
+    match doc {
+        Some(d) => (status, Json(d)).into_response(),
+        None => status.into_response(),
+    }
 }
 
 /// `POST /users` `{tenant_id?, email, role, clerk_user_id?}`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/users",
+    tag = "users",
+    operation_id = "create_user",
+    summary = "Create a user",
+    description = "Users are not part of the proxies' configuration: the config version stays \
+        and nothing is announced.",
+    request_body = NewUser,
+    responses(
+        (status = 201, description = "The new user", body = User),
+        (status = 409, description = "The email is already used in the tenant", body = ErrorBody),
+        (status = 422, description = "Validation failed; `fields` lists each problem", body = ErrorBody),
+    )
+)]
 pub async fn create(
     State(st): State<Arc<AppState>>,
     p: Principal,
@@ -90,9 +168,9 @@ pub async fn create(
         ApiError::invalid_field("tenant_id", format!("no tenant has id '{}'", u.tenant_id))
     })?;
     let mut client = st.pool.get().await?;
-    let tx = client.transaction().await?;
-    let version = bump(&tx).await?;
-    let exists = tx
+    let w = UnitOfWork::admin(&mut client).await?;
+    let exists = w
+        .tx()
         .query_opt("SELECT 1 FROM tenants WHERE id = $1", &[&tenant_id])
         .await?
         .is_some();
@@ -103,18 +181,35 @@ pub async fn create(
         ));
     }
     let id = Uuid::new_v4();
-    tx.execute(
-        "INSERT INTO users (id, tenant_id, email, role, clerk_user_id) VALUES ($1, $2, $3, $4, $5)",
-        &[&id, &tenant_id, &u.email, &u.role, &u.clerk_user_id],
-    )
-    .await?;
-    let doc = fetch_doc::<Users>(&*tx, id, None).await?;
-    tx.commit().await?;
-    st.announce(version, Some(u.tenant_id)).await;
-    Ok(written(StatusCode::CREATED, version, doc))
+    w.tx()
+        .execute(
+            "INSERT INTO users (id, tenant_id, email, role, clerk_user_id) VALUES ($1, $2, $3, $4, $5)",
+            &[&id, &tenant_id, &u.email, &u.role, &u.clerk_user_id],
+        )
+        .await?;
+    let doc = fetch_doc::<Users>(w.tx(), id, None).await?;
+    w.commit().await?;
+    Ok(answered(StatusCode::CREATED, doc))
 }
 
 /// `PATCH /users/{id}`: merge patch of `email`, `role`, `clerk_user_id`.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/users/{id}",
+    tag = "users",
+    operation_id = "patch_user",
+    summary = "Change a user",
+    description = "A JSON merge patch (RFC 7396) of `email`, `role` and `clerk_user_id`; the \
+        config version stays.",
+    params(("id" = Uuid, Path, description = "Id of the user")),
+    request_body(content = Object, description = "The fields to change"),
+    responses(
+        (status = 200, description = "The changed user", body = User),
+        (status = 404, description = "No such user (or another tenant's)", body = ErrorBody),
+        (status = 409, description = "The email is already used in the tenant", body = ErrorBody),
+        (status = 422, description = "Validation failed; `fields` lists each problem", body = ErrorBody),
+    )
+)]
 pub async fn patch(
     State(st): State<Arc<AppState>>,
     p: Principal,
@@ -123,9 +218,8 @@ pub async fn patch(
 ) -> Result<Response, ApiError> {
     let id = path_id(&raw, "user")?;
     let mut client = st.pool.get().await?;
-    let tx = client.transaction().await?;
-    let version = bump(&tx).await?;
-    let current = fetch_doc::<Users>(&*tx, id, p.tenant)
+    let w = UnitOfWork::admin(&mut client).await?;
+    let current = fetch_doc::<Users>(w.tx(), id, p.tenant)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
     let mut base: Map<String, Value> = match current {
@@ -146,18 +240,31 @@ pub async fn patch(
     let u: UserIn = parse(merged)?;
     validate(&u)?;
     debug_assert!(u.id.is_some());
-    tx.execute(
-        "UPDATE users SET email = $2, role = $3, clerk_user_id = $4, updated_at = now() WHERE id = $1",
-        &[&id, &u.email, &u.role, &u.clerk_user_id],
-    )
-    .await?;
-    let doc = fetch_doc::<Users>(&*tx, id, None).await?;
-    tx.commit().await?;
-    st.announce(version, Some(u.tenant_id)).await;
-    Ok(written(StatusCode::OK, version, doc))
+    w.tx()
+        .execute(
+            "UPDATE users SET email = $2, role = $3, clerk_user_id = $4, updated_at = now() WHERE id = $1",
+            &[&id, &u.email, &u.role, &u.clerk_user_id],
+        )
+        .await?;
+    let doc = fetch_doc::<Users>(w.tx(), id, None).await?;
+    w.commit().await?;
+    Ok(answered(StatusCode::OK, doc))
 }
 
 /// `DELETE /users/{id}`.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/users/{id}",
+    tag = "users",
+    operation_id = "delete_user",
+    summary = "Delete a user",
+    description = "The config version stays.",
+    params(("id" = Uuid, Path, description = "Id of the user")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such user (or another tenant's)", body = ErrorBody),
+    )
+)]
 pub async fn delete(
     State(st): State<Arc<AppState>>,
     p: Principal,
@@ -165,16 +272,14 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     let id = path_id(&raw, "user")?;
     let mut client = st.pool.get().await?;
-    let tx = client.transaction().await?;
-    let version = bump(&tx).await?;
-    let row = tx
+    let w = UnitOfWork::admin(&mut client).await?;
+    w.tx()
         .query_opt(
-            "DELETE FROM users WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2) RETURNING tenant_id::text",
+            "DELETE FROM users WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2) RETURNING id",
             &[&id, &p.tenant],
         )
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
-    tx.commit().await?;
-    st.announce(version, Some(row.get(0))).await;
-    Ok(written(StatusCode::NO_CONTENT, version, None))
+    w.commit().await?;
+    Ok(answered(StatusCode::NO_CONTENT, None))
 }

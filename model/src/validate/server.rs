@@ -1,0 +1,294 @@
+//! The proxy's own settings (`server.*`): listeners, process limits, Postgres, Redis,
+//! tracing, client limits and the networks it trusts.
+
+use super::rules::{parse_cidr, valid_host};
+use super::Collector;
+use crate::bounds as b;
+use crate::ServerSettings;
+use std::collections::HashMap;
+
+/// Every field of `s`; paths start with `server.`. Two listeners on one address are a
+/// conflict; everything else is invalid.
+pub(super) fn check(c: &mut Collector, s: &ServerSettings) {
+    if s.listen.is_empty() && s.tls.is_empty() {
+        c.err(
+            "server.listen",
+            "at least one listener (listen or tls) is needed",
+        );
+    }
+    for (i, a) in s.listen.iter().enumerate() {
+        if a.parse::<std::net::SocketAddr>().is_err() {
+            c.err(
+                format!("server.listen[{i}]"),
+                format!("'{a}' is not an address like 0.0.0.0:8080"),
+            );
+        }
+    }
+    for (i, t) in s.tls.iter().enumerate() {
+        if t.listen.parse::<std::net::SocketAddr>().is_err() {
+            c.err(
+                format!("server.tls[{i}].listen"),
+                format!("'{}' is not an address like 0.0.0.0:8443", t.listen),
+            );
+        }
+        if t.cert_file.is_empty() {
+            c.err(format!("server.tls[{i}].cert_file"), "must not be empty");
+        }
+        if t.key_file.is_empty() {
+            c.err(format!("server.tls[{i}].key_file"), "must not be empty");
+        }
+    }
+    if !s.ops_listen.is_empty() && s.ops_listen.parse::<std::net::SocketAddr>().is_err() {
+        c.err(
+            "server.ops_listen",
+            format!("'{}' is not an address like 127.0.0.1:9090", s.ops_listen),
+        );
+    }
+    if s.threads == 0 || s.threads > 256 {
+        c.err("server.threads", "must be between 1 and 256");
+    }
+    c.max_items("server.listen", s.listen.len(), 64);
+    c.max_items("server.tls", s.tls.len(), 64);
+    c.range(
+        "server.grace_period_seconds",
+        s.grace_period_seconds,
+        0,
+        b::TIMEOUT_MS / 1000,
+    );
+    c.range(
+        "server.graceful_shutdown_timeout_seconds",
+        s.graceful_shutdown_timeout_seconds,
+        0,
+        b::TIMEOUT_MS / 1000,
+    );
+    for (field, v) in [("pid_file", &s.pid_file), ("upgrade_sock", &s.upgrade_sock)] {
+        c.max_len(format!("server.{field}"), v, b::PATH_BYTES * 4);
+    }
+    if let Some(t) = &s.ops_token {
+        c.max_len("server.ops_token", t, b::SECRET_BYTES);
+    }
+    check_base_domains(c, "server.base_domains", &s.base_domains);
+    // Pingora's own parser refuses more than 256 fields or 1 MiB with a bare 400, so larger
+    // limits would never answer 431.
+    if s.max_request_headers == 0 || s.max_request_headers > 256 {
+        c.err("server.max_request_headers", "must be between 1 and 256");
+    }
+    if s.max_request_header_bytes < 1024 || s.max_request_header_bytes > 1 << 20 {
+        c.err(
+            "server.max_request_header_bytes",
+            "must be between 1024 and 1048576",
+        );
+    }
+    if s.source == crate::ConfigSource::Postgres && s.postgres.is_none() {
+        c.err("server.postgres", "source: postgres needs server.postgres");
+    }
+    if let Some(pg) = &s.postgres {
+        if !(pg.url.starts_with("postgres://") || pg.url.starts_with("postgresql://")) {
+            c.err(
+                "server.postgres.url",
+                "must start with postgres:// or postgresql://",
+            );
+        }
+        if pg.pool_size == 0 || pg.pool_size > 64 {
+            c.err("server.postgres.pool_size", "must be between 1 and 64");
+        }
+        if !(100..=60_000).contains(&pg.poll_interval_ms) {
+            c.err(
+                "server.postgres.poll_interval_ms",
+                "must be between 100 and 60000",
+            );
+        }
+        if !(100..=60_000).contains(&pg.timeout_ms) {
+            c.err(
+                "server.postgres.timeout_ms",
+                "must be between 100 and 60000",
+            );
+        }
+        if pg.last_good_file.is_empty() {
+            c.err("server.postgres.last_good_file", "must not be empty");
+        }
+        c.max_len(
+            "server.postgres.last_good_file",
+            &pg.last_good_file,
+            b::PATH_BYTES * 4,
+        );
+        c.range(
+            "server.postgres.notice_window_ms",
+            pg.notice_window_ms,
+            1000,
+            b::TIMEOUT_MS,
+        );
+        c.range(
+            "server.postgres.min_reload_interval_ms",
+            pg.min_reload_interval_ms,
+            0,
+            60_000,
+        );
+        let rl = &pg.request_logs;
+        if rl.queue_size == 0 || rl.queue_size > 1_000_000 {
+            c.err(
+                "server.postgres.request_logs.queue_size",
+                "must be between 1 and 1000000",
+            );
+        }
+        if rl.batch_size == 0 || rl.batch_size > 5000 {
+            c.err(
+                "server.postgres.request_logs.batch_size",
+                "must be between 1 and 5000",
+            );
+        }
+        if !(10..=60_000).contains(&rl.flush_interval_ms) {
+            c.err(
+                "server.postgres.request_logs.flush_interval_ms",
+                "must be between 10 and 60000",
+            );
+        }
+    }
+    if let Some(t) = &s.tracing {
+        if !(t.otlp_endpoint.starts_with("http://") || t.otlp_endpoint.starts_with("https://")) {
+            c.err(
+                "server.tracing.otlp_endpoint",
+                "must be an http:// or https:// URL",
+            );
+        }
+        if t.service_name.is_empty() {
+            c.err("server.tracing.service_name", "must not be empty");
+        }
+        c.max_len(
+            "server.tracing.service_name",
+            &t.service_name,
+            b::TOKEN_BYTES,
+        );
+        c.max_len(
+            "server.tracing.otlp_endpoint",
+            &t.otlp_endpoint,
+            b::URL_BYTES,
+        );
+        if !(0.0..=1.0).contains(&t.sample_ratio) {
+            c.err("server.tracing.sample_ratio", "must be between 0 and 1");
+        }
+    }
+    if s.cache.memory_bytes < 1 << 20 {
+        c.err(
+            "server.cache.memory_bytes",
+            "must be at least 1048576 (1 MiB)",
+        );
+    }
+    if let Some(t) = &s.ops_token {
+        if t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) {
+            c.err(
+                "server.ops_token",
+                "must be at least 16 printable ASCII characters without spaces",
+            );
+        }
+    }
+    if let Some(r) = &s.redis {
+        if !(r.url.starts_with("redis://") || r.url.starts_with("rediss://")) {
+            c.err(
+                "server.redis.url",
+                "must be redis://host:port or rediss://host:port",
+            );
+        }
+        if r.key_prefix.is_empty()
+            || r.key_prefix.len() > b::TOKEN_BYTES
+            || r.key_prefix.contains(['{', '}', ' '])
+        {
+            c.err(
+                "server.redis.key_prefix",
+                "must be 1-128 bytes, without braces or spaces",
+            );
+        }
+        if r.timeout_ms == 0 || r.timeout_ms > 200 {
+            c.err(
+                "server.redis.timeout_ms",
+                "must be between 1 and 200: a dead Redis must not stall requests",
+            );
+        }
+    }
+    c.max_items("server.trusted_proxies", s.trusted_proxies.len(), b::CIDRS);
+    check_client_limits(c, &s.client_limits);
+    check_jwks_networks(c, "server.jwks_allowed_networks", &s.jwks_allowed_networks);
+    for (i, v) in s.trusted_proxies.iter().enumerate() {
+        if parse_cidr(v).is_none() {
+            c.err(
+                format!("server.trusted_proxies[{i}]"),
+                format!("'{v}' is not an IP address or CIDR range"),
+            );
+        }
+    }
+    let mut addresses: HashMap<std::net::SocketAddr, String> = HashMap::new();
+    let all = s
+        .listen
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (format!("server.listen[{i}]"), a))
+        .chain(
+            s.tls
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (format!("server.tls[{i}].listen"), &t.listen)),
+        )
+        .chain(std::iter::once((
+            "server.ops_listen".to_string(),
+            &s.ops_listen,
+        )));
+    for (path, a) in all {
+        if let Ok(addr) = a.parse::<std::net::SocketAddr>() {
+            if let Some(first) = addresses.insert(addr, path.clone()) {
+                c.conflict(path, format!("'{a}' is already used by {first}"));
+            }
+        }
+    }
+}
+
+/// Base domains (at most 100, each a lower-case host name) at `path`.
+pub(super) fn check_base_domains(c: &mut Collector, path: &str, domains: &[String]) {
+    c.max_items(path, domains.len(), 100);
+    for (i, d) in domains.iter().enumerate() {
+        if !valid_host(d) {
+            c.err(
+                format!("{path}[{i}]"),
+                format!("'{d}' is not a lower-case host name"),
+            );
+        }
+    }
+}
+
+/// The networks JWKS URLs may point into (CIDR ranges) at `path`.
+pub(super) fn check_jwks_networks(c: &mut Collector, path: &str, networks: &[String]) {
+    c.max_items(path, networks.len(), b::CIDRS);
+    for (i, v) in networks.iter().enumerate() {
+        if parse_cidr(v).is_none() {
+            c.err(
+                format!("{path}[{i}]"),
+                format!("'{v}' is not an IP address or CIDR range"),
+            );
+        }
+    }
+}
+
+/// Deadlines and connection caps of `server.client_limits`.
+fn check_client_limits(c: &mut Collector, l: &crate::ClientLimits) {
+    let p = "server.client_limits";
+    for (field, v, lo) in [
+        ("header_timeout_ms", l.header_timeout_ms, 100),
+        ("body_timeout_ms", l.body_timeout_ms, 100),
+        ("send_timeout_ms", l.send_timeout_ms, 100),
+        ("keepalive_timeout_ms", l.keepalive_timeout_ms, 100),
+    ] {
+        c.range(format!("{p}.{field}"), v, lo, b::TIMEOUT_MS);
+    }
+    c.range(
+        format!("{p}.max_connections"),
+        l.max_connections,
+        1,
+        1_000_000,
+    );
+    c.range(
+        format!("{p}.max_connections_per_ip"),
+        l.max_connections_per_ip,
+        1,
+        l.max_connections.max(1),
+    );
+    c.range(format!("{p}.max_uri_bytes"), l.max_uri_bytes, 256, 1 << 20);
+}
