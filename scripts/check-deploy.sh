@@ -66,7 +66,7 @@ if need systemd-analyze systemd; then
     if [ "$rc" -eq 0 ] && [ -z "$out" ]; then ok "systemd-analyze verify $name"
     else fail "systemd-analyze verify $name (rc $rc):"; echo "$out" >&2; fi
   done
-  # The proxy unit keeps the properties the upgrade procedure and the README rely on.
+  # The proxy unit keeps the properties the upgrade procedure in docs/operations.md relies on.
   u=deploy/systemd/vantage-proxy.service
   for line in 'Type=forking' 'PIDFile=/run/vantage-proxy/proxy.pid' 'ExecReload=/bin/kill -HUP $MAINPID' \
               'ProtectSystem=strict' 'NoNewPrivileges=yes' 'PrivateTmp=yes' 'ProtectHome=yes' \

@@ -1,6 +1,6 @@
 //! Route matching: one compiled segment trie per tenant.
 //!
-//! The rule, also in the README:
+//! The rule, also in docs/configuration.md ("Which route wins"):
 //! 1. A route is a candidate when its path pattern matches, its `methods` (if any) contain the
 //!    request method, and all its header conditions hold.
 //! 2. Among candidates the highest `priority` wins.

@@ -19,7 +19,7 @@ ensure_packages() {
 }
 
 # Postgres on 127.0.0.1:5432 where user postgres connects without a password (the admin
-# tests and the README's quick start). Installs Debian's postgresql when missing, starts
+# tests and the control-plane quick start in docs/control-plane.md). Installs Debian's postgresql when missing, starts
 # the cluster when it is not accepting connections, and adds a trust line for
 # postgres@127.0.0.1 when a fresh install refuses it. A server that already works is left
 # alone; nothing is ever stopped.
