@@ -9,8 +9,8 @@
 //! With the `openapi` feature every type also derives `utoipa::ToSchema`, for the admin
 //! service's OpenAPI document (the proxy builds without it).
 //!
-//! The same types are read from a YAML file by the proxy and (later) written to Postgres by
-//! the admin service, so both sides accept exactly the same configurations. This crate has
+//! The same types are read from a YAML file (or from Postgres) by the proxy and written to
+//! Postgres by the admin service, so both sides accept exactly the same configurations. This crate has
 //! no Pingora in it on purpose: the admin service builds fast and cannot drift.
 
 pub mod bounds;
@@ -145,7 +145,8 @@ pub struct ServerSettings {
     pub watch_config: bool,
     /// Write one JSON access-log line per request to stdout. Example: `true`.
     pub access_log: bool,
-    /// Redis for shared rate limits (`backend: redis`). Example: `{url: "redis://127.0.0.1:6379"}`.
+    /// Redis: shared rate limits (`backend: redis`), the Redis cache tier, purge and
+    /// configuration announcements. Example: `{url: "redis://127.0.0.1:6379"}`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis: Option<RedisSettings>,
     /// Balancers in front of the proxy (CIDR). When the peer is one of them, the client
@@ -409,8 +410,9 @@ pub struct RedisSettings {
     /// Every key starts with this. Example: `vantage`.
     #[serde(default = "default_redis_prefix")]
     pub key_prefix: String,
-    /// Time budget of one rate-limit decision in milliseconds; past it the policy's
-    /// `on_redis_error` applies. Example: `20`.
+    /// Time budget of one Redis call in milliseconds (a rate-limit decision, a cache-tier
+    /// read or write); past it a rate limit follows its `on_redis_error` and the cache
+    /// goes without the tier. Example: `20`.
     #[serde(default = "default_redis_timeout")]
     pub timeout_ms: u64,
 }

@@ -29,7 +29,8 @@ pub struct RouteAuth {
     pub mode: AuthMode,
     /// Every one of these scopes must be granted to the credential. Example: `[orders:read]`.
     pub scopes: Vec<String>,
-    /// Remove the incoming `Authorization` header before forwarding. Example: `true`.
+    /// Remove the credentials before forwarding: `Authorization`, `X-API-Key` and the JWT
+    /// issuer's cookie. Example: `true`.
     pub strip_authorization: bool,
 }
 
@@ -380,8 +381,8 @@ pub struct CachePolicy {
     pub bypass: CacheBypass,
     /// The content is the same for every caller: responses to requests with credentials
     /// (`Authorization`, an API key, a JWT cookie) may be stored and served to anyone. When
-    /// off, such requests bypass the cache unless the origin marks the response `public`
-    /// or `s-maxage`. Example: `false`.
+    /// off, such requests — and requests with a cookie not in `ignore_cookies` — bypass
+    /// the cache. Example: `false`.
     pub shared: bool,
     /// Serve a stale entry this long past expiry while it is refreshed in the background,
     /// unless the origin says otherwise. Example: `30`.
