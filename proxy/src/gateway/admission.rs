@@ -35,7 +35,7 @@ impl Gateway {
             ctx.routing.preflight = routed.preflight;
             return Ok(());
         }
-        ctx.upstream.retries_left = routed.route.pool.spec.retries;
+        ctx.upstream.start(&routed.route.pool);
         routed.route.check_method(&req.method)
     }
 

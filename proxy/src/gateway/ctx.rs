@@ -1,16 +1,16 @@
 //! The per-request context, grouped by concern: who sent the request ([`RequestInfo`]),
-//! where it goes ([`Routing`]), the upstream attempts ([`UpstreamState`]), the cache's view
+//! where it goes ([`Routing`]), the upstream attempts ([`Attempts`]), the cache's view
 //! ([`CacheState`]) and one monotonic [`Clock`] for every timing.
 
 use crate::auth::Identity;
-use crate::errors::{self, Blame, Reply};
+use crate::errors;
 use crate::limits::enforce::LimitHeaders;
 use crate::snapshot::{request_host, RouteRt, Snapshot};
 use crate::telemetry::metrics::METRICS;
 use crate::telemetry::otel::RequestSpans;
 use crate::telemetry::trace::TraceContext;
 use crate::telemetry::Summary;
-use crate::upstream::Attempt;
+use crate::upstream::Attempts;
 use http::{HeaderValue, Method};
 use pingora::http::ResponseHeader;
 use pingora::protocols::l4::socket::SocketAddr;
@@ -25,7 +25,7 @@ pub struct Ctx {
     pub snapshot: Arc<Snapshot>,
     pub request: RequestInfo,
     pub routing: Routing,
-    pub upstream: UpstreamState,
+    pub upstream: Attempts,
     pub cache: CacheState,
     pub clock: Clock,
 }
@@ -56,22 +56,6 @@ pub struct Routing {
     pub preflight: Option<Method>,
     /// Rate-limit fields for the response.
     pub limit_headers: LimitHeaders,
-}
-
-/// The upstream attempts and how they ended.
-#[derive(Default)]
-pub struct UpstreamState {
-    /// Targets whose connect failed (retries go elsewhere).
-    pub tried: Vec<usize>,
-    /// The current attempt.
-    pub attempt: Option<Attempt>,
-    pub retries_left: u32,
-    /// The status the origin answered.
-    pub status: Option<u16>,
-    /// An error decided by the gateway, answered by `fail_to_proxy`.
-    pub reply: Option<Reply>,
-    /// Who the failure `fail_to_proxy` answered is down to.
-    pub blame: Option<Blame>,
 }
 
 /// The cache's view of the request.
@@ -182,7 +166,7 @@ impl Ctx {
                 identity: None,
             },
             routing: Routing::default(),
-            upstream: UpstreamState::default(),
+            upstream: Attempts::default(),
             cache: CacheState::default(),
             clock: Clock {
                 started: Instant::now(),
@@ -237,7 +221,7 @@ impl Ctx {
             origin: self.routing.route.as_ref().map(|r| &*r.pool.id),
             upstream: self
                 .upstream
-                .attempt
+                .current
                 .as_ref()
                 .map(|a| a.target.label.as_str()),
             api_key_id,

@@ -25,7 +25,6 @@ use admission::Admit;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use ctx::{peer, tls, TRACEPARENT, X_REQUEST_ID};
-use http::Method;
 use pingora::cache::key::HashBinary;
 use pingora::cache::{CacheKey, CacheMeta, ForcedFreshness, HitHandler, RespCacheable};
 use pingora::prelude::*;
@@ -80,13 +79,6 @@ impl Gateway {
             telemetry: Telemetry::new(settings.access_log, services.request_logs, services.otel),
         }
     }
-}
-
-fn idempotent(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
 }
 
 #[async_trait]
@@ -215,7 +207,7 @@ impl ProxyHttp for Gateway {
         // Hop-by-hop: how long the origin keeps our connection says nothing about the
         // client's.
         if let Some(v) = resp.remove_header("keep-alive") {
-            if let Some(a) = &ctx.upstream.attempt {
+            if let Some(a) = &ctx.upstream.current {
                 a.target.note_keep_alive(v.as_bytes());
             }
         }
@@ -282,13 +274,9 @@ impl ProxyHttp for Gateway {
         let Some(route) = ctx.routing.route.clone() else {
             return Err(Error::explain(InternalError, "no route in context"));
         };
-        // Called again when Pingora retries on its own (a pooled keep-alive connection the
-        // origin had closed): that is no failure of the target, so nothing is recorded.
-        ctx.upstream.attempt = None;
         let key = upstream::hash_input(route.pool.hash_key(), session.req_header(), peer(session));
-        match route.pool.attempt(&key, &ctx.upstream.tried) {
-            Ok((peer, attempt)) => {
-                ctx.upstream.attempt = Some(attempt);
+        match ctx.upstream.next(&route.pool, &key) {
+            Ok(peer) => {
                 ctx.clock.upstream.get_or_insert_with(Instant::now);
                 Ok(Box::new(peer))
             }
@@ -330,17 +318,11 @@ impl ProxyHttp for Gateway {
         if let Some(t) = &ctx.request.trace {
             upstream.insert_header(TRACEPARENT, t.header())?;
         }
-        // The origin sees the target's host, or the host the tenant was found by in normal
-        // form: never a spelling the cache key does not hold.
-        let host = match route.pool.spec.preserve_host {
-            true => ctx.routing.host.clone(),
-            false => ctx
-                .upstream
-                .attempt
-                .as_ref()
-                .map(|a| a.target.host_header.clone()),
-        };
-        if let Some(host) = host {
+        // Never a spelling of the host the cache key does not hold.
+        if let Some(host) = ctx
+            .upstream
+            .host_header(&route.pool, ctx.routing.host.as_ref())
+        {
             upstream.insert_header(http::header::HOST, host)?;
         }
         let identity = ctx.request.identity.as_ref();
@@ -397,21 +379,13 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        let Some(route) = &ctx.routing.route else {
-            e.set_retry(false);
-            return e;
+        let retry = match &ctx.routing.route {
+            Some(route) => {
+                let method = &session.req_header().method;
+                ctx.upstream.connect_failed(&route.pool, method)
+            }
+            None => false,
         };
-        if let Some(a) = ctx.upstream.attempt.take() {
-            route.pool.record(&a.target, false);
-            ctx.upstream.tried.push(a.id);
-        }
-        let retry = ctx.upstream.retries_left > 0
-            && idempotent(&session.req_header().method)
-            && ctx.upstream.tried.len() < route.pool.len();
-        if retry {
-            ctx.upstream.retries_left -= 1;
-            METRICS.retries.with_label_values(&[&route.pool.id]).inc();
-        }
         e.set_retry(retry);
         e
     }
@@ -441,10 +415,8 @@ impl ProxyHttp for Gateway {
 
     /// The breaker learns how the last attempt ended; the telemetry sinks get the summary.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        if let (Some(a), Some(route)) = (&ctx.upstream.attempt, &ctx.routing.route) {
-            route
-                .pool
-                .settle(a, ctx.upstream.blame, e, ctx.upstream.status);
+        if let Some(route) = &ctx.routing.route {
+            ctx.upstream.settle(&route.pool, e);
         }
         let spans = ctx.finish_spans(session);
         self.telemetry.finish(&ctx.summary(session, e), spans);

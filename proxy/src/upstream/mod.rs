@@ -11,6 +11,7 @@ mod health;
 use crate::errors::{Blame, Reply};
 use crate::telemetry::metrics::METRICS;
 use breaker::{now_ms, Breaker};
+use http::{HeaderValue, Method};
 use pingora::http::RequestHeader;
 use pingora::lb::discovery::Static;
 use pingora::lb::selection::{Consistent, Random, RoundRobin};
@@ -31,6 +32,108 @@ pub struct Attempt {
     pub target: Arc<TargetState>,
     pub id: usize,
     _inflight: InflightGuard,
+}
+
+/// A request's attempts on its route's pool: targets tried, the current one, retries
+/// left, and how the last one ended.
+#[derive(Default)]
+pub struct Attempts {
+    /// Targets whose connect failed (retries go elsewhere).
+    pub tried: Vec<usize>,
+    /// The current attempt.
+    pub current: Option<Attempt>,
+    pub retries_left: u32,
+    /// The status the origin answered.
+    pub status: Option<u16>,
+    /// A failure decided by the gateway (no target), answered by `fail_to_proxy`.
+    pub reply: Option<Reply>,
+    /// Who the failure `fail_to_proxy` answered is down to.
+    pub blame: Option<Blame>,
+}
+
+impl Attempts {
+    /// A request on `pool`, with the pool's retry budget.
+    pub fn start(&mut self, pool: &Pool) {
+        self.retries_left = pool.spec.retries;
+    }
+
+    /// The peer of the next attempt: a healthy target whose breaker is closed and that
+    /// this request has not tried. `Err` is the reply: 503 when no target is available at
+    /// all, 502 when every target left was tried.
+    pub fn next(&mut self, pool: &Pool, key: &[u8]) -> Result<HttpPeer, Reply> {
+        // Also called when Pingora retries on its own (a pooled keep-alive connection the
+        // origin had closed): that is no failure of the target, so nothing is recorded.
+        self.current = None;
+        match pool.select(key, &self.tried) {
+            Selection::Target(backend, state) => {
+                let peer = pool.peer(&backend, &state);
+                self.current = Some(Attempt {
+                    id: backend_id(&backend),
+                    _inflight: Pool::track(&state),
+                    target: state,
+                });
+                Ok(peer)
+            }
+            Selection::NoneAvailable if self.tried.is_empty() => Err(Reply::new(
+                503,
+                "no_healthy_upstream",
+                format!("no healthy target in origin '{}'", pool.id),
+            )),
+            Selection::NoneAvailable => Err(Reply::new(
+                502,
+                "upstream_unreachable",
+                format!("no target of origin '{}' could be reached", pool.id),
+            )),
+        }
+    }
+
+    /// The `Host` the origin sees: the host the tenant was found by (`matched`, normal
+    /// form) with `preserve_host`, else the target's own.
+    pub fn host_header(&self, pool: &Pool, matched: Option<&HeaderValue>) -> Option<HeaderValue> {
+        match pool.spec.preserve_host {
+            true => matched.cloned(),
+            false => self.current.as_ref().map(|a| a.target.host_header.clone()),
+        }
+    }
+
+    /// The current attempt could not connect: it counts against the target's breaker, and
+    /// an idempotent request is retried on another target, at most `retries` times.
+    /// Returns whether to retry.
+    pub fn connect_failed(&mut self, pool: &Pool, method: &Method) -> bool {
+        if let Some(a) = self.current.take() {
+            pool.record(&a.target, false);
+            self.tried.push(a.id);
+        }
+        let retry = self.retries_left > 0 && idempotent(method) && self.tried.len() < pool.len();
+        if retry {
+            self.retries_left -= 1;
+            METRICS.retries.with_label_values(&[&pool.id]).inc();
+        }
+        retry
+    }
+
+    /// Settle the request's last attempt with its target's breaker: a failure when the
+    /// upstream failed or answered 5xx, a success otherwise, and nothing at all when the
+    /// client was to blame (a client too slow to send its request says nothing about the
+    /// origin).
+    pub fn settle(&self, pool: &Pool, error: Option<&pingora::Error>) {
+        let Some(attempt) = &self.current else {
+            return;
+        };
+        if self.blame.is_none_or(Blame::counts_against_origin) {
+            let failed = error.is_some_and(|e| e.esource() == &pingora::ErrorSource::Upstream)
+                || self.status.is_some_and(|s| s >= 500);
+            pool.record(&attempt.target, !failed);
+        }
+    }
+}
+
+/// Methods a request may be repeated with on another target after a failed connect.
+fn idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
 }
 
 /// What consistent hashing hashes for a request (empty without a hash key).
@@ -425,51 +528,6 @@ impl Pool {
                 .breaker_open
                 .with_label_values(&[&*self.id, state.label.as_str()])
                 .set(1.0);
-        }
-    }
-
-    /// A target for the next attempt of a request that already tried `tried`, and the
-    /// attempt (counted in flight until it drops). `Err` is the reply: 503 when no target
-    /// is available at all, 502 when every target left was tried.
-    pub fn attempt(&self, key: &[u8], tried: &[usize]) -> Result<(HttpPeer, Attempt), Reply> {
-        match self.select(key, tried) {
-            Selection::Target(backend, state) => {
-                let peer = self.peer(&backend, &state);
-                let attempt = Attempt {
-                    id: backend_id(&backend),
-                    _inflight: Pool::track(&state),
-                    target: state,
-                };
-                Ok((peer, attempt))
-            }
-            Selection::NoneAvailable if tried.is_empty() => Err(Reply::new(
-                503,
-                "no_healthy_upstream",
-                format!("no healthy target in origin '{}'", self.id),
-            )),
-            Selection::NoneAvailable => Err(Reply::new(
-                502,
-                "upstream_unreachable",
-                format!("no target of origin '{}' could be reached", self.id),
-            )),
-        }
-    }
-
-    /// Settle a finished request's last attempt with its target's breaker: a failure when
-    /// the upstream failed or answered 5xx, a success otherwise, and nothing at all when
-    /// the client was to blame (a client too slow to send its request says nothing about
-    /// the origin).
-    pub fn settle(
-        &self,
-        attempt: &Attempt,
-        blame: Option<Blame>,
-        error: Option<&pingora::Error>,
-        status: Option<u16>,
-    ) {
-        if blame.is_none_or(Blame::counts_against_origin) {
-            let failed = error.is_some_and(|e| e.esource() == &pingora::ErrorSource::Upstream)
-                || status.is_some_and(|s| s >= 500);
-            self.record(&attempt.target, !failed);
         }
     }
 
