@@ -5,7 +5,7 @@
 use crate::auth::Identity;
 use crate::errors;
 use crate::limits::enforce::LimitHeaders;
-use crate::snapshot::{request_host, RouteRt, Snapshot};
+use crate::snapshot::{RouteRt, Snapshot};
 use crate::telemetry::metrics::METRICS;
 use crate::telemetry::otel::RequestSpans;
 use crate::telemetry::trace::TraceContext;
@@ -80,7 +80,7 @@ pub struct Clock {
     /// When the cache lookup began (taken only while spans are recorded).
     pub cache_lookup: Option<Instant>,
     /// Spans being recorded, when `server.tracing` exports them.
-    spans: Option<RequestSpans>,
+    spans: Option<Box<RequestSpans>>,
     _active: ActiveGuard,
 }
 
@@ -115,7 +115,7 @@ impl Clock {
 
     /// The request's spans at its end, with the cache lookup (that took `cache_took`) and
     /// upstream phases.
-    fn finish(&mut self, cache_took: Duration) -> Option<RequestSpans> {
+    fn finish(&mut self, cache_took: Duration) -> Option<Box<RequestSpans>> {
         let mut spans = self.spans.take()?;
         if let Some(start) = self.cache_lookup {
             spans.phase_for("cache", start, cache_took);
@@ -179,7 +179,12 @@ impl Ctx {
     }
 
     /// The request's id (from the client's `X-Request-Id` when valid) and trace context.
-    pub fn begin(&mut self, session: &Session, trace: TraceContext, spans: Option<RequestSpans>) {
+    pub fn begin(
+        &mut self,
+        session: &Session,
+        trace: TraceContext,
+        spans: Option<Box<RequestSpans>>,
+    ) {
         self.request.id = request_id(session.req_header().headers.get(X_REQUEST_ID));
         self.request.trace = Some(trace);
         self.clock.spans = spans;
@@ -189,8 +194,9 @@ impl Ctx {
         self.request.id.to_str().unwrap_or("-")
     }
 
-    /// The request's spans at its end (see [`Clock`]).
-    pub fn finish_spans(&mut self, session: &Session) -> Option<RequestSpans> {
+    /// The request's spans at its end (see [`Clock`]); None when spans are not exported.
+    pub fn finish_spans(&mut self, session: &Session) -> Option<Box<RequestSpans>> {
+        self.clock.spans.as_ref()?;
         let cache_took = session.cache.lookup_duration().unwrap_or_default()
             + session.cache.lock_duration().unwrap_or_default();
         self.clock.finish(cache_took)
@@ -209,12 +215,10 @@ impl Ctx {
             None => (None, None),
         };
         Summary {
+            session,
+            req,
             request_id: self.request_id(),
             trace: self.request.trace.as_ref(),
-            method: &req.method,
-            version: req.version,
-            host: request_host(req),
-            path: req.uri.path(),
             status: session.response_written().map_or(0, |r| r.status.as_u16()),
             tenant: self.routing.tenant.as_deref(),
             route: self.routing.route.as_ref().map(|r| &*r.id),
@@ -226,13 +230,10 @@ impl Ctx {
                 .map(|a| a.target.label.as_str()),
             api_key_id,
             user_id,
-            peer: peer(session),
             client: self.request.client,
             cache: self.cache.label,
-            cache_lock_waited: session.cache.lock_duration().is_some(),
             duration: self.clock.started.elapsed(),
             upstream_duration: self.clock.upstream.map(|t| t.elapsed()),
-            bytes_sent: session.body_bytes_sent(),
             error,
         }
     }

@@ -8,7 +8,7 @@
 mod admission;
 mod ctx;
 
-pub use ctx::Ctx;
+pub use ctx::{peer, Ctx};
 
 use crate::cache::{self, Caches, RequestDirectives};
 use crate::errors::{self, Reply};
@@ -24,7 +24,7 @@ use crate::{auth, forwarding, transform, upstream};
 use admission::Admit;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use ctx::{peer, tls, TRACEPARENT, X_REQUEST_ID};
+use ctx::{tls, TRACEPARENT, X_REQUEST_ID};
 use pingora::cache::key::HashBinary;
 use pingora::cache::{CacheKey, CacheMeta, ForcedFreshness, HitHandler, RespCacheable};
 use pingora::prelude::*;
@@ -274,7 +274,9 @@ impl ProxyHttp for Gateway {
         let Some(route) = ctx.routing.route.clone() else {
             return Err(Error::explain(InternalError, "no route in context"));
         };
-        let key = upstream::hash_input(route.pool.hash_key(), session.req_header(), peer(session));
+        let key = upstream::hash_input(route.pool.hash_key(), session.req_header(), || {
+            peer(session)
+        });
         match ctx.upstream.next(&route.pool, &key) {
             Ok(peer) => {
                 ctx.clock.upstream.get_or_insert_with(Instant::now);

@@ -267,7 +267,7 @@ pub struct RequestMetrics;
 
 impl super::Sink for RequestMetrics {
     fn record(&self, s: &super::Summary<'_>) {
-        if s.cache_lock_waited {
+        if s.cache_lock_waited() {
             METRICS.cache_lock_waits.inc();
         }
         let tenant = s.tenant.unwrap_or("-");

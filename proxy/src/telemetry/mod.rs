@@ -11,23 +11,24 @@ pub mod otel;
 pub mod request_log;
 pub mod trace;
 
-use http::{HeaderValue, Method, Version};
+use http::HeaderValue;
 use otel::{Otel, RequestSpans};
+use pingora::http::RequestHeader;
+use pingora::proxy::Session;
 use request_log::RequestLogger;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 use trace::TraceContext;
 
 /// One finished request, as every sink sees it. Built once, borrowed from the request's
-/// context; nothing here is copied unless a sink keeps it.
+/// context and session; what only some sinks need (the host, the peer, byte counts) is
+/// read when a sink asks for it.
 pub struct Summary<'a> {
+    pub session: &'a Session,
+    /// The client's request.
+    pub req: &'a RequestHeader,
     pub request_id: &'a str,
     pub trace: Option<&'a TraceContext>,
-    pub method: &'a Method,
-    pub version: Version,
-    /// The `Host` (or absolute-form authority) as the client sent it.
-    pub host: Option<&'a str>,
-    pub path: &'a str,
     /// The status sent to the client; 0 when no response was written.
     pub status: u16,
     pub tenant: Option<&'a str>,
@@ -38,21 +39,38 @@ pub struct Summary<'a> {
     pub upstream: Option<&'a str>,
     pub api_key_id: Option<&'a str>,
     pub user_id: Option<&'a str>,
-    /// The TCP peer.
-    pub peer: Option<IpAddr>,
     /// The client behind trusted balancers, when a policy needed it resolved.
     pub client: Option<IpAddr>,
     /// `X-Cache` of the response, on caching routes.
     pub cache: Option<&'static str>,
-    /// The request waited for another request to fill the cache.
-    pub cache_lock_waited: bool,
     /// From the first byte of the request to the end of the response.
     pub duration: Duration,
     /// From the first upstream attempt to the end of the response.
     pub upstream_duration: Option<Duration>,
-    pub bytes_sent: usize,
     /// Why the request failed, when it did.
     pub error: Option<&'a pingora::Error>,
+}
+
+impl Summary<'_> {
+    /// The `Host` (or absolute-form authority) as the client sent it.
+    pub fn host(&self) -> Option<&str> {
+        crate::snapshot::request_host(self.req)
+    }
+
+    /// The TCP peer.
+    pub fn peer(&self) -> Option<IpAddr> {
+        crate::gateway::peer(self.session)
+    }
+
+    /// Response body bytes sent to the client.
+    pub fn bytes_sent(&self) -> usize {
+        self.session.body_bytes_sent()
+    }
+
+    /// The request waited for another request to fill the cache.
+    pub fn cache_lock_waited(&self) -> bool {
+        self.session.cache.lock_duration().is_some()
+    }
 }
 
 /// A consumer of request summaries. Runs on the request path at its end: it must not
@@ -87,16 +105,16 @@ impl Telemetry {
     }
 
     /// The trace context of a request that began at `started`, and its spans when spans
-    /// are exported.
+    /// are exported (boxed: the request context stays small when they are not).
     pub fn start(
         &self,
         traceparent: Option<&HeaderValue>,
         started: Instant,
-    ) -> (TraceContext, Option<RequestSpans>) {
+    ) -> (TraceContext, Option<Box<RequestSpans>>) {
         match self.otel {
             Some(otel) => {
                 let (spans, trace) = otel.start(traceparent, started);
-                (trace, Some(spans))
+                (trace, Some(Box::new(spans)))
             }
             None => (TraceContext::from_request(traceparent), None),
         }
@@ -108,12 +126,12 @@ impl Telemetry {
     }
 
     /// Hand the finished request to every sink, and end its spans.
-    pub fn finish(&self, summary: &Summary<'_>, spans: Option<RequestSpans>) {
+    pub fn finish(&self, summary: &Summary<'_>, spans: Option<Box<RequestSpans>>) {
         for sink in &self.sinks {
             sink.record(summary);
         }
         if let (Some(otel), Some(spans)) = (self.otel, spans) {
-            otel.finish(spans, summary);
+            otel.finish(*spans, summary);
         }
     }
 }

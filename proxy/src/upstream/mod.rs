@@ -137,7 +137,11 @@ fn idempotent(m: &Method) -> bool {
 }
 
 /// What consistent hashing hashes for a request (empty without a hash key).
-pub fn hash_input(key: Option<&HashKey>, req: &RequestHeader, peer: Option<IpAddr>) -> Vec<u8> {
+pub fn hash_input(
+    key: Option<&HashKey>,
+    req: &RequestHeader,
+    peer: impl FnOnce() -> Option<IpAddr>,
+) -> Vec<u8> {
     match key {
         None => Vec::new(),
         Some(HashKey::Header { name }) => req
@@ -146,7 +150,7 @@ pub fn hash_input(key: Option<&HashKey>, req: &RequestHeader, peer: Option<IpAdd
             .map_or(&b""[..], |v| v.as_bytes())
             .to_vec(),
         Some(HashKey::Cookie { name }) => cookie(req, name).unwrap_or_default().to_vec(),
-        Some(HashKey::ClientIp) => peer
+        Some(HashKey::ClientIp) => peer()
             .map(|ip| ip.to_string().into_bytes())
             .unwrap_or_default(),
         Some(HashKey::Path) => req.uri.path().as_bytes().to_vec(),
