@@ -1,25 +1,14 @@
 //! request_logs partitions and the analytics endpoint, on rows with known answers.
 
-mod common;
+use vantage_testkit::{bodies, id, Admin};
 
-use common::{bodies, id, Admin};
-
-#[tokio::test]
-async fn analytics_counts_error_rates_and_percentiles() {
-    let a = Admin::start().await;
-    let t = id(&a.create("/api/v1/tenants", bodies::tenant("acme")).await);
-    let g = id(&a.create("/api/v1/tenants", bodies::tenant("globex")).await);
+/// An admin with tenants acme and globex (their ids) and request_logs rows with known
+/// answers, and a client of its database.
+async fn logged() -> (Admin, String, String, tokio_postgres::Client) {
+    let a = Admin::fresh();
+    let t = id(&a.create("/api/v1/tenants", bodies::tenant("acme")));
+    let g = id(&a.create("/api/v1/tenants", bodies::tenant("globex")));
     let c = a.db.client().await;
-
-    // migrate made daily partitions around today; a row of today lands in today's.
-    let part: String = c
-        .query_one(
-            "SELECT 'request_logs_' || to_char((now() AT TIME ZONE 'UTC')::date, 'YYYYMMDD')",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
     // Acme: 100 requests in the last hour, latency 1..=100 ms; 5 are 503, 10 are 404;
     // route r1 gets the first 60, r2 the rest; key k1 on the even ones.
     c.execute(
@@ -44,6 +33,27 @@ async fn analytics_counts_error_rates_and_percentiles() {
     )
     .await
     .unwrap();
+    (a, t, g, c)
+}
+
+/// `v` is `want` (to 1e-9).
+fn close(v: &serde_json::Value, want: f64) {
+    let got = v.as_f64().unwrap();
+    assert!((got - want).abs() < 1e-9, "{got} != {want}");
+}
+
+#[tokio::test]
+async fn todays_rows_land_in_todays_partition_and_far_ones_in_the_default() {
+    let (_a, _, _, c) = logged().await;
+    // migrate made daily partitions around today; a row of today lands in today's.
+    let part: String = c
+        .query_one(
+            "SELECT 'request_logs_' || to_char((now() AT TIME ZONE 'UTC')::date, 'YYYYMMDD')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
     let in_part: i64 = c
         .query_one(&format!("SELECT count(*) FROM {part}"), &[])
         .await
@@ -56,8 +66,12 @@ async fn analytics_counts_error_rates_and_percentiles() {
         .unwrap()
         .get(0);
     assert_eq!(in_default, 1);
+}
 
-    let r = a.root("GET", "/api/v1/analytics/requests", None).await;
+#[tokio::test]
+async fn analytics_per_tenant_counts_error_rates_and_percentiles() {
+    let (a, t, _, _c) = logged().await;
+    let r = a.root("GET", "/api/v1/analytics/requests", None);
     assert_eq!(r.status, 200, "{:?}", r.body);
     let groups = r.body["groups"].as_array().unwrap();
     assert_eq!(groups.len(), 2);
@@ -68,10 +82,6 @@ async fn analytics_counts_error_rates_and_percentiles() {
     assert_eq!(acme["error_rate"], 0.05);
     assert_eq!(acme["client_errors"], 10);
     assert_eq!(acme["client_error_rate"], 0.1);
-    let close = |v: &serde_json::Value, want: f64| {
-        let got = v.as_f64().unwrap();
-        assert!((got - want).abs() < 1e-9, "{got} != {want}");
-    };
     close(&acme["latency_ms"]["p50"], 50.5);
     close(&acme["latency_ms"]["p95"], 95.05);
     close(&acme["latency_ms"]["p99"], 99.01);
@@ -88,15 +98,17 @@ async fn analytics_counts_error_rates_and_percentiles() {
     close(&globex["error_rate"], 0.25);
     close(&globex["latency_ms"]["p50"], 25.0);
     assert_eq!(r.body["totals"]["requests"], 104);
+}
 
+#[tokio::test]
+async fn analytics_per_route_and_per_api_key_of_one_tenant() {
+    let (a, t, _, _c) = logged().await;
     // Per route and per key, for one tenant.
-    let r = a
-        .root(
-            "GET",
-            &format!("/api/v1/analytics/requests?tenant_id={t}&group_by=route"),
-            None,
-        )
-        .await;
+    let r = a.root(
+        "GET",
+        &format!("/api/v1/analytics/requests?tenant_id={t}&group_by=route"),
+        None,
+    );
     let by: Vec<(String, i64)> = r.body["groups"]
         .as_array()
         .unwrap()
@@ -112,13 +124,11 @@ async fn analytics_counts_error_rates_and_percentiles() {
     let r1 = &r.body["groups"][0];
     assert_eq!(r1["server_errors"], 5);
     close(&r1["latency_ms"]["p50"], 30.5);
-    let r = a
-        .root(
-            "GET",
-            &format!("/api/v1/analytics/requests?tenant_id={t}&group_by=api_key"),
-            None,
-        )
-        .await;
+    let r = a.root(
+        "GET",
+        &format!("/api/v1/analytics/requests?tenant_id={t}&group_by=api_key"),
+        None,
+    );
     let k1 = r.body["groups"]
         .as_array()
         .unwrap()
@@ -127,33 +137,40 @@ async fn analytics_counts_error_rates_and_percentiles() {
         .unwrap();
     assert_eq!(k1["requests"], 50);
     assert_eq!(k1["server_errors"], 2);
+}
 
+#[tokio::test]
+async fn analytics_honour_and_check_the_time_range() {
+    let (a, _, _, _c) = logged().await;
     // The time range: the old row only.
     let r = a
-        .root("GET", "/api/v1/analytics/requests?from=2000-12-31T00:00:00Z&to=2001-01-02T00:00:00Z&group_by=none", None)
-        .await;
+        .root("GET", "/api/v1/analytics/requests?from=2000-12-31T00:00:00Z&to=2001-01-02T00:00:00Z&group_by=none", None);
     assert_eq!(r.body["totals"]["requests"], 1);
     assert_eq!(r.body["totals"]["error_rate"], 1.0);
     assert_eq!(r.body["groups"], serde_json::json!([]));
-    let r = a
-        .root(
-            "GET",
-            "/api/v1/analytics/requests?from=2030-01-01T00:00:00Z&to=2029-01-01T00:00:00Z",
-            None,
-        )
-        .await;
+    let r = a.root(
+        "GET",
+        "/api/v1/analytics/requests?from=2030-01-01T00:00:00Z&to=2029-01-01T00:00:00Z",
+        None,
+    );
     assert_eq!(r.status, 400);
+}
 
+#[tokio::test]
+async fn a_tenant_admin_gets_analytics_of_its_own_tenant_only() {
+    let (a, _, g, _c) = logged().await;
     // A tenant_admin gets its own tenant only.
     let tok = a.token_for("globex");
-    let r = a
-        .call(&tok, "GET", "/api/v1/analytics/requests", None)
-        .await;
+    let r = a.call(&tok, "GET", "/api/v1/analytics/requests", None);
     let groups = r.body["groups"].as_array().unwrap();
     assert_eq!(groups.len(), 1);
     assert_eq!(groups[0]["tenant_id"], g.as_str());
     assert_eq!(r.body["totals"]["requests"], 4);
+}
 
+#[tokio::test]
+async fn a_new_partition_takes_its_days_rows_from_the_default_partition() {
+    let (_a, _, _, c) = logged().await;
     // Creating a partition for a day that has rows in the default partition moves them.
     let moved: i32 = c
         .query_one(

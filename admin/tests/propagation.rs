@@ -1,28 +1,24 @@
 //! Config version, signed Redis notices, the `vantage_config()` contract, seed, OpenAPI.
 
-mod common;
-
-use common::{bodies, id, run_cli, Admin, Subscriber, SECRET};
 use serde_json::json;
 use vantage_model::notify::{verify, Notice};
 use vantage_model::Config;
+use vantage_testkit::{admin_cli, bodies, id, Admin, ApiResponse, Subscriber, SECRET};
 
 #[tokio::test]
 async fn every_write_bumps_the_version_and_publishes_a_signed_notice() {
-    let a = Admin::start().await;
+    let a = Admin::fresh();
     let mut sub = Subscriber::new(&a.channel()).await;
-    let mut last = a.version().await;
+    let mut last = a.version();
 
-    let mut expect = |r: &common::Resp, status: u16| {
+    let mut expect = |r: &ApiResponse, status: u16| {
         assert_eq!(r.status, status, "{:?}", r.body);
         let v = r.version.expect("X-Config-Version on every write");
         assert!(v > last, "version {v} after {last}");
         last = v;
         v
     };
-    let t = a
-        .root("POST", "/api/v1/tenants", Some(bodies::tenant("acme")))
-        .await;
+    let t = a.root("POST", "/api/v1/tenants", Some(bodies::tenant("acme")));
     let v1 = expect(&t, 201);
     let tid = id(&t.body);
     let msg = sub.next().await;
@@ -35,56 +31,44 @@ async fn every_write_bumps_the_version_and_publishes_a_signed_notice() {
     );
     assert!(verify("another-secret-of-16+", &msg).is_err());
 
-    let o = a
-        .root("POST", "/api/v1/origins", Some(bodies::origin(&tid, 9001)))
-        .await;
+    let o = a.root("POST", "/api/v1/origins", Some(bodies::origin(&tid, 9001)));
     let mut versions = vec![expect(&o, 201)];
     let oid = id(&o.body);
-    let r = a
-        .root(
-            "POST",
-            "/api/v1/routes",
-            Some(bodies::route(&tid, &oid, "/a/*")),
-        )
-        .await;
+    let r = a.root(
+        "POST",
+        "/api/v1/routes",
+        Some(bodies::route(&tid, &oid, "/a/*")),
+    );
     versions.push(expect(&r, 201));
     let rid = id(&r.body);
-    let k = a
-        .root(
-            "POST",
-            "/api/v1/api-keys",
-            Some(json!({"tenant_id": tid, "name": "k"})),
-        )
-        .await;
+    let k = a.root(
+        "POST",
+        "/api/v1/api-keys",
+        Some(json!({"tenant_id": tid, "name": "k"})),
+    );
     versions.push(expect(&k, 201));
-    let j = a.root("POST", "/api/v1/jwt-issuers", Some(json!({"tenant_id": tid, "issuer": "https://i.test", "jwks_url": "https://i.test/jwks"}))).await;
+    let j = a.root("POST", "/api/v1/jwt-issuers", Some(json!({"tenant_id": tid, "issuer": "https://i.test", "jwks_url": "https://i.test/jwks"})));
     versions.push(expect(&j, 201));
     // Users are not part of the proxies' configuration: no version, no notice (the
     // notices below are exactly those of the other writes).
-    let u = a
-        .root(
-            "POST",
-            "/api/v1/users",
-            Some(json!({"tenant_id": tid, "email": "a@b.test", "role": "member"})),
-        )
-        .await;
+    let u = a.root(
+        "POST",
+        "/api/v1/users",
+        Some(json!({"tenant_id": tid, "email": "a@b.test", "role": "member"})),
+    );
     assert_eq!(u.status, 201, "{:?}", u.body);
     assert!(u.version.is_none(), "a user write has no config version");
-    let p = a
-        .root(
-            "PATCH",
-            &format!("/api/v1/routes/{rid}"),
-            Some(json!({"priority": 3})),
-        )
-        .await;
+    let p = a.root(
+        "PATCH",
+        &format!("/api/v1/routes/{rid}"),
+        Some(json!({"priority": 3})),
+    );
     versions.push(expect(&p, 200));
-    let d = a
-        .root(
-            "POST",
-            &format!("/api/v1/api-keys/{}/revoke", id(&k.body)),
-            None,
-        )
-        .await;
+    let d = a.root(
+        "POST",
+        &format!("/api/v1/api-keys/{}/revoke", id(&k.body)),
+        None,
+    );
     versions.push(expect(&d, 200));
     for v in versions {
         let n = verify(SECRET, &sub.next().await).unwrap();
@@ -97,78 +81,62 @@ async fn every_write_bumps_the_version_and_publishes_a_signed_notice() {
         );
     }
     // The database agrees, and a refused write changes nothing.
-    assert_eq!(a.version().await, last);
-    let bad = a
-        .root(
-            "POST",
-            "/api/v1/routes",
-            Some(bodies::route(&tid, &oid, "bad")),
-        )
-        .await;
+    assert_eq!(a.version(), last);
+    let bad = a.root(
+        "POST",
+        "/api/v1/routes",
+        Some(bodies::route(&tid, &oid, "bad")),
+    );
     assert_eq!(bad.status, 422);
     assert!(bad.version.is_none());
-    assert_eq!(a.version().await, last);
+    assert_eq!(a.version(), last);
 
     // A write made by hand in SQL bumps the version too (triggers), once per transaction.
     let c = a.db.client().await;
     c.batch_execute("BEGIN; UPDATE tenants SET name = 'x'; UPDATE tenants SET name = 'y'; COMMIT;")
         .await
         .unwrap();
-    assert_eq!(a.version().await, last + 1);
+    assert_eq!(a.version(), last + 1);
 }
 
 #[tokio::test]
 async fn user_edits_leave_the_config_version_alone() {
-    let a = Admin::start().await;
+    let a = Admin::fresh();
     let mut sub = Subscriber::new(&a.channel()).await;
-    let t = a
-        .root("POST", "/api/v1/tenants", Some(bodies::tenant("acme")))
-        .await;
+    let t = a.root("POST", "/api/v1/tenants", Some(bodies::tenant("acme")));
     assert_eq!(t.status, 201, "{:?}", t.body);
     let tid = id(&t.body);
-    let v0 = a.version().await;
+    let v0 = a.version();
     assert_eq!(t.version, Some(v0));
     assert_eq!(verify(SECRET, &sub.next().await).unwrap().version, v0);
 
     // Create, change and delete a user: the version stays, nothing is announced.
-    let u = a
-        .root(
-            "POST",
-            "/api/v1/users",
-            Some(json!({"tenant_id": tid, "email": "ann@acme.test", "role": "admin"})),
-        )
-        .await;
+    let u = a.root(
+        "POST",
+        "/api/v1/users",
+        Some(json!({"tenant_id": tid, "email": "ann@acme.test", "role": "admin"})),
+    );
     assert_eq!(u.status, 201, "{:?}", u.body);
     let uid = id(&u.body);
-    let p = a
-        .root(
-            "PATCH",
-            &format!("/api/v1/users/{uid}"),
-            Some(json!({"role": "viewer"})),
-        )
-        .await;
+    let p = a.root(
+        "PATCH",
+        &format!("/api/v1/users/{uid}"),
+        Some(json!({"role": "viewer"})),
+    );
     assert_eq!((p.status, &p.body["role"]), (200, &json!("viewer")));
-    let d = a
-        .root("DELETE", &format!("/api/v1/users/{uid}"), None)
-        .await;
+    let d = a.root("DELETE", &format!("/api/v1/users/{uid}"), None);
     assert_eq!(d.status, 204);
     for r in [&u, &p, &d] {
         assert!(r.version.is_none(), "{:?}", r.body);
     }
-    assert_eq!(
-        a.version().await,
-        v0,
-        "user writes bumped the config version"
-    );
+    assert_eq!(a.version(), v0, "user writes bumped the config version");
 
     // A resource write still bumps it, and its notice is the next one on the channel.
-    let o = a
-        .root("POST", "/api/v1/origins", Some(bodies::origin(&tid, 9001)))
-        .await;
+    let o = a.root("POST", "/api/v1/origins", Some(bodies::origin(&tid, 9001)));
     assert_eq!(o.status, 201, "{:?}", o.body);
     let v1 = o.version.expect("X-Config-Version");
     assert_eq!(v1, v0 + 1);
-    assert_eq!(a.version().await, v1);
+    assert_eq!(a.version(), v1);
     assert_eq!(
         verify(SECRET, &sub.next().await).unwrap(),
         Notice {
@@ -180,20 +148,20 @@ async fn user_edits_leave_the_config_version_alone() {
 
 #[tokio::test]
 async fn vantage_config_round_trips_into_the_model_and_validates() {
-    let a = Admin::start().await;
+    let a = Admin::fresh();
     let t = id(&a.create("/api/v1/tenants", json!({
         "name": "Acme", "subdomain": "acme", "custom_hosts": ["api.acme.test"], "clerk_org_id": "org_1",
         "access": {"cors": {"allowed_origins": ["https://app.acme.test"]}, "ip_rules": {"deny": ["203.0.113.7/32"]}},
         "rate_limits": [{"name": "ceiling", "algorithm": {"type": "sliding_window", "limit": 100, "period_s": 60}, "subject": {"by": "tenant"}, "backend": "redis"}],
-    })).await);
-    let g = id(&a.create("/api/v1/tenants", bodies::tenant("globex")).await);
+    })));
+    let g = id(&a.create("/api/v1/tenants", bodies::tenant("globex")));
     let o = id(&a.create("/api/v1/origins", json!({
         "tenant_id": t, "lb": "consistent_hash", "hash_key": {"source": "header", "name": "X-User"},
         "targets": [{"url": "https://api.acme.test"}], "tls": {"verify": true, "sni": "api.acme.test"},
         "health_check": {"path": "/h"}, "circuit_breaker": {"enabled": false}, "protocol": "http2", "preserve_host": true,
-    })).await);
-    let go = id(&a.create("/api/v1/origins", bodies::origin(&g, 9003)).await);
-    a.create("/api/v1/jwt-issuers", json!({"tenant_id": t, "issuer": "https://clerk.acme.test", "jwks_url": "https://clerk.acme.test/jwks", "cookie": "__session", "audiences": ["acme"]})).await;
+    })));
+    let go = id(&a.create("/api/v1/origins", bodies::origin(&g, 9003)));
+    a.create("/api/v1/jwt-issuers", json!({"tenant_id": t, "issuer": "https://clerk.acme.test", "jwks_url": "https://clerk.acme.test/jwks", "cookie": "__session", "audiences": ["acme"]}));
     a.create("/api/v1/routes", json!({
         "tenant_id": t, "origin_id": o, "path_pattern": "/users/:id", "methods": ["GET"],
         "headers": [{"name": "X-Version", "value": "2"}, {"name": "X-Any"}],
@@ -202,10 +170,9 @@ async fn vantage_config_round_trips_into_the_model_and_validates() {
         "auth": {"mode": "jwt_or_apikey", "scopes": ["users:read"], "strip_authorization": true},
         "access": {"security_headers": {"enabled": true}},
         "cache": {"enabled": true, "storage": "memory+redis", "key": "path", "statuses": [200]},
-    })).await;
-    a.create("/api/v1/routes", bodies::route(&g, &go, "/*"))
-        .await;
-    a.create("/api/v1/api-keys", json!({"tenant_id": t, "name": "k", "scopes": ["users:read"], "expires_at": "2031-05-06T07:08:09Z"})).await;
+    }));
+    a.create("/api/v1/routes", bodies::route(&g, &go, "/*"));
+    a.create("/api/v1/api-keys", json!({"tenant_id": t, "name": "k", "scopes": ["users:read"], "expires_at": "2031-05-06T07:08:09Z"}));
 
     let c = a.db.client().await;
     let v: serde_json::Value = c
@@ -213,7 +180,7 @@ async fn vantage_config_round_trips_into_the_model_and_validates() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(v["version"].as_i64().unwrap(), a.version().await);
+    assert_eq!(v["version"].as_i64().unwrap(), a.version());
     let cfg: Config =
         serde_json::from_value(v["config"].clone()).expect("the model parses vantage_config()");
     assert_eq!(
@@ -260,16 +227,16 @@ async fn vantage_config_round_trips_into_the_model_and_validates() {
     );
     gcfg.validate().unwrap();
     // The API's own /config answers the same.
-    let api = a.root("GET", "/api/v1/config", None).await;
+    let api = a.root("GET", "/api/v1/config", None);
     assert_eq!(api.body["config"], v["config"]);
 }
 
 #[tokio::test]
 async fn seed_loads_the_demo_idempotently() {
-    let a = Admin::start().await;
-    let out = run_cli(&a.db, &["seed"]);
+    let a = Admin::fresh();
+    let out = admin_cli(&a.db, &["seed"]);
     assert!(out.contains("subdomain acme"), "{out}");
-    run_cli(&a.db, &["seed"]);
+    admin_cli(&a.db, &["seed"]);
     let c = a.db.client().await;
     let v: serde_json::Value = c
         .query_one("SELECT vantage_config()", &[])
@@ -293,19 +260,19 @@ async fn seed_loads_the_demo_idempotently() {
     assert_eq!(key.tenant_id, acme.id);
     // The seeded tenant can be managed through the API, including by its tenant_admin.
     let tok = a.token_for("acme");
-    let l = a.call(&tok, "GET", "/api/v1/routes", None).await;
+    let l = a.call(&tok, "GET", "/api/v1/routes", None);
     assert_eq!(
         l.body["items"].as_array().unwrap().len(),
         demo.routes.iter().filter(|r| r.tenant_id == "acme").count()
     );
     // migrate is idempotent on a live database.
-    run_cli(&a.db, &["migrate"]);
+    admin_cli(&a.db, &["migrate"]);
 }
 
-#[tokio::test]
-async fn openapi_documents_exactly_served_endpoints() {
-    let a = Admin::start().await;
-    let doc = a.root("GET", "/openapi.json", None).await.body;
+#[test]
+fn openapi_documents_exactly_served_endpoints() {
+    let a = Admin::fresh();
+    let doc = a.root("GET", "/openapi.json", None).body;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     let paths = doc["paths"].as_object().unwrap();
     let mut ops = 0;
@@ -314,9 +281,7 @@ async fn openapi_documents_exactly_served_endpoints() {
         for (method, op) in item.as_object().unwrap() {
             ops += 1;
             assert!(op["responses"].is_object(), "{method} {path}");
-            let r = a
-                .root(&method.to_uppercase(), &concrete, Some(json!({})))
-                .await;
+            let r = a.root(&method.to_uppercase(), &concrete, Some(json!({})));
             assert_ne!(
                 r.status, 405,
                 "{method} {path} is documented but not served"
@@ -336,7 +301,7 @@ async fn openapi_documents_exactly_served_endpoints() {
         ("GET", "/api/v1/nothing"),
         ("POST", "/api/v1/api-keys/x/unrevoke"),
     ] {
-        let r = a.root(m, p, None).await;
+        let r = a.root(m, p, None);
         assert!(
             r.status == 405 || r.code() == "no_such_endpoint",
             "{m} {p}: {}",
@@ -348,14 +313,12 @@ async fn openapi_documents_exactly_served_endpoints() {
 
 #[tokio::test]
 async fn metrics_report_the_version_and_published_notices() {
-    let a = Admin::start().await;
+    let a = Admin::fresh();
     let _sub = Subscriber::new(&a.channel()).await;
-    let t = a
-        .root("POST", "/api/v1/tenants", Some(bodies::tenant("metrics")))
-        .await;
+    let t = a.root("POST", "/api/v1/tenants", Some(bodies::tenant("metrics")));
     assert_eq!(t.status, 201, "{:?}", t.body);
     let v = t.version.unwrap();
-    let m = a.root("GET", "/metrics", None).await;
+    let m = a.root("GET", "/metrics", None);
     assert_eq!(m.status, 200);
     let text = m.body.as_str().expect("text exposition").to_string();
     assert!(

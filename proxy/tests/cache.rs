@@ -1,8 +1,7 @@
 //! Response caching through the real binary: real origins, real (private) Redis.
 
-mod common;
-use common::*;
 use std::time::Duration;
+use vantage_testkit::*;
 
 const TOKEN: &str = "ops-token-for-tests-0123456789";
 

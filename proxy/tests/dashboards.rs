@@ -5,11 +5,9 @@
 //! dropped request logs), then every `vantage_*` name they use must have a sample in
 //! `/metrics`.
 
-mod common;
-
-use common::*;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use vantage_testkit::*;
 
 fn deploy_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
@@ -223,7 +221,7 @@ api_keys:
         &format!("redis://127.0.0.1:{redis_port}"),
         "dashboards-secret-0123456789",
     );
-    let admin_metrics = admin.call("GET", "/metrics", &serde_json::Value::Null);
+    let admin_metrics = admin.root("GET", "/metrics", None);
     assert_eq!(admin_metrics.status, 200, "{}", admin_metrics.text());
     let admin_metrics = admin_metrics.text();
 

@@ -1,13 +1,12 @@
 //! JWT authentication against a real JWKS server on loopback, with keys the test generates.
 
-mod common;
-use common::*;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use std::io::{BufRead, BufReader, Write};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use vantage_testkit::*;
 
 /// A JWKS endpoint whose key set the test can change, or take down.
 struct Jwks {
@@ -195,31 +194,82 @@ api_keys:
     )
 }
 
-#[test]
-fn jwt_verification_rotation_and_refusals() {
-    let dir = temp_dir("jwt");
-    let rsa = signer(&dir, "rsa-1", Algorithm::RS256);
-    let ec = signer(&dir, "ec-1", Algorithm::ES256);
-    let jwks = Jwks::start();
-    jwks.publish(&rsa);
-    jwks.publish(&ec);
-    let o = Origin::start("o");
-    let p = Proxy::start(&config(&o, &jwks));
-    let fetched_at_start = jwks.hits.load(Ordering::SeqCst);
-    assert_eq!(fetched_at_start, 1, "the JWKS is fetched once at load");
-    let call = |path: &str, token: &str| {
-        p.send(
+/// A proxy whose acme routes take tokens of the JWKS issuer (keys `rsa-1` and `ec-1`
+/// published), after its one fetch of the JWKS at load.
+struct Acme {
+    dir: std::path::PathBuf,
+    rsa: Signer,
+    ec: Signer,
+    jwks: Jwks,
+    _origin: Origin,
+    p: Proxy,
+    fetched_at_start: usize,
+}
+
+impl Acme {
+    fn start(tag: &str) -> Acme {
+        let dir = temp_dir(tag);
+        let rsa = signer(&dir, "rsa-1", Algorithm::RS256);
+        let ec = signer(&dir, "ec-1", Algorithm::ES256);
+        let jwks = Jwks::start();
+        jwks.publish(&rsa);
+        jwks.publish(&ec);
+        let o = Origin::start("o");
+        let p = Proxy::start(&config(&o, &jwks));
+        let fetched_at_start = jwks.hits.load(Ordering::SeqCst);
+        assert_eq!(fetched_at_start, 1, "the JWKS is fetched once at load");
+        Acme {
+            dir,
+            rsa,
+            ec,
+            jwks,
+            _origin: o,
+            p,
+            fetched_at_start,
+        }
+    }
+
+    /// GET `path` on acme with `token` as a bearer token.
+    fn call(&self, path: &str, token: &str) -> Response {
+        self.p.send(
             "GET",
             "acme.test.local",
             path,
             &[("Authorization", &format!("Bearer {token}"))],
             b"",
         )
-    };
+    }
 
+    /// A valid RS256 token of `rsa-1`.
+    fn good(&self) -> String {
+        sign(&self.rsa, &claims(serde_json::json!({})))
+    }
+
+    fn jwks_hits(&self) -> usize {
+        self.jwks.hits.load(Ordering::SeqCst)
+    }
+
+    /// No token the test used got into the proxy's log.
+    fn assert_no_token_logged(&self, tokens: &[&str]) {
+        let log = self.p.log();
+        for t in tokens {
+            assert!(!log.contains(t), "a token leaked into the log");
+        }
+    }
+}
+
+impl Drop for Acme {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn rs256_and_es256_tokens_pass_with_identity_headers_from_header_or_cookie() {
+    let a = Acme::start("jwt-valid");
     // Valid RS256 and ES256 tokens; identity headers for the origin.
-    for s in [&rsa, &ec] {
-        let r = call("/me", &sign(s, &claims(serde_json::json!({}))));
+    for s in [&a.rsa, &a.ec] {
+        let r = a.call("/me", &sign(s, &claims(serde_json::json!({}))));
         assert_eq!(r.status, 200, "{}: {}", s.kid, r.text());
         let h = &r.json()["headers"];
         assert_eq!(h["x-user-id"], "user_1");
@@ -231,8 +281,8 @@ fn jwt_verification_rotation_and_refusals() {
         );
     }
     // From Clerk's cookie too.
-    let token = sign(&rsa, &claims(serde_json::json!({})));
-    let r = p.send(
+    let token = a.good();
+    let r = a.p.send(
         "GET",
         "acme.test.local",
         "/me",
@@ -240,11 +290,17 @@ fn jwt_verification_rotation_and_refusals() {
         b"",
     );
     assert_eq!(r.status, 200, "{}", r.text());
+    a.assert_no_token_logged(&[&token]);
+}
 
+#[test]
+fn expired_forged_and_malformed_tokens_are_401_without_a_jwks_fetch() {
+    let a = Acme::start("jwt-refused");
     // Refusals, each 401 invalid_token.
     use base64::Engine;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let good = sign(&rsa, &claims(serde_json::json!({})));
+    let rsa = &a.rsa;
+    let good = a.good();
     let parts: Vec<&str> = good.split('.').collect();
     let tampered = format!(
         "{}.{}.{}",
@@ -269,26 +325,26 @@ fn jwt_verification_rotation_and_refusals() {
     let cases = [
         (
             "expired",
-            sign(&rsa, &claims(serde_json::json!({"exp": now() - 60}))),
+            sign(rsa, &claims(serde_json::json!({"exp": now() - 60}))),
         ),
         (
             "not yet valid",
-            sign(&rsa, &claims(serde_json::json!({"nbf": now() + 600}))),
+            sign(rsa, &claims(serde_json::json!({"nbf": now() + 600}))),
         ),
         (
             "wrong audience",
-            sign(&rsa, &claims(serde_json::json!({"aud": "other-api"}))),
+            sign(rsa, &claims(serde_json::json!({"aud": "other-api"}))),
         ),
         (
             "wrong issuer",
             sign(
-                &rsa,
+                rsa,
                 &claims(serde_json::json!({"iss": "https://evil.test"})),
             ),
         ),
         (
             "no exp",
-            sign(&rsa, &claims(serde_json::json!({"exp": null}))),
+            sign(rsa, &claims(serde_json::json!({"exp": null}))),
         ),
         ("alg none", alg_none),
         ("HS/RS confusion", confused),
@@ -296,7 +352,7 @@ fn jwt_verification_rotation_and_refusals() {
         ("garbage", "not.a.jwt".to_string()),
     ];
     for (what, token) in &cases {
-        let r = call("/me", token);
+        let r = a.call("/me", token);
         r.assert_error(401, "unauthorized");
         assert!(
             r.header("www-authenticate")
@@ -305,21 +361,35 @@ fn jwt_verification_rotation_and_refusals() {
             "{what}"
         );
     }
-    call("/me", "").assert_error(401, "unauthorized");
+    a.call("/me", "").assert_error(401, "unauthorized");
+    assert_eq!(
+        a.jwks_hits(),
+        a.fetched_at_start,
+        "no refusal above fetched the JWKS"
+    );
+    let tokens: Vec<&str> = cases.iter().map(|(_, t)| t.as_str()).collect();
+    a.assert_no_token_logged(&tokens);
+}
+
+#[test]
+fn missing_scope_other_organisation_and_other_tenant_are_refused() {
+    let a = Acme::start("jwt-scope");
+    let good = a.good();
     // Scope and organisation.
-    call("/admin", &good).assert_error(403, "insufficient_scope");
-    call(
+    a.call("/admin", &good)
+        .assert_error(403, "insufficient_scope");
+    a.call(
         "/me",
-        &sign(&rsa, &claims(serde_json::json!({"org_id": "org_other"}))),
+        &sign(&a.rsa, &claims(serde_json::json!({"org_id": "org_other"}))),
     )
     .assert_error(403, "org_mismatch");
-    call(
+    a.call(
         "/me",
-        &sign(&rsa, &claims(serde_json::json!({"org_id": null}))),
+        &sign(&a.rsa, &claims(serde_json::json!({"org_id": null}))),
     )
     .assert_error(403, "org_mismatch");
     // A token of acme's issuer is no good on globex.
-    let r = p.send(
+    let r = a.p.send(
         "GET",
         "globex.test.local",
         "/x",
@@ -328,39 +398,46 @@ fn jwt_verification_rotation_and_refusals() {
     );
     r.assert_error(401, "unauthorized");
     assert_eq!(
-        jwks.hits.load(Ordering::SeqCst),
-        fetched_at_start,
+        a.jwks_hits(),
+        a.fetched_at_start,
         "no refusal above fetched the JWKS"
     );
+    a.assert_no_token_logged(&[&good]);
+    assert!(a.p.log().contains("organisation mismatch"));
+}
 
+#[test]
+fn a_rotated_key_is_fetched_once_and_unknown_kids_are_throttled() {
+    let a = Acme::start("jwt-rotation");
     // Rotation: a new key appears in the JWKS; its first token triggers one fetch.
-    let rsa2 = signer(&dir, "rsa-2", Algorithm::RS256);
-    jwks.publish(&rsa2);
-    let r = call("/me", &sign(&rsa2, &claims(serde_json::json!({}))));
+    let rsa2 = signer(&a.dir, "rsa-2", Algorithm::RS256);
+    a.jwks.publish(&rsa2);
+    let r = a.call("/me", &sign(&rsa2, &claims(serde_json::json!({}))));
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(jwks.hits.load(Ordering::SeqCst), fetched_at_start + 1);
+    assert_eq!(a.jwks_hits(), a.fetched_at_start + 1);
     // A flood of unknown kids does not hammer the issuer (min gap 10 s).
-    let stranger = signer(&dir, "unknown-kid", Algorithm::RS256);
+    let stranger = signer(&a.dir, "unknown-kid", Algorithm::RS256);
     for _ in 0..20 {
-        call("/me", &sign(&stranger, &claims(serde_json::json!({}))))
+        a.call("/me", &sign(&stranger, &claims(serde_json::json!({}))))
             .assert_error(401, "unauthorized");
     }
     assert_eq!(
-        jwks.hits.load(Ordering::SeqCst),
-        fetched_at_start + 1,
+        a.jwks_hits(),
+        a.fetched_at_start + 1,
         "unknown kids are throttled"
     );
+}
+
+#[test]
+fn cached_keys_keep_working_while_the_jwks_endpoint_is_down() {
+    let a = Acme::start("jwt-down");
     // The JWKS endpoint goes down: cached keys keep working.
-    jwks.down.store(true, Ordering::SeqCst);
+    a.jwks.down.store(true, Ordering::SeqCst);
     assert_eq!(
-        call("/me", &sign(&ec, &claims(serde_json::json!({})))).status,
+        a.call("/me", &sign(&a.ec, &claims(serde_json::json!({}))))
+            .status,
         200
     );
-
-    let log = p.log();
-    assert!(!log.contains(&good), "a token leaked into the log");
-    assert!(log.contains("organisation mismatch"));
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]

@@ -1,10 +1,9 @@
 //! Reloads, shutdown, TLS and HTTP/2, through the real binary.
 
-mod common;
-use common::*;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use vantage_testkit::*;
 
 fn body(origins: &[&Origin], generation: usize) -> String {
     let targets: String = origins

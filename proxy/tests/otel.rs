@@ -1,58 +1,11 @@
 //! OTLP span export through the real binary, to a collector stand-in on loopback that
 //! records what the proxy POSTs to `/v1/traces` (OTLP/HTTP, protobuf).
 
-mod common;
-use common::*;
-use std::io::{Read, Write};
-use std::sync::{Arc, Mutex};
-
-/// Accepts OTLP/HTTP posts and keeps their bodies.
-fn collector() -> (u16, Arc<Mutex<Vec<Vec<u8>>>>) {
-    let listener = listener();
-    let port = listener.local_addr().unwrap().port();
-    let bodies = Arc::new(Mutex::new(Vec::new()));
-    let keep = bodies.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            let keep = keep.clone();
-            std::thread::spawn(move || loop {
-                // One request: head, then Content-Length bytes.
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    match s.read(&mut byte) {
-                        Ok(1) => head.push(byte[0]),
-                        _ => return,
-                    }
-                }
-                let text = String::from_utf8_lossy(&head).to_ascii_lowercase();
-                let len = text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse::<usize>().ok())
-                    .unwrap_or(0);
-                let mut body = vec![0u8; len];
-                if s.read_exact(&mut body).is_err() {
-                    return;
-                }
-                keep.lock().unwrap().push(body);
-                let _ = s.write_all(
-                    b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n",
-                );
-            });
-        }
-    });
-    (port, bodies)
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
+use vantage_testkit::*;
 
 #[test]
 fn spans_for_the_request_and_its_phases_reach_the_collector() {
-    let (port, bodies) = collector();
+    let collector = Collector::start();
     let o = Origin::start("o");
     let key = "vk_live_otel_test_key_0123456789abcdef";
     let hash = hash_key(key);
@@ -74,7 +27,8 @@ api_keys: [{{id: k, tenant_id: t, name: K, key_hash: "{hash}"}}]
     let p = Proxy::start_with(
         &body,
         &format!(
-            "  tracing: {{otlp_endpoint: \"http://127.0.0.1:{port}/v1/traces\", service_name: vantage-test}}\n"
+            "  tracing: {{otlp_endpoint: \"{}\", service_name: vantage-test}}\n",
+            collector.endpoint()
         ),
     );
     let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -102,7 +56,7 @@ api_keys: [{{id: k, tenant_id: t, name: K, key_hash: "{hash}"}}]
         .map(|i| u8::from_str_radix(&span_id[i * 2..i * 2 + 2], 16).unwrap())
         .collect();
     let all = wait_for("spans at the collector", 30, || {
-        let all: Vec<u8> = bodies.lock().unwrap().concat();
+        let all = collector.received();
         (contains(&all, b"upstream") && contains(&all, &span_bin)).then_some(all)
     });
     for name in [

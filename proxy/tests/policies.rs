@@ -1,11 +1,11 @@
 //! Authentication, rate limits and access policies through the real binary.
 
-mod common;
-use common::*;
 use std::time::Instant;
+use vantage_testkit::*;
 
-#[test]
-fn api_keys_scopes_expiry_revocation_and_tenants() {
+/// Acme's order routes behind API keys (valid, expired, revoked) and globex with a key of
+/// its own; the origin must outlive the proxy's use.
+fn keyed_tenants() -> (Origin, Proxy) {
     let o = Origin::start("o");
     let body = format!(
         r#"
@@ -33,9 +33,27 @@ api_keys:
         other = hash_key("vk_live_globex_secret_4"),
     );
     let p = Proxy::start(&body);
+    (o, p)
+}
+
+/// No key of [`keyed_tenants`] got into the proxy's log.
+fn assert_no_key_logged(p: &Proxy) {
+    let log = p.log();
+    for secret in [
+        "vk_live_good_secret_1",
+        "vk_live_old_secret_2",
+        "vk_live_gone_secret_3",
+        "vk_live_globex_secret_4",
+    ] {
+        assert!(!log.contains(secret), "a key leaked into the log");
+    }
+}
+
+#[test]
+fn a_valid_api_key_passes_in_either_header_and_is_stripped() {
+    let (_o, p) = keyed_tenants();
     let get =
         |path: &str, headers: &[(&str, &str)]| p.send("GET", "acme.test.local", path, headers, b"");
-
     let r = get("/orders/1", &[("X-API-Key", "vk_live_good_secret_1")]);
     assert_eq!(r.status, 200, "{}", r.text());
     let seen = &r.json()["headers"];
@@ -50,7 +68,14 @@ api_keys:
     );
     assert_eq!(r.status, 200);
     assert!(r.json()["headers"].get("authorization").is_none());
+    assert_no_key_logged(&p);
+}
 
+#[test]
+fn missing_unknown_expired_revoked_and_foreign_keys_are_401_logged_and_counted() {
+    let (_o, p) = keyed_tenants();
+    let get =
+        |path: &str, headers: &[(&str, &str)]| p.send("GET", "acme.test.local", path, headers, b"");
     for (headers, what) in [
         (vec![], "missing"),
         (vec![("X-API-Key", "vk_live_unknown")], "unknown"),
@@ -70,6 +95,22 @@ api_keys:
             "{what}"
         );
     }
+    let log = p.log();
+    assert!(
+        log.contains("\"reason\":\"expired\""),
+        "the reason is logged"
+    );
+    assert_no_key_logged(&p);
+    let m = p.metrics();
+    assert!(
+        m.contains("vantage_auth_failures_total{code=\"unauthorized\",tenant=\"acme\"} 6"),
+        "{m}"
+    );
+}
+
+#[test]
+fn a_key_without_the_scope_is_403_and_keys_work_on_their_own_tenant_only() {
+    let (_o, p) = keyed_tenants();
     let r = p.send(
         "POST",
         "acme.test.local",
@@ -91,29 +132,18 @@ api_keys:
         b"",
     );
     assert_eq!(r.status, 200);
+    assert_no_key_logged(&p);
+}
+
+#[test]
+fn public_routes_need_no_key_and_a_client_cannot_claim_a_key_id() {
+    let (_o, p) = keyed_tenants();
+    let get =
+        |path: &str, headers: &[(&str, &str)]| p.send("GET", "acme.test.local", path, headers, b"");
     // Public routes need nothing; a client cannot claim a key id.
     let r = get("/public/x", &[("X-Api-Key-Id", "good")]);
     assert_eq!(r.status, 200);
     assert!(r.json()["headers"].get("x-api-key-id").is_none());
-
-    let log = p.log();
-    assert!(
-        log.contains("\"reason\":\"expired\""),
-        "the reason is logged"
-    );
-    for secret in [
-        "vk_live_good_secret_1",
-        "vk_live_old_secret_2",
-        "vk_live_gone_secret_3",
-        "vk_live_globex_secret_4",
-    ] {
-        assert!(!log.contains(secret), "a key leaked into the log");
-    }
-    let m = p.metrics();
-    assert!(
-        m.contains("vantage_auth_failures_total{code=\"unauthorized\",tenant=\"acme\"} 6"),
-        "{m}"
-    );
 }
 
 fn limited(origin: &Origin, route_limits: &str, tenant_limits: &str) -> String {

@@ -2,9 +2,8 @@
 //! real Postgres and announces on real (private) Redis; real `vantage-proxy` processes follow.
 //! Waits are on the served config version, never on a sleep.
 
-mod common;
-use common::*;
 use serde_json::json;
+use vantage_testkit::*;
 
 const SECRET: &str = "notify-secret-for-tests-0123456789";
 
@@ -26,24 +25,24 @@ fn pg_server(db_url: &str, redis: Option<&Redis>, dir_tag: &str, request_logs: b
 
 /// Create a tenant with an origin and a catch-all route; returns (tenant id, version).
 fn tenant_with_route(admin: &Admin, sub: &str, origin: &str) -> (String, u64) {
-    let r = admin.call(
+    let r = admin.root(
         "POST",
         "/api/v1/tenants",
-        &json!({"name": sub, "subdomain": sub}),
+        Some(json!({"name": sub, "subdomain": sub})),
     );
     assert_eq!(r.status, 201, "{}", r.text());
     let tenant = r.json()["id"].as_str().expect("tenant id").to_string();
-    let r = admin.call(
+    let r = admin.root(
         "POST",
         "/api/v1/origins",
-        &json!({"tenant_id": tenant, "targets": [{"url": origin}]}),
+        Some(json!({"tenant_id": tenant, "targets": [{"url": origin}]})),
     );
     assert_eq!(r.status, 201, "{}", r.text());
     let origin_id = r.json()["id"].as_str().expect("origin id").to_string();
-    let r = admin.call(
+    let r = admin.root(
         "POST",
         "/api/v1/routes",
-        &json!({"tenant_id": tenant, "path_pattern": "/*", "origin_id": origin_id}),
+        Some(json!({"tenant_id": tenant, "path_pattern": "/*", "origin_id": origin_id})),
     );
     assert_eq!(r.status, 201, "{}", r.text());
     (tenant, version_of(&r))
@@ -98,20 +97,12 @@ fn proxies_follow_the_admin_api_and_log_requests() {
     assert_eq!(p1.version(), v, "a forged announcement changes nothing");
 
     // Deleting the route is followed too.
-    let routes = admin.call(
-        "GET",
-        &format!("/api/v1/routes?tenant_id={tenant}"),
-        &serde_json::Value::Null,
-    );
+    let routes = admin.root("GET", &format!("/api/v1/routes?tenant_id={tenant}"), None);
     let route_id = routes.json()["items"][0]["id"]
         .as_str()
         .unwrap()
         .to_string();
-    let r = admin.call(
-        "DELETE",
-        &format!("/api/v1/routes/{route_id}"),
-        &serde_json::Value::Null,
-    );
+    let r = admin.root("DELETE", &format!("/api/v1/routes/{route_id}"), None);
     assert!(r.status == 200 || r.status == 204, "{}", r.text());
     let v = version_of(&r);
     p2.wait_version(v);
@@ -212,7 +203,7 @@ fn no_postgres_and_no_last_good_file_is_a_clear_error() {
     );
     let path = dir.join("c.yaml");
     std::fs::write(&path, cfg).unwrap();
-    let out = std::process::Command::new(BIN)
+    let out = std::process::Command::new(proxy_bin())
         .arg("--config")
         .arg(&path)
         .output()

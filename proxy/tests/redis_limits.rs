@@ -1,7 +1,6 @@
 //! Rate limits shared through a real (private) Redis, and what happens when it goes away.
 
-mod common;
-use common::*;
+use vantage_testkit::*;
 
 fn redis_server(redis: &Redis) -> String {
     format!(

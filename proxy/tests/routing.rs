@@ -1,7 +1,6 @@
 //! Tenant and route lookup, transforms, errors and HTTP safety, through the real binary.
 
-mod common;
-use common::*;
+use vantage_testkit::*;
 
 fn two_tenants(a: &Origin, b: &Origin) -> String {
     format!(
@@ -416,7 +415,7 @@ fn check_flag_validates_like_nginx_t() {
     let dir = temp_dir("check");
     let good = dir.join("good.yaml");
     std::fs::write(&good, include_str!("../../conf/demo.yaml")).unwrap();
-    let out = std::process::Command::new(BIN)
+    let out = std::process::Command::new(proxy_bin())
         .args(["--config"])
         .arg(&good)
         .arg("--check")
@@ -431,7 +430,7 @@ fn check_flag_validates_like_nginx_t() {
         .replace("path_pattern: /status", "path_pattern: status")
         .replace("    origin_id: globex-api", "    origin_id: missing");
     std::fs::write(&bad, text).unwrap();
-    let out = std::process::Command::new(BIN)
+    let out = std::process::Command::new(proxy_bin())
         .args(["--config"])
         .arg(&bad)
         .arg("--check")
@@ -449,7 +448,7 @@ fn check_flag_validates_like_nginx_t() {
     );
 
     std::fs::write(&bad, "tenants: [{id: a, name: A, subdomian: a}]").unwrap();
-    let out = std::process::Command::new(BIN)
+    let out = std::process::Command::new(proxy_bin())
         .args(["--config"])
         .arg(&bad)
         .arg("-t")
@@ -458,7 +457,7 @@ fn check_flag_validates_like_nginx_t() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `subdomian`"));
 
-    let out = std::process::Command::new(BIN)
+    let out = std::process::Command::new(proxy_bin())
         .args(["--config", "/nonexistent.yaml", "--check"])
         .output()
         .unwrap();

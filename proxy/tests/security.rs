@@ -2,10 +2,9 @@
 //! try it (another tenant's configuration, an anonymous client, a slow client, a hostile
 //! origin), and each refused.
 
-mod common;
-use common::*;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
+use vantage_testkit::*;
 
 /// One tenant `t` (custom host `api.t.example`), origin `o`, and routes; `origin_extra` and
 /// `routes` are YAML fragments.

@@ -1,9 +1,8 @@
 //! Load balancing, health checks, circuit breakers, retries and upstream errors, through the
 //! real binary against real origin processes.
 
-mod common;
-use common::*;
 use std::collections::{BTreeMap, HashMap};
+use vantage_testkit::*;
 
 /// One tenant `t` with one origin `o` (given as YAML lines) and a catch-all route.
 fn config(origin_yaml: &str) -> String {
