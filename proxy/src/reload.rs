@@ -26,6 +26,10 @@ enum Source {
     File {
         path: Option<PathBuf>,
         watch: bool,
+        /// The file's content hash when the reloader was made (before any listener opened):
+        /// a change written after the proxy became ready is always seen as one, however
+        /// late the reloader's task starts.
+        loaded: Option<u64>,
     },
     Postgres {
         pg: Arc<PgSource>,
@@ -54,7 +58,11 @@ impl Reloader {
     /// `path` is None for the embedded demo config (nothing to reload).
     pub fn new(path: Option<PathBuf>, watch: bool, state: Arc<ArcSwap<Snapshot>>) -> Reloader {
         Reloader {
-            source: Source::File { path, watch },
+            source: Source::File {
+                loaded: path.as_ref().filter(|_| watch).and_then(content_hash),
+                path,
+                watch,
+            },
             state,
             lock: tokio::sync::Mutex::new(()),
         }
@@ -184,7 +192,7 @@ impl BackgroundService for Reloader {
             }
         };
         let (watch_path, poll, wake, min_gap) = match &self.source {
-            Source::File { path, watch } => {
+            Source::File { path, watch, .. } => {
                 (path.clone().filter(|_| *watch), None, None, Duration::ZERO)
             }
             Source::Postgres {
@@ -195,7 +203,10 @@ impl BackgroundService for Reloader {
             } => (None, Some(*poll), Some(wake.clone()), *min_gap),
         };
         let mut last_announced: Option<tokio::time::Instant> = None;
-        let mut last = watch_path.as_ref().and_then(content_hash);
+        let mut last = match &self.source {
+            Source::File { loaded, .. } => *loaded,
+            Source::Postgres { .. } => None,
+        };
         let mut tick = tokio::time::interval(poll.unwrap_or(Duration::from_millis(500)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
