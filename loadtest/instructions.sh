@@ -73,7 +73,7 @@ fi
 phases=$(callgrind_annotate --inclusive=yes "$work/vantage.out.1" 2>/dev/null | awk -v n="$N" '
   { v = $1; gsub(",", "", v) }
   match($0, /ProxyHttp>::[a-z_]+::[{][{]closure[}][}] [[]/) {
-    name = substr($0, RSTART + 11, RLENGTH - 11 - 14)
+    name = substr($0, RSTART + 12, RLENGTH - 12 - 15)
     if (!(name in seen)) { seen[name] = 1; printf "| `%s` | %d |\n", name, v / n }
   }
   match($0, /edge::head::(parse|read_some)[^ ]* [[]/) {
