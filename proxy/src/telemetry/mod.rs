@@ -120,11 +120,6 @@ impl Telemetry {
         }
     }
 
-    /// Spans are being recorded for this process (phase timings are worth taking).
-    pub fn spans_enabled(&self) -> bool {
-        self.otel.is_some()
-    }
-
     /// Hand the finished request to every sink, and end its spans.
     pub fn finish(&self, summary: &Summary<'_>, spans: Option<Box<RequestSpans>>) {
         for sink in &self.sinks {
