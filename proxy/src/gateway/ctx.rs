@@ -208,7 +208,6 @@ impl Ctx {
         session: &'a Session,
         error: Option<&'a pingora::Error>,
     ) -> Summary<'a> {
-        let req = session.req_header();
         let (api_key_id, user_id) = match &self.request.identity {
             Some(Identity::Key(k)) => (Some(&*k.id), None),
             Some(Identity::User(u)) => (None, Some(u.sub.as_str())),
@@ -216,7 +215,6 @@ impl Ctx {
         };
         Summary {
             session,
-            req,
             request_id: self.request_id(),
             trace: self.request.trace.as_ref(),
             status: session.response_written().map_or(0, |r| r.status.as_u16()),

@@ -25,8 +25,6 @@ use trace::TraceContext;
 /// read when a sink asks for it.
 pub struct Summary<'a> {
     pub session: &'a Session,
-    /// The client's request.
-    pub req: &'a RequestHeader,
     pub request_id: &'a str,
     pub trace: Option<&'a TraceContext>,
     /// The status sent to the client; 0 when no response was written.
@@ -52,9 +50,14 @@ pub struct Summary<'a> {
 }
 
 impl Summary<'_> {
+    /// The client's request.
+    pub fn req(&self) -> &RequestHeader {
+        self.session.req_header()
+    }
+
     /// The `Host` (or absolute-form authority) as the client sent it.
     pub fn host(&self) -> Option<&str> {
-        crate::snapshot::request_host(self.req)
+        crate::snapshot::request_host(self.req())
     }
 
     /// The TCP peer.

@@ -117,8 +117,8 @@ impl Otel {
             span.end_with_timestamp(spans.anchor.wall(end));
         }
         let mut attrs = vec![
-            KeyValue::new("http.request.method", s.req.method.as_str().to_string()),
-            KeyValue::new("url.path", s.req.uri.path().to_string()),
+            KeyValue::new("http.request.method", s.req().method.as_str().to_string()),
+            KeyValue::new("url.path", s.req().uri.path().to_string()),
             KeyValue::new("http.response.status_code", i64::from(s.status)),
             KeyValue::new("vantage.request_id", s.request_id.to_string()),
         ];
