@@ -97,18 +97,8 @@ KEY_HASH=$(echo "$KEY_LINES" | awk '/^key_hash:/ {print $2}')
 mint_jwt "$work" matrix
 
 vconf() { # port ops route-extra [top-level-extra] [marker]
+  server_yaml "$1" "$2" matrix.local
   cat <<YAML
-server:
-  listen: ["127.0.0.1:$1"]
-  ops_listen: "127.0.0.1:$2"
-  threads: 1
-  base_domains: [matrix.local]
-  access_log: false
-  watch_config: false
-  grace_period_seconds: 0
-  graceful_shutdown_timeout_seconds: 1
-  pid_file: $work/vp-$1.pid
-  upgrade_sock: $work/vp-$1.sock
 tenants: [{id: t, name: "T ${5:-0}", subdomain: t}]
 origins: [{id: o, tenant_id: t, targets: [{url: "http://127.0.0.1:$UP"}], circuit_breaker: {enabled: false}}]
 routes: [{id: r, tenant_id: t, path_pattern: "/*", origin_id: o$3}]
