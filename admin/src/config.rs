@@ -16,11 +16,14 @@ pub struct AdminConfig {
     pub database_url: String,
     /// Most Postgres connections the API holds. Example: `8`.
     pub database_pool_size: usize,
-    /// Redis for config-change notices (env `REDIS_URL` overrides). Empty: no notices are
-    /// published (proxies then only see changes through their version poll).
-    /// Example: `redis://127.0.0.1:6379`.
+    /// The proxies' Redis (their `server.redis.url`; env `REDIS_URL` overrides): config-change
+    /// notices are published there and the quota counters of API keys are read from it.
+    /// Empty: no notices are published (proxies then only see changes through their version
+    /// poll) and quota status answers 503. Example: `redis://127.0.0.1:6379`.
     pub redis_url: String,
-    /// Notices go to the channel `<redis_prefix>:config`. Example: `vantage`.
+    /// The proxies' `server.redis.key_prefix`: notices go to the channel
+    /// `<redis_prefix>:config`, quota counters are read at `<redis_prefix>:q:…`.
+    /// Example: `vantage`.
     pub redis_prefix: String,
     /// Shared HMAC secret of the notices (env `VANTAGE_NOTIFY_SECRET` overrides); the
     /// proxies must have the same. At least 16 bytes when `redis_url` is set.
@@ -33,12 +36,22 @@ pub struct AdminConfig {
     /// The proxies of the fleet have `server.redis` set, so `backend: redis` rate limits and
     /// Redis cache storage are accepted. Example: `true`.
     pub fleet_has_redis: bool,
-    /// Daily request_logs partitions are kept this many days ahead. Example: `7`.
+    /// Daily request_logs and usage_minute partitions are kept this many days ahead.
+    /// Example: `7`.
     pub partition_days_ahead: u32,
     /// Daily request_logs partitions older than this many days are dropped; 0 keeps all.
     /// Example: `30`.
     pub request_log_retention_days: u32,
-    /// How often `serve` maintains the partitions, in seconds. Example: `3600`.
+    /// Daily usage_minute partitions (per-minute usage) older than this many days are
+    /// dropped; 0 keeps all. Example: `7`.
+    pub usage_minute_retention_days: u32,
+    /// usage_hour rows (per-hour usage) older than this many days are deleted; 0 keeps all.
+    /// usage_day rows are kept. Example: `90`.
+    pub usage_hour_retention_days: u32,
+    /// Violation rows older than this many days are deleted; 0 keeps all. Example: `90`.
+    pub violation_retention_days: u32,
+    /// How often `serve` maintains the partitions and retention, in seconds.
+    /// Example: `3600`.
     pub partition_interval_s: u64,
     /// OTLP/HTTP traces endpoint for the admin's request spans (env `VANTAGE_OTLP_ENDPOINT`
     /// overrides); empty: no export. Example: `http://127.0.0.1:4318/v1/traces`.
@@ -66,6 +79,9 @@ impl Default for AdminConfig {
             fleet_has_redis: true,
             partition_days_ahead: 7,
             request_log_retention_days: 30,
+            usage_minute_retention_days: 7,
+            usage_hour_retention_days: 90,
+            violation_retention_days: 90,
             partition_interval_s: 3600,
             otlp_endpoint: String::new(),
             base_domains: vantage_model::ServerSettings::default().base_domains,
@@ -180,6 +196,6 @@ mod tests {
         let keys = serde_yaml::from_str::<serde_yaml::Mapping>(text)
             .unwrap()
             .len();
-        assert_eq!(keys, 15, "conf/admin.yaml shows every field");
+        assert_eq!(keys, 18, "conf/admin.yaml shows every field");
     }
 }

@@ -1,4 +1,5 @@
-//! Connections, migrations and request_logs partition maintenance.
+//! Connections, migrations, and the maintenance of the proxies' tables: daily partitions of
+//! request_logs and usage_minute, and the retention of usage, violations and usage batches.
 
 use anyhow::Context;
 use tokio_postgres::NoTls;
@@ -81,7 +82,7 @@ async fn ensure_database(url: &str) -> anyhow::Result<()> {
 }
 
 /// Apply the migrations that are not applied yet (idempotent; concurrent runs wait for each
-/// other), then create the request_logs partitions around today.
+/// other), then create the request_logs and usage_minute partitions around today.
 pub async fn migrate(url: &str, days_ahead: u32) -> anyhow::Result<()> {
     ensure_database(url).await?;
     let mut client = connect(url).await?;
@@ -98,46 +99,155 @@ pub async fn migrate(url: &str, days_ahead: u32) -> anyhow::Result<()> {
     for m in report.applied_migrations() {
         eprintln!("applied {m}");
     }
-    let created = maintain_partitions(&client, days_ahead, 0).await?;
+    let done = maintain(&client, &Retention::keep_all(days_ahead)).await?;
     eprintln!(
-        "schema is up to date ({} migrations applied now, {created} request_logs partitions created)",
-        report.applied_migrations().len()
+        "schema is up to date ({} migrations applied now, {} request_logs and {} usage_minute partitions created)",
+        report.applied_migrations().len(),
+        done.request_log_partitions,
+        done.usage_minute_partitions
     );
     Ok(())
 }
 
-/// Daily request_logs partitions from yesterday to `days_ahead` days ahead; drop those older
-/// than `retention_days` (0 keeps all). Returns how many were created.
-pub async fn maintain_partitions(
+/// How long the proxies' rows live. Every `*_days` of 0 keeps everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Daily partitions (request_logs, usage_minute) are created this many days ahead.
+    pub days_ahead: u32,
+    /// request_logs partitions of days before this many days ago are dropped.
+    pub request_log_days: u32,
+    /// usage_minute partitions of days before this many days ago are dropped.
+    pub usage_minute_days: u32,
+    /// usage_hour rows older than this many days are deleted.
+    pub usage_hour_days: u32,
+    /// violations older than this many days are deleted.
+    pub violation_days: u32,
+    /// usage_batches (the ids of applied batches, so that a retried batch is not counted
+    /// twice) older than this many days are deleted.
+    pub usage_batch_days: u32,
+}
+
+/// Longer retentions are taken as this many days.
+const MAX_RETENTION_DAYS: u32 = 100_000;
+
+/// How long the ids of applied usage batches are kept: far longer than any proxy retries.
+pub const USAGE_BATCH_RETENTION_DAYS: u32 = 30;
+
+impl Retention {
+    /// What `serve` keeps, from its settings.
+    pub fn of(cfg: &crate::AdminConfig) -> Retention {
+        Retention {
+            days_ahead: cfg.partition_days_ahead,
+            request_log_days: cfg.request_log_retention_days,
+            usage_minute_days: cfg.usage_minute_retention_days,
+            usage_hour_days: cfg.usage_hour_retention_days,
+            violation_days: cfg.violation_retention_days,
+            usage_batch_days: USAGE_BATCH_RETENTION_DAYS,
+        }
+    }
+
+    /// Create partitions `days_ahead`, remove nothing (what `migrate` does).
+    pub fn keep_all(days_ahead: u32) -> Retention {
+        Retention {
+            days_ahead,
+            request_log_days: 0,
+            usage_minute_days: 0,
+            usage_hour_days: 0,
+            violation_days: 0,
+            usage_batch_days: 0,
+        }
+    }
+}
+
+/// What one [`maintain`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Maintained {
+    pub request_log_partitions: i32,
+    pub usage_minute_partitions: i32,
+    pub dropped_partitions: i32,
+    /// usage_hour, violations and usage_batches rows deleted.
+    pub deleted_rows: u64,
+}
+
+/// Daily request_logs and usage_minute partitions from yesterday to `days_ahead` days ahead
+/// (yesterday too, so rows of just before midnight UTC never land in the default
+/// partition); then drop and delete what is older than `keep` says.
+pub async fn maintain(
     c: &impl tokio_postgres::GenericClient,
-    days_ahead: u32,
-    retention_days: u32,
-) -> Result<i32, tokio_postgres::Error> {
-    let ahead = i32::try_from(days_ahead).unwrap_or(7);
+    keep: &Retention,
+) -> Result<Maintained, tokio_postgres::Error> {
+    let ahead = i32::try_from(keep.days_ahead).unwrap_or(7);
+    // Retentions past a few centuries keep everything anyway; beyond that, date arithmetic
+    // would leave Postgres' range.
+    let days = |d: u32| i32::try_from(d.min(MAX_RETENTION_DAYS)).unwrap_or(i32::MAX);
     let today = "(now() AT TIME ZONE 'UTC')::date";
-    let created: i32 = c
-        .query_one(
-            &format!(
-                "SELECT vantage_ensure_request_log_partitions({today} - 1, {today} + $1::int)"
-            ),
-            &[&ahead],
-        )
-        .await?
-        .get(0);
-    if retention_days > 0 {
-        let keep = i32::try_from(retention_days).unwrap_or(i32::MAX);
+    let mut done = Maintained {
+        request_log_partitions: c
+            .query_one(
+                &format!(
+                    "SELECT vantage_ensure_request_log_partitions({today} - 1, {today} + $1::int)"
+                ),
+                &[&ahead],
+            )
+            .await?
+            .get(0),
+        usage_minute_partitions: c
+            .query_one(
+                &format!(
+                    "SELECT vantage_ensure_daily_partitions('usage_minute', {today} - 1, {today} + $1::int)"
+                ),
+                &[&ahead],
+            )
+            .await?
+            .get(0),
+        ..Maintained::default()
+    };
+    if keep.request_log_days > 0 {
         let dropped: i32 = c
             .query_one(
                 &format!("SELECT vantage_drop_request_log_partitions({today} - $1::int)"),
-                &[&keep],
+                &[&days(keep.request_log_days)],
             )
             .await?
             .get(0);
-        if dropped > 0 {
-            tracing::info!(dropped, "dropped old request_logs partitions");
+        done.dropped_partitions += dropped;
+    }
+    if keep.usage_minute_days > 0 {
+        let dropped: i32 = c
+            .query_one(
+                &format!("SELECT vantage_drop_daily_partitions('usage_minute', {today} - $1::int)"),
+                &[&days(keep.usage_minute_days)],
+            )
+            .await?
+            .get(0);
+        done.dropped_partitions += dropped;
+    }
+    for (days_kept, sql) in [
+        (
+            keep.usage_hour_days,
+            "DELETE FROM usage_hour WHERE ts < now() - $1::int * interval '1 day'",
+        ),
+        (
+            keep.violation_days,
+            "DELETE FROM violations WHERE ts < now() - $1::int * interval '1 day'",
+        ),
+        (
+            keep.usage_batch_days,
+            "DELETE FROM usage_batches WHERE applied_at < now() - $1::int * interval '1 day'",
+        ),
+    ] {
+        if days_kept > 0 {
+            done.deleted_rows += c.execute(sql, &[&days(days_kept)]).await?;
         }
     }
-    Ok(created)
+    if done.dropped_partitions > 0 || done.deleted_rows > 0 {
+        tracing::info!(
+            dropped_partitions = done.dropped_partitions,
+            deleted_rows = done.deleted_rows,
+            "removed old request logs, usage and violations"
+        );
+    }
+    Ok(done)
 }
 
 /// Store a new admin token and return it (the plaintext exists only in the return value).

@@ -67,7 +67,8 @@ pub struct ErrorDetail {
     pub message: String,
     /// The request's id (`X-Request-Id`), also in the service's logs.
     pub request_id: String,
-    /// Each problem with the submitted resource (409 and 422 only).
+    /// Each problem with the submitted resource (409 and 422), or the query parameter at
+    /// fault (400, where the endpoint names it).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<Field>,
 }
@@ -96,7 +97,7 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// 415: the body is not JSON.
     UnsupportedMediaType,
-    /// 503: the database is unavailable.
+    /// 503: the database (or, for quota counters, Redis) is unavailable.
     Unavailable,
     /// 500: a bug or an unexpected database answer (details only in the log).
     Internal,
@@ -106,6 +107,8 @@ pub enum ErrorCode {
 #[derive(Debug)]
 pub enum ApiError {
     BadRequest(String),
+    /// 400 naming the query parameter at fault in `fields`.
+    BadParameter(Field),
     Unauthorized(String),
     Forbidden(String),
     NotFound(String),
@@ -122,6 +125,15 @@ pub enum ApiError {
 impl ApiError {
     pub fn not_found(what: &str) -> ApiError {
         ApiError::NotFound(format!("no such {what}"))
+    }
+
+    /// A 400 for the query parameter `name`, e.g. `bad_parameter("granularity", "must be
+    /// minute, hour or day")`.
+    pub fn bad_parameter(name: &str, message: impl Into<String>) -> ApiError {
+        ApiError::BadParameter(Field {
+            path: name.into(),
+            message: message.into(),
+        })
     }
 
     pub fn invalid_field(path: &str, message: impl Into<String>) -> ApiError {
@@ -142,6 +154,12 @@ impl ApiError {
                 ErrorCode::BadRequest,
                 m.clone(),
                 &[],
+            ),
+            BadParameter(f) => (
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest,
+                format!("{}: {}", f.path, f.message),
+                std::slice::from_ref(f),
             ),
             Unauthorized(m) => (
                 StatusCode::UNAUTHORIZED,

@@ -1,9 +1,11 @@
-//! VantageEdge admin service: the REST API over the configuration in Postgres, the
-//! migrations runner, the demo seed, and the signed config notices on Redis.
+//! VantageEdge admin service: the REST API over the configuration in Postgres (and over the
+//! proxies' usage, violations and quota counters), the migrations runner, the demo seed,
+//! and the signed config notices on Redis.
 
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod counters;
 pub mod db;
 pub mod error;
 pub mod metrics;
@@ -22,6 +24,8 @@ pub struct AppState {
     pub cfg: AdminConfig,
     /// Announces committed configuration writes; `None` when `redis_url` is empty.
     pub publisher: Option<publish::Publisher>,
+    /// Reads the proxies' quota counters; `None` when `redis_url` is empty.
+    pub counters: Option<counters::Counters>,
     /// What candidate configurations are validated against (from `cfg`).
     pub context: vantage_model::ResourceContext,
 }
@@ -32,6 +36,7 @@ impl AppState {
         pool: deadpool_postgres::Pool,
         cfg: AdminConfig,
         publisher: Option<publish::Publisher>,
+        counters: Option<counters::Counters>,
     ) -> anyhow::Result<AppState> {
         let context = cfg
             .resource_context()
@@ -40,6 +45,7 @@ impl AppState {
             pool,
             cfg,
             publisher,
+            counters,
             context,
         })
     }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use vantage_admin::{api, db, publish::Publisher, seed, AdminConfig, AppState};
+use vantage_admin::{api, counters::Counters, db, publish::Publisher, seed, AdminConfig, AppState};
 
 /// `filter`, with tokio-postgres held at `info` whatever it says: at `debug` it logs every
 /// statement's parameters, tenants' secrets among them.
@@ -52,7 +52,7 @@ enum Command {
     },
     /// Print the OpenAPI document of the REST API (needs no database).
     Openapi,
-    /// Run the REST API.
+    /// Run the REST API (and maintain the partitions and retention of the proxies' tables).
     Serve {
         /// Listen address (overrides the settings file). Port 0 picks a free port.
         #[arg(long)]
@@ -153,24 +153,37 @@ async fn serve(cfg: AdminConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
-    let st = Arc::new(AppState::new(pool.clone(), cfg.clone(), publisher)?);
-    // Keep the request_logs partitions ahead of time.
-    let (ahead, keep, every) = (
-        cfg.partition_days_ahead,
-        cfg.request_log_retention_days,
-        Duration::from_secs(cfg.partition_interval_s.max(60)),
-    );
+    let counters = if cfg.redis_url.is_empty() {
+        None
+    } else {
+        Some(Counters::start(&cfg.redis_url, cfg.redis_prefix.clone())?)
+    };
+    let st = Arc::new(AppState::new(
+        pool.clone(),
+        cfg.clone(),
+        publisher,
+        counters,
+    )?);
+    // Keep the daily partitions ahead of time and old rows out.
+    let keep = db::Retention::of(&cfg);
+    let every = Duration::from_secs(cfg.partition_interval_s.max(60));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
             match pool.get().await {
-                Ok(c) => match db::maintain_partitions(&**c, ahead, keep).await {
-                    Ok(n) if n > 0 => tracing::info!(created = n, "request_logs partitions"),
+                Ok(c) => match db::maintain(&**c, &keep).await {
+                    Ok(done) if done.request_log_partitions + done.usage_minute_partitions > 0 => {
+                        tracing::info!(
+                            request_logs = done.request_log_partitions,
+                            usage_minute = done.usage_minute_partitions,
+                            "partitions created"
+                        )
+                    }
                     Ok(_) => {}
-                    Err(e) => tracing::warn!("request_logs partitions: {e}"),
+                    Err(e) => tracing::warn!("partition maintenance: {e}"),
                 },
-                Err(e) => tracing::warn!("request_logs partitions: {e}"),
+                Err(e) => tracing::warn!("partition maintenance: {e}"),
             }
         }
     });

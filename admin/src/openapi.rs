@@ -21,7 +21,7 @@ const BEARER: &str = "bearer";
     info(
         title = "VantageEdge admin API",
         description = "Configuration of the VantageEdge gateway. Every write of tenants, \
-            origins, routes, API keys and JWT issuers is validated with the proxies' own rules, \
+            origins, routes, API keys, JWT issuers and plans is validated with the proxies' own rules, \
             bumps the config version (answered as `X-Config-Version`) and is announced to the \
             proxies; user writes change no config version. Errors are \
             `{\"error\": {\"code\", \"message\", \"request_id\", \"fields\"?}}` (`ErrorBody`).",
@@ -60,12 +60,21 @@ const BEARER: &str = "bearer";
         api::api_keys::crud::delete,
         api::api_keys::rotate,
         api::api_keys::revoke,
+        api::api_keys::quota,
+        api::resources::plans::list,
+        api::resources::plans::create,
+        api::resources::plans::get,
+        api::resources::plans::put,
+        api::resources::plans::patch,
+        api::resources::plans::delete,
         api::users::crud::list,
         api::users::create,
         api::users::crud::get,
         api::users::patch,
         api::users::delete,
         api::analytics::requests,
+        api::usage::usage,
+        api::usage::violations,
         api::config_snapshot,
         api::openapi,
         api::metrics,
@@ -79,9 +88,11 @@ const BEARER: &str = "bearer";
         (name = "origins", description = "Upstream pools of a tenant"),
         (name = "routes", description = "Which requests of a tenant go to which origin, and how"),
         (name = "jwt-issuers", description = "Issuers whose JWTs a tenant's routes accept"),
-        (name = "api-keys", description = "API keys of a tenant (only their SHA-256 is stored)"),
+        (name = "api-keys", description = "API keys of a tenant (only their SHA-256 is stored), and their quota status"),
+        (name = "plans", description = "Rate limits and calendar quotas that API keys, JWT subjects and tenants are bound to"),
         (name = "users", description = "People of a tenant; not part of the proxies' configuration"),
         (name = "analytics", description = "Statistics from the proxies' request logs"),
+        (name = "usage", description = "Usage and policy violations metered by the proxies"),
         (name = "config", description = "The configuration as the proxies read it"),
         (name = "meta", description = "Health, metrics and this document"),
     ),
@@ -232,7 +243,7 @@ mod tests {
         let doc = serde_json::to_value(document()).unwrap();
         assert_eq!(doc["openapi"], "3.1.0");
         let ops = operations_of(&doc);
-        assert_eq!(ops.len(), 41, "{ops:?}");
+        assert_eq!(ops.len(), 50, "{ops:?}");
         let mut ids: Vec<&str> = doc["paths"]
             .as_object()
             .unwrap()

@@ -1,5 +1,5 @@
 //! `vantage-admin seed`: load the demo tenants of `conf/demo.yaml` (acme and globex, their
-//! origins, routes and the demo API key) into Postgres. Idempotent: the ids are derived from
+//! origins, routes, plans and the demo API key) into Postgres. Idempotent: the ids are derived from
 //! the demo names, and a second run updates the same rows.
 
 use crate::store::Resource;
@@ -24,12 +24,27 @@ pub fn demo_uuid(kind: &str, id: &str) -> uuid::Uuid {
 pub fn with_uuids(mut cfg: Config) -> Config {
     let mut tenants = HashMap::new();
     let mut origins = HashMap::new();
+    let mut plans = HashMap::new();
+    for p in &mut cfg.plans {
+        let new = demo_uuid("plan", &p.id).to_string();
+        plans.insert(p.id.clone(), new.clone());
+        p.id = new;
+    }
+    let plan = |p: &mut Option<String>| {
+        if let Some(new) = p.as_ref().and_then(|old| plans.get(old)) {
+            *p = Some(new.clone());
+        }
+    };
     for t in &mut cfg.tenants {
         let new = demo_uuid("tenant", &t.id).to_string();
         tenants.insert(t.id.clone(), new.clone());
         t.id = new;
+        plan(&mut t.plan_id);
     }
     let tenant = |s: &str| tenants.get(s).cloned().unwrap_or_else(|| s.to_string());
+    for p in &mut cfg.plans {
+        p.tenant_id = tenant(&p.tenant_id);
+    }
     for o in &mut cfg.origins {
         let new = demo_uuid("origin", &o.id).to_string();
         origins.insert(o.id.clone(), new.clone());
@@ -47,6 +62,7 @@ pub fn with_uuids(mut cfg: Config) -> Config {
     for k in &mut cfg.api_keys {
         k.id = demo_uuid("api_key", &k.id).to_string();
         k.tenant_id = tenant(&k.tenant_id);
+        plan(&mut k.plan_id);
     }
     for j in &mut cfg.jwt_issuers {
         j.id = demo_uuid("jwt_issuer", &j.id).to_string();
@@ -97,10 +113,25 @@ pub async fn seed(
     for j in &demo.jwt_issuers {
         upsert_into(&mut cfg.jwt_issuers, j);
     }
+    for p in &demo.plans {
+        upsert_into(&mut cfg.plans, p);
+    }
     let w = w
         .validate(Change::Import)
         .map_err(|e| anyhow::anyhow!("the seed does not fit the existing configuration: {e:?}"))?;
+    // A tenant's plan is a plan of that tenant: the tenant first (without its plan), then
+    // the plans, then the tenant's plan.
     for t in &demo.tenants {
+        let without_plan = vantage_model::Tenant {
+            plan_id: None,
+            ..t.clone()
+        };
+        w.save(&without_plan).await.map_err(fail)?;
+    }
+    for p in &demo.plans {
+        w.save(p).await.map_err(fail)?;
+    }
+    for t in demo.tenants.iter().filter(|t| t.plan_id.is_some()) {
         w.save(t).await.map_err(fail)?;
     }
     for o in &demo.origins {
@@ -133,5 +164,37 @@ mod tests {
             .routes
             .iter()
             .all(|r| uuid::Uuid::parse_str(&r.origin_id).is_ok()));
+    }
+
+    #[test]
+    fn plan_references_follow_the_plans_new_ids() {
+        let mut cfg = Config::from_yaml_validated(DEMO_YAML).unwrap();
+        let acme = cfg.tenants[0].id.clone();
+        cfg.plans.push(vantage_model::Plan {
+            id: "demo-pro".into(),
+            tenant_id: acme.clone(),
+            name: "pro".into(),
+            time_zone: "UTC".into(),
+            rate_limits: Vec::new(),
+            quotas: Vec::new(),
+        });
+        cfg.tenants[0].plan_id = Some("demo-pro".into());
+        let key = cfg
+            .api_keys
+            .iter_mut()
+            .find(|k| k.tenant_id == acme)
+            .unwrap();
+        key.plan_id = Some("demo-pro".into());
+        cfg.validate().unwrap();
+        let cfg = with_uuids(cfg);
+        cfg.validate().unwrap();
+        let plan = &cfg.plans[0];
+        assert_eq!(plan.id, demo_uuid("plan", "demo-pro").to_string());
+        assert_eq!(plan.tenant_id, cfg.tenants[0].id);
+        assert_eq!(cfg.tenants[0].plan_id.as_ref(), Some(&plan.id));
+        assert!(cfg
+            .api_keys
+            .iter()
+            .any(|k| k.plan_id.as_ref() == Some(&plan.id)));
     }
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio_postgres::Transaction;
 use uuid::Uuid;
-use vantage_model::{ApiKey, Config, JwtIssuer, Origin, Route, Tenant};
+use vantage_model::{ApiKey, Config, JwtIssuer, Origin, Plan, Route, Tenant};
 
 /// The whole configuration, as the proxies read it.
 pub async fn load_config(tx: &Transaction<'_>) -> Result<Config, ApiError> {
@@ -21,6 +21,11 @@ pub async fn load_config(tx: &Transaction<'_>) -> Result<Config, ApiError> {
 fn uuid_of(s: &str, path: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(s)
         .map_err(|_| ApiError::invalid_field(path, format!("'{s}' is not a known id")))
+}
+
+/// An optional plan reference as a UUID (`path` names the field when it is not one).
+fn plan_of(plan_id: &Option<String>, path: &str) -> Result<Option<Uuid>, ApiError> {
+    plan_id.as_deref().map(|p| uuid_of(p, path)).transpose()
 }
 
 fn json<T: Serialize>(v: &T) -> Value {
@@ -88,12 +93,15 @@ impl Resource for Tenant {
     }
     async fn upsert(&self, tx: &Transaction<'_>) -> Result<(), ApiError> {
         let id = uuid_of(&self.id, "id")?;
+        let plan = plan_of(&self.plan_id, "plan_id")?;
         tx.execute(
-            "INSERT INTO tenants (id, name, subdomain, clerk_org_id, custom_hosts, access, rate_limits)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
+            "INSERT INTO tenants (id, name, subdomain, clerk_org_id, custom_hosts, access, rate_limits,
+                                  plan_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, subdomain = EXCLUDED.subdomain,
                clerk_org_id = EXCLUDED.clerk_org_id, custom_hosts = EXCLUDED.custom_hosts,
-               access = EXCLUDED.access, rate_limits = EXCLUDED.rate_limits, updated_at = now()",
+               access = EXCLUDED.access, rate_limits = EXCLUDED.rate_limits,
+               plan_id = EXCLUDED.plan_id, updated_at = now()",
             &[
                 &id,
                 &self.name,
@@ -102,6 +110,7 @@ impl Resource for Tenant {
                 &self.custom_hosts,
                 &json(&self.access),
                 &json(&self.rate_limits),
+                &plan,
             ],
         )
         .await?;
@@ -182,8 +191,10 @@ impl Resource for Route {
         tx.execute(
             "INSERT INTO routes (id, tenant_id, origin_id, path_pattern, methods, headers, priority,
                                  strip_prefix, rewrite, request_headers, response_headers, compression,
-                                 auth_mode, auth_scopes, strip_authorization, rate_limits, access, cache)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
+                                 auth_mode, auth_scopes, strip_authorization, rate_limits, access, cache,
+                                 quota)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+                     $19)
              ON CONFLICT (id) DO UPDATE SET origin_id = EXCLUDED.origin_id,
                path_pattern = EXCLUDED.path_pattern, methods = EXCLUDED.methods,
                headers = EXCLUDED.headers, priority = EXCLUDED.priority,
@@ -192,7 +203,7 @@ impl Resource for Route {
                compression = EXCLUDED.compression, auth_mode = EXCLUDED.auth_mode,
                auth_scopes = EXCLUDED.auth_scopes, strip_authorization = EXCLUDED.strip_authorization,
                rate_limits = EXCLUDED.rate_limits, access = EXCLUDED.access, cache = EXCLUDED.cache,
-               updated_at = now()",
+               quota = EXCLUDED.quota, updated_at = now()",
             &[
                 &id,
                 &tenant,
@@ -212,6 +223,7 @@ impl Resource for Route {
                 &json(&self.rate_limits),
                 &json(&self.access),
                 &json(&self.cache),
+                &json(&self.quota),
             ],
         )
         .await?;
@@ -245,13 +257,16 @@ impl Resource for ApiKey {
     async fn upsert(&self, tx: &Transaction<'_>) -> Result<(), ApiError> {
         let id = uuid_of(&self.id, "id")?;
         let tenant = uuid_of(&self.tenant_id, "tenant_id")?;
+        let plan = plan_of(&self.plan_id, "plan_id")?;
         tx.execute(
-            "INSERT INTO api_keys (id, tenant_id, name, key_hash, prefix, scopes, expires_at, status, revoked_at)
+            "INSERT INTO api_keys (id, tenant_id, name, key_hash, prefix, scopes, expires_at, status, revoked_at,
+                                   plan_id)
              VALUES ($1, $2, $3, $4, $5, $6, $7::text::timestamptz, $8,
-                     CASE WHEN $8 = 'revoked' THEN now() END)
+                     CASE WHEN $8 = 'revoked' THEN now() END, $9)
              ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, scopes = EXCLUDED.scopes,
                expires_at = EXCLUDED.expires_at, status = EXCLUDED.status,
-               revoked_at = COALESCE(api_keys.revoked_at, EXCLUDED.revoked_at), updated_at = now()",
+               revoked_at = COALESCE(api_keys.revoked_at, EXCLUDED.revoked_at),
+               plan_id = EXCLUDED.plan_id, updated_at = now()",
             &[
                 &id,
                 &tenant,
@@ -261,6 +276,7 @@ impl Resource for ApiKey {
                 &self.scopes,
                 &self.expires_at,
                 &enum_str(&self.status),
+                &plan,
             ],
         )
         .await?;
@@ -298,14 +314,15 @@ impl Resource for JwtIssuer {
         tx.execute(
             "INSERT INTO jwt_issuers (id, tenant_id, issuer, audiences, jwks_url, public_key_pem,
                                       shared_secret, algorithms, leeway_s, cookie, claim_headers,
-                                      jwks_refresh_s, jwks_min_refetch_s)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                                      jwks_refresh_s, jwks_min_refetch_s, plan_claim)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
              ON CONFLICT (id) DO UPDATE SET issuer = EXCLUDED.issuer, audiences = EXCLUDED.audiences,
                jwks_url = EXCLUDED.jwks_url, public_key_pem = EXCLUDED.public_key_pem,
                shared_secret = EXCLUDED.shared_secret, algorithms = EXCLUDED.algorithms,
                leeway_s = EXCLUDED.leeway_s, cookie = EXCLUDED.cookie,
                claim_headers = EXCLUDED.claim_headers, jwks_refresh_s = EXCLUDED.jwks_refresh_s,
-               jwks_min_refetch_s = EXCLUDED.jwks_min_refetch_s, updated_at = now()",
+               jwks_min_refetch_s = EXCLUDED.jwks_min_refetch_s, plan_claim = EXCLUDED.plan_claim,
+               updated_at = now()",
             &[
                 &id,
                 &tenant,
@@ -320,6 +337,45 @@ impl Resource for JwtIssuer {
                 &json(&self.claim_headers),
                 &refresh,
                 &min_gap,
+                &self.plan_claim,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+impl Table for Plan {
+    const KIND: &'static str = "plans";
+    const NAME: &'static str = "plan";
+    const JSON_FN: &'static str = "vantage_plan_json";
+}
+
+impl Resource for Plan {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn tenant_id(&self) -> &str {
+        &self.tenant_id
+    }
+    fn items(cfg: &mut Config) -> &mut Vec<Self> {
+        &mut cfg.plans
+    }
+    async fn upsert(&self, tx: &Transaction<'_>) -> Result<(), ApiError> {
+        let id = uuid_of(&self.id, "id")?;
+        let tenant = uuid_of(&self.tenant_id, "tenant_id")?;
+        tx.execute(
+            "INSERT INTO plans (id, tenant_id, name, time_zone, rate_limits, quotas)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, time_zone = EXCLUDED.time_zone,
+               rate_limits = EXCLUDED.rate_limits, quotas = EXCLUDED.quotas, updated_at = now()",
+            &[
+                &id,
+                &tenant,
+                &self.name,
+                &self.time_zone,
+                &json(&self.rate_limits),
+                &json(&self.quotas),
             ],
         )
         .await?;

@@ -60,6 +60,9 @@ pub const CORS_MAX_AGE_S: u32 = 86_400;
 pub const RATE: f64 = 1_000_000.0;
 pub const BURST: u32 = 1_000_000;
 pub const WINDOW_LIMIT: u32 = 1_000_000_000;
+/// Largest quota limit (units per period) and route cost.
+pub const QUOTA_LIMIT: i64 = 1_000_000_000_000_000;
+pub const QUOTA_COST: i64 = 1_000_000;
 /// Largest route priority, either sign.
 pub const PRIORITY: i32 = 1_000_000;
 /// Health-check thresholds; breaker failure threshold.

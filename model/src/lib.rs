@@ -17,10 +17,15 @@ pub mod bounds;
 pub mod netrules;
 pub mod notify;
 mod pattern;
+mod plan;
 mod policy;
 mod validate;
 
 pub use pattern::{PathPattern, PatternError, Segment};
+pub use plan::{
+    quota_counter_key, Calendar, EnforcementMode, Overage, PeriodWindow, Plan, Quota, QuotaPeriod,
+    QuotaSubject, RouteQuota,
+};
 pub use policy::{
     Access, ApiKey, AuthMode, CacheBypass, CacheKeyPattern, CachePolicy, CacheStorageKind, Cors,
     IpRules, JwtIssuer, KeyStatus, LimitAlgorithm, LimitBackend, LimitSubject, OnRedisError,
@@ -61,6 +66,10 @@ pub struct Config {
     /// JWT issuers. Each belongs to one tenant.
     #[serde(default)]
     pub jwt_issuers: Vec<JwtIssuer>,
+    /// Plans (rate limits and calendar quotas) that API keys, JWT subjects and tenants are
+    /// bound to. Each belongs to one tenant.
+    #[serde(default)]
+    pub plans: Vec<Plan>,
 }
 
 /// Errors from reading a configuration.
@@ -159,6 +168,12 @@ pub struct ServerSettings {
     pub pid_file: String,
     /// Pingora's upgrade socket (fd hand-off on graceful upgrade).
     pub upgrade_sock: String,
+    /// The rate-limit decision service: a listener of its own answering, from the same
+    /// counters as the proxies, the JSON `POST /api/public/v1/rate-limit/validate` and
+    /// Envoy's gRPC `RateLimitService/ShouldRateLimit`. Absent: not served.
+    /// Example: `{listen: "127.0.0.1:9092", token: "a-long-random-token"}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<DecisionSettings>,
     /// Bearer token that authorizes the ops listener's write endpoints (cache purge).
     /// Absent: those endpoints answer 403. Example: `"change-me-ops-token"`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -186,6 +201,19 @@ pub struct ServerSettings {
     /// (private, link-local and other special ranges are refused otherwise; plain `http://`
     /// is only ever allowed to loopback). Example: `["127.0.0.0/8", "::1/128", "10.20.0.0/16"]`.
     pub jwks_allowed_networks: Vec<String>,
+}
+
+/// The rate-limit decision service of a proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionSettings {
+    /// HTTP/1.1 and HTTP/2 (cleartext, for gRPC) on one address. Example: `127.0.0.1:9092`.
+    pub listen: String,
+    /// When set, every call must carry `Authorization: Bearer <token>` (gRPC: the same
+    /// metadata). Without one, anyone who reaches the listener can spend any key's quota:
+    /// keep it on a private address. Example: `"a-long-random-token"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// Limits on what one client (or all of them) may hold of the proxy. Each refusal is
@@ -306,6 +334,41 @@ pub struct PostgresSettings {
     /// One record per request into `request_logs`.
     #[serde(default)]
     pub request_logs: RequestLogSettings,
+    /// Usage metering and violations into `usage_minute` (rolled up into `usage_hour` and
+    /// `usage_day`) and `violations`.
+    #[serde(default)]
+    pub usage: UsageSettings,
+}
+
+/// Usage metering: every answered request is counted in memory per minute, tenant, subject,
+/// route and status class, and flushed to Postgres in batches that are applied exactly once.
+/// While Postgres is away, batches wait in a bounded spool and are retried.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UsageSettings {
+    /// Example: `true`.
+    pub enabled: bool,
+    /// How often the counts are flushed. Example: `5000`.
+    pub flush_interval_ms: u64,
+    /// Batches kept while Postgres cannot take them; past this the oldest is dropped and its
+    /// requests counted in `vantage_usage_dropped_requests_total`. Example: `720` (one hour
+    /// of 5 s flushes).
+    pub spool_batches: usize,
+    /// Where unwritten batches are saved at shutdown (and read back at start), so a proxy
+    /// stopped while Postgres is away loses nothing. Empty: not saved.
+    /// Example: `/var/lib/vantage/usage-spool.json`.
+    pub spool_file: String,
+}
+
+impl Default for UsageSettings {
+    fn default() -> Self {
+        UsageSettings {
+            enabled: true,
+            flush_interval_ms: 5000,
+            spool_batches: 720,
+            spool_file: String::new(),
+        }
+    }
 }
 
 fn default_pg_pool() -> usize {
@@ -390,6 +453,7 @@ impl Default for ServerSettings {
             pid_file: "/tmp/vantage-proxy.pid".into(),
             upgrade_sock: "/tmp/vantage-proxy-upgrade.sock".into(),
             ops_token: None,
+            decision: None,
             cache: CacheSettings::default(),
             source: ConfigSource::File,
             postgres: None,
@@ -470,6 +534,10 @@ pub struct Tenant {
     /// Example: `org_2abc`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clerk_org_id: Option<String>,
+    /// The tenant's own plan: its rate limits and quotas count the whole tenant's traffic.
+    /// Example: `acme-enterprise`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_id: Option<String>,
 }
 
 /// Load-balancing algorithm of an origin.
@@ -745,6 +813,9 @@ pub struct Route {
     /// Response caching. Example: `{enabled: true, default_ttl_seconds: 60}`.
     #[serde(default)]
     pub cache: CachePolicy,
+    /// Cost, quota group and opt-out of the plans. Example: `{cost: 5, group: search}`.
+    #[serde(default, skip_serializing_if = "RouteQuota::is_default")]
+    pub quota: RouteQuota,
 }
 
 /// A header condition of a route.

@@ -71,6 +71,10 @@ pub struct ApiKey {
     /// Example: `revoked`.
     #[serde(default)]
     pub status: KeyStatus,
+    /// The key's plan (same tenant): its rate limits and quotas count this key.
+    /// Example: `acme-pro`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_id: Option<String>,
 }
 
 /// Rate-limit algorithm.
@@ -149,6 +153,9 @@ pub struct RateLimitPolicy {
     /// For `redis`: `allow`, `deny` or `local` (default) when Redis fails.
     #[serde(default)]
     pub on_redis_error: OnRedisError,
+    /// `shadow`: decide, count and record, but never refuse. Example: `shadow`.
+    #[serde(default)]
+    pub mode: crate::EnforcementMode,
 }
 
 /// CORS policy.
@@ -296,6 +303,11 @@ pub struct JwtIssuer {
     /// Least time between two fetches caused by unknown `kid`s, in seconds. Example: `10`.
     #[serde(default = "default_jwks_min_gap")]
     pub jwks_min_refetch_s: u64,
+    /// A claim whose value names the subject's plan of the tenant (by the plan's `name`);
+    /// its rate limits and quotas then count the token's `sub`. Example: `plan` (Clerk
+    /// public metadata exported into the session token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_claim: Option<String>,
 }
 
 fn default_algorithms() -> Vec<String> {

@@ -451,6 +451,7 @@ mod tests {
             claim_headers: Default::default(),
             jwks_refresh_s: 300,
             jwks_min_refetch_s: 10,
+            plan_claim: None,
         }
     }
 

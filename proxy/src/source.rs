@@ -252,6 +252,7 @@ mod tests {
             notice_window_ms: 60_000,
             min_reload_interval_ms: 250,
             request_logs: Default::default(),
+            usage: Default::default(),
         };
         let src = PgSource::new(&settings).unwrap();
         assert!(src.read_last_good().is_err());

@@ -71,6 +71,27 @@ impl AdminSetup {
         }
     }
 
+    /// Serve over `db` (already migrated) instead of a fresh database, e.g. one the test
+    /// filled before the server's first partition maintenance.
+    pub fn database(mut self, db: &Database) -> AdminSetup {
+        self.db = Some(db.clone());
+        self
+    }
+
+    /// Announce on (and read quota counters from) the Redis at `url`, e.g. a private
+    /// [`crate::Redis`] the test stops.
+    pub fn redis(mut self, url: &str) -> AdminSetup {
+        self.redis_url = url.to_string();
+        self
+    }
+
+    /// Without Redis (`redis_url: ""`): no notices, no quota counters.
+    pub fn without_redis(mut self) -> AdminSetup {
+        // Written into the YAML settings as is: the empty string.
+        self.redis_url = "\"\"".to_string();
+        self
+    }
+
     /// Extra lines for the settings file (`conf/admin.yaml` keys).
     pub fn settings(mut self, yaml: &str) -> AdminSetup {
         self.settings.push_str(yaml);

@@ -11,12 +11,14 @@
 //! - [`redis`]: a private `redis-server`, and a subscriber on the shared one;
 //! - [`postgres`]: databases of a test's own, and private Postgres clusters;
 //! - [`admin`]: a `vantage-admin serve` process and its JSON API;
-//! - [`collector`]: an OTLP/HTTP collector stand-in.
+//! - [`collector`]: an OTLP/HTTP collector stand-in;
+//! - [`calendar`]: time zones far from a quota period's boundary.
 //!
 //! `use vantage_testkit::*;` brings all of it in.
 
 pub mod admin;
 pub mod bins;
+pub mod calendar;
 pub mod collector;
 pub mod http;
 pub mod origin;
@@ -28,6 +30,7 @@ pub mod wait;
 
 pub use admin::{admin_cli, bodies, id, Admin, AdminSetup, ApiResponse, SECRET};
 pub use bins::{admin_bin, check_config, hash_key, proxy_bin};
+pub use calendar::{steady_zone, unix_now};
 pub use collector::{contains, Collector};
 pub use http::{
     exchange_while_sending, parse_response, raw_exchange, request, tally, try_request, Response,

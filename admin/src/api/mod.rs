@@ -4,13 +4,17 @@
 pub(crate) mod analytics;
 pub(crate) mod api_keys;
 pub(crate) mod resources;
+pub(crate) mod usage;
 pub(crate) mod users;
 
 pub use analytics::{Analytics, GroupBy, GroupStats, Latency, Stats};
-pub use api_keys::{IssuedApiKey, NewApiKey, RotateBody};
+pub use api_keys::{IssuedApiKey, KeyQuota, NewApiKey, QuotaPlan, QuotaStatus, RotateBody};
 pub use resources::{
-    merge_patch, Page, StoredApiKey, StoredJwtIssuer, StoredOrigin, StoredRoute, StoredTenant,
-    Timestamps,
+    merge_patch, Page, StoredApiKey, StoredJwtIssuer, StoredOrigin, StoredPlan, StoredRoute,
+    StoredTenant, Timestamps,
+};
+pub use usage::{
+    Granularity, UsageReport, UsageRow, UsageTotals, ViolationKind, ViolationReport, ViolationRow,
 };
 pub use users::{NewUser, User, UserRole};
 
@@ -26,7 +30,7 @@ use serde::Serialize;
 use serde_json::Value;
 use std::sync::Arc;
 use utoipa::ToSchema;
-use vantage_model::{ApiKey, JwtIssuer, Origin, Route, Tenant};
+use vantage_model::{ApiKey, JwtIssuer, Origin, Plan, Route, Tenant};
 
 /// Header carrying the config version a write committed.
 pub const VERSION_HEADER: &str = "x-config-version";
@@ -44,7 +48,7 @@ pub fn written(status: StatusCode, version: i64, body: Option<Value>) -> Respons
 
 /// Every route of the service.
 pub fn router(st: Arc<AppState>) -> Router {
-    use resources::{jwt_issuers, origins, routes, tenants};
+    use resources::{jwt_issuers, origins, plans, routes, tenants};
     let v1 = Router::new()
         .route("/tenants", get(tenants::list).post(tenants::create))
         .route(
@@ -93,6 +97,17 @@ pub fn router(st: Arc<AppState>) -> Router {
         )
         .route("/api-keys/{id}/rotate", post(api_keys::rotate))
         .route("/api-keys/{id}/revoke", post(api_keys::revoke))
+        .route("/api-keys/{id}/quota", get(api_keys::quota))
+        .route("/plans", get(plans::list).post(plans::create))
+        .route(
+            "/plans/{id}",
+            get(plans::get)
+                .put(plans::put)
+                .patch(plans::patch)
+                .delete(plans::delete),
+        )
+        .route("/usage", get(usage::usage))
+        .route("/violations", get(usage::violations))
         .route("/users", get(users::crud::list).post(users::create))
         .route(
             "/users/{id}",
@@ -244,6 +259,7 @@ pub struct ConfigResources {
     pub api_keys: Vec<ApiKey>,
     /// Shared secrets show as `shared_secret_set: true`.
     pub jwt_issuers: Vec<JwtIssuer>,
+    pub plans: Vec<Plan>,
 }
 
 /// The configuration as the proxies read it (`vantage_config()`), superadmin only. Secrets

@@ -1,5 +1,5 @@
 //! Generic CRUD handlers for the configuration resources (tenants, origins, routes, JWT
-//! issuers, and the shared parts of API keys and users), the types of their API
+//! issuers, plans, and the shared parts of API keys and users), the types of their API
 //! representation, and — through [`resource_api!`] — one documented handler per kind and
 //! operation, which the router serves and `/openapi.json` describes.
 
@@ -18,7 +18,7 @@ use serde_json::{Map, Value};
 use std::sync::Arc;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
-use vantage_model::{JwtIssuer, KeyStatus, Origin, Route, Tenant};
+use vantage_model::{JwtIssuer, KeyStatus, Origin, Plan, Route, Tenant};
 
 /// `?limit=&cursor=&tenant_id=` of list endpoints.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -93,6 +93,15 @@ pub struct StoredJwtIssuer {
     pub timestamps: Timestamps,
 }
 
+/// A plan as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StoredPlan {
+    #[serde(flatten)]
+    pub plan: Plan,
+    #[serde(flatten)]
+    pub timestamps: Timestamps,
+}
+
 /// An API key as the API shows it: never the key's hash (nor, after creation, the key).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct StoredApiKey {
@@ -112,6 +121,10 @@ pub struct StoredApiKey {
     pub expires_at: Option<String>,
     #[schema(read_only)]
     pub status: KeyStatus,
+    /// The key's plan (a plan of the same tenant): its rate limits and quotas count this
+    /// key. Changed with `PATCH`.
+    #[schema(value_type = Option<Uuid>)]
+    pub plan_id: Option<String>,
     /// Last time the key authenticated a request (recorded by the proxies).
     #[schema(format = DateTime, read_only)]
     pub last_used_at: Option<String>,
@@ -358,14 +371,14 @@ pub async fn patch<R: Resource>(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct DeleteQuery {
-    /// Also delete the tenant's origins, routes, API keys, JWT issuers and users (tenants
-    /// only; other kinds refuse it).
+    /// Also delete the tenant's origins, routes, API keys, JWT issuers, users and plans
+    /// (tenants only; other kinds refuse it).
     pub cascade: Option<bool>,
 }
 
 /// `DELETE /R/{id}`: 409 when something still needs it (an origin used by routes, the last
-/// JWT issuer of a tenant with JWT routes, a tenant that still has resources unless
-/// `?cascade=true`).
+/// JWT issuer of a tenant with JWT routes, a plan an API key or its tenant is on, a tenant
+/// that still has resources unless `?cascade=true`).
 pub async fn delete<R: Resource>(
     State(st): State<Arc<AppState>>,
     p: Principal,
@@ -388,16 +401,17 @@ pub async fn delete<R: Resource>(
                         (SELECT count(*) FROM routes WHERE tenant_id = $1),
                         (SELECT count(*) FROM api_keys WHERE tenant_id = $1),
                         (SELECT count(*) FROM jwt_issuers WHERE tenant_id = $1),
-                        (SELECT count(*) FROM users WHERE tenant_id = $1)",
+                        (SELECT count(*) FROM users WHERE tenant_id = $1),
+                        (SELECT count(*) FROM plans WHERE tenant_id = $1)",
                 &[&id],
             )
             .await?;
-        let counts: Vec<i64> = (0..5).map(|i| row.get(i)).collect();
+        let counts: Vec<i64> = (0..6).map(|i| row.get(i)).collect();
         if counts.iter().any(|c| *c > 0) && q.cascade != Some(true) {
             return Err(ApiError::Conflict(
                 format!(
-                    "the tenant still has {} origins, {} routes, {} API keys, {} JWT issuers and {} users; delete them first or pass ?cascade=true",
-                    counts[0], counts[1], counts[2], counts[3], counts[4]
+                    "the tenant still has {} origins, {} routes, {} API keys, {} JWT issuers, {} users and {} plans; delete them first or pass ?cascade=true",
+                    counts[0], counts[1], counts[2], counts[3], counts[4], counts[5]
                 ),
                 vec![],
             ));
@@ -407,6 +421,7 @@ pub async fn delete<R: Resource>(
         cfg.routes.retain(|o| o.tenant_id != id_s);
         cfg.api_keys.retain(|o| o.tenant_id != id_s);
         cfg.jwt_issuers.retain(|o| o.tenant_id != id_s);
+        cfg.plans.retain(|o| o.tenant_id != id_s);
     } else if q.cascade.is_some() {
         return Err(ApiError::BadRequest(
             "cascade only applies to tenants".into(),
@@ -696,6 +711,13 @@ resource_api! {
     mod routes: Route => StoredRoute,
     tag "routes", one "route", many "routes", shown "route", shown_many "routes",
     path "/api/v1/routes", item "/api/v1/routes/{id}",
+    ops [list, get, create, put, patch, delete]
+}
+
+resource_api! {
+    mod plans: Plan => StoredPlan,
+    tag "plans", one "plan", many "plans", shown "plan", shown_many "plans",
+    path "/api/v1/plans", item "/api/v1/plans/{id}",
     ops [list, get, create, put, patch, delete]
 }
 

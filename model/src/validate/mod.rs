@@ -14,6 +14,7 @@
 mod api_keys;
 mod jwt_issuers;
 mod origins;
+mod plans;
 mod policies;
 mod routes;
 mod rules;
@@ -63,7 +64,7 @@ impl fmt::Display for FieldError {
 }
 
 /// Every problem found in a configuration, in a stable order (server settings first, then
-/// tenants, hosts, origins, routes, JWT issuers and API keys).
+/// tenants, hosts, origins, routes, JWT issuers, API keys and plans).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub struct ValidationErrors(pub Vec<FieldError>);
 
@@ -171,6 +172,8 @@ fn check_resources(c: &mut Collector, cfg: &Config, ctx: &ResourceContext) {
     jwt_issuers::check(c, &cfg.jwt_issuers, &tenant_ids, ctx);
     routes::check_issuers(c, &cfg.routes, &cfg.jwt_issuers);
     api_keys::check(c, &cfg.api_keys, &tenant_ids);
+    let plan_owners = plans::check(c, &cfg.plans, &tenant_ids, ctx);
+    plans::check_bindings(c, cfg, &plan_owners);
 }
 
 /// Ids of the tenants with a valid id → their position.

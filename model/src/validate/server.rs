@@ -10,6 +10,20 @@ use std::collections::HashMap;
 /// Every field of `s`; paths start with `server.`. Two listeners on one address are a
 /// conflict; everything else is invalid.
 pub(super) fn check(c: &mut Collector, s: &ServerSettings) {
+    if let Some(d) = &s.decision {
+        if d.listen.parse::<std::net::SocketAddr>().is_err() {
+            c.err(
+                "server.decision.listen",
+                format!("'{}' is not an address like 127.0.0.1:9092", d.listen),
+            );
+        }
+        if d.token
+            .as_ref()
+            .is_some_and(|t| t.len() < 16 || t.len() > 1024)
+        {
+            c.err("server.decision.token", "must be 16 to 1024 characters");
+        }
+    }
     if s.listen.is_empty() && s.tls.is_empty() {
         c.err(
             "server.listen",
@@ -143,6 +157,19 @@ pub(super) fn check(c: &mut Collector, s: &ServerSettings) {
                 "must be between 10 and 60000",
             );
         }
+        let u = &pg.usage;
+        c.range(
+            "server.postgres.usage.flush_interval_ms",
+            u.flush_interval_ms,
+            100,
+            300_000,
+        );
+        c.range(
+            "server.postgres.usage.spool_batches",
+            u.spool_batches,
+            1,
+            100_000,
+        );
     }
     if let Some(t) = &s.tracing {
         if !(t.otlp_endpoint.starts_with("http://") || t.otlp_endpoint.starts_with("https://")) {
@@ -231,7 +258,12 @@ pub(super) fn check(c: &mut Collector, s: &ServerSettings) {
         .chain(std::iter::once((
             "server.ops_listen".to_string(),
             &s.ops_listen,
-        )));
+        )))
+        .chain(
+            s.decision
+                .iter()
+                .map(|d| ("server.decision.listen".to_string(), &d.listen)),
+        );
     for (path, a) in all {
         if let Ok(addr) = a.parse::<std::net::SocketAddr>() {
             if let Some(first) = addresses.insert(addr, path.clone()) {
