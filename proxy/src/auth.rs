@@ -9,6 +9,7 @@
 
 use crate::errors::Reply;
 use crate::jwt::{self, IssuerRt};
+use crate::limits::plan::PlanRt;
 use http::{HeaderMap, HeaderValue};
 use pingora::http::RequestHeader;
 use serde_json::{Map, Value};
@@ -62,6 +63,8 @@ pub struct KeyRt {
     pub scopes: Vec<String>,
     pub expires_at: Option<SystemTime>,
     pub revoked: bool,
+    /// The key's plan.
+    pub plan: Option<Arc<PlanRt>>,
 }
 
 /// Keys by the SHA-256 of the key.
@@ -70,7 +73,10 @@ pub struct KeyIndex(HashMap<[u8; 32], Arc<KeyRt>>);
 
 impl KeyIndex {
     /// Compile the configured keys (validated: 64 hex characters, RFC 3339 expiry).
-    pub fn build(keys: &[ApiKey]) -> Result<KeyIndex, String> {
+    pub fn build(
+        keys: &[ApiKey],
+        plans: &HashMap<String, Arc<PlanRt>>,
+    ) -> Result<KeyIndex, String> {
         let mut map = HashMap::with_capacity(keys.len());
         for k in keys {
             let mut hash = [0u8; 32];
@@ -91,13 +97,15 @@ impl KeyIndex {
                     scopes: k.scopes.clone(),
                     expires_at,
                     revoked: k.status == KeyStatus::Revoked,
+                    plan: k.plan_id.as_ref().and_then(|id| plans.get(id).cloned()),
                 }),
             );
         }
         Ok(KeyIndex(map))
     }
 
-    fn get(&self, key: &[u8]) -> Option<&Arc<KeyRt>> {
+    /// The key whose SHA-256 is that of `key`, whatever its tenant or state.
+    pub fn get(&self, key: &[u8]) -> Option<&Arc<KeyRt>> {
         let hash: [u8; 32] = Sha256::digest(key).into();
         self.0.get(&hash)
     }
@@ -121,8 +129,8 @@ pub fn generate_key() -> String {
     format!("vk_live_{body}")
 }
 
-/// The credential a request carries, if any.
-fn presented_key(headers: &HeaderMap) -> Option<&[u8]> {
+/// The API key a request carries, if any.
+pub fn presented_key(headers: &HeaderMap) -> Option<&[u8]> {
     if let Some(v) = headers.get("x-api-key") {
         return Some(v.as_bytes()).filter(|k| !k.is_empty());
     }
@@ -446,27 +454,31 @@ mod tests {
                     scopes: vec!["orders:read".into()],
                     expires_at: expires.map(String::from),
                     status,
+                    plan_id: None,
                 }
             };
         let _ = now;
-        KeyIndex::build(&[
-            key(
-                "good",
-                "acme",
-                "vk_live_good",
-                KeyStatus::Active,
-                Some("2999-01-01T00:00:00Z"),
-            ),
-            key(
-                "old",
-                "acme",
-                "vk_live_old",
-                KeyStatus::Active,
-                Some("2001-01-01T00:00:00Z"),
-            ),
-            key("gone", "acme", "vk_live_gone", KeyStatus::Revoked, None),
-            key("other", "globex", "vk_live_other", KeyStatus::Active, None),
-        ])
+        KeyIndex::build(
+            &[
+                key(
+                    "good",
+                    "acme",
+                    "vk_live_good",
+                    KeyStatus::Active,
+                    Some("2999-01-01T00:00:00Z"),
+                ),
+                key(
+                    "old",
+                    "acme",
+                    "vk_live_old",
+                    KeyStatus::Active,
+                    Some("2001-01-01T00:00:00Z"),
+                ),
+                key("gone", "acme", "vk_live_gone", KeyStatus::Revoked, None),
+                key("other", "globex", "vk_live_other", KeyStatus::Active, None),
+            ],
+            &HashMap::new(),
+        )
         .unwrap()
     }
 

@@ -160,6 +160,27 @@ pub async fn respond(
     request_id: &str,
 ) -> pingora::Result<()> {
     let body = body(reply.code, &reply.message, request_id);
+    respond_with(session, reply, body, request_id).await
+}
+
+/// Write a gateway answer that is not an error (the key holder's usage report): `value` as
+/// JSON with the headers of the gateway's own answers.
+pub async fn respond_json(
+    session: &mut Session,
+    status: u16,
+    value: &serde_json::Value,
+    request_id: &str,
+) -> pingora::Result<()> {
+    let reply = Reply::new(status, "", "");
+    respond_with(session, &reply, Bytes::from(value.to_string()), request_id).await
+}
+
+async fn respond_with(
+    session: &mut Session,
+    reply: &Reply,
+    body: Bytes,
+    request_id: &str,
+) -> pingora::Result<()> {
     let resp = response_header(reply, body.len(), request_id)?;
     if reply.close {
         // Pingora writes `Connection` from the session's keep-alive state.

@@ -12,6 +12,7 @@ pub mod access;
 pub mod auth;
 pub mod bus;
 pub mod cache;
+pub mod decision;
 pub mod demo_origin;
 pub mod edge;
 pub mod errors;

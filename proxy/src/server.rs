@@ -4,16 +4,18 @@
 
 use crate::bus::{Bus, ConfigNotices};
 use crate::cache::{Caches, Purges};
+use crate::decision::{Decider, DecisionServer};
 use crate::demo_origin::DemoOrigin;
 use crate::edge::{Edge, EdgeLimits};
 use crate::gateway::{Gateway, Services};
+use crate::limits::enforce::Enforcer;
 use crate::ops::Ops;
 use crate::reload::Reloader;
 use crate::snapshot::Snapshot;
 use crate::source::{self, PgSource};
 use crate::telemetry::metrics::METRICS;
 use crate::telemetry::otel::Otel;
-use crate::telemetry::request_log::LogFlush;
+use crate::telemetry::Finish;
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use pingora::apps::http_app::HttpServer;
@@ -81,12 +83,13 @@ async fn initial_from_postgres(
 
 /// The graceful shutdown sequence, started when Pingora begins one (SIGTERM, or SIGQUIT
 /// after handing the listeners to a new process; Pingora then stops accepting and sleeps
-/// the grace period). It waits for the requests in flight, then for the request-log writer
-/// to write every queued row, then flushes the span exporter and exits — as soon as that
-/// is done, so the grace period is an upper bound rather than a fixed delay.
+/// the grace period). It waits for the requests in flight, then for the request-log and
+/// usage writers to write (or, for usage, save) what they hold, then flushes the span
+/// exporter and exits — as soon as that is done, so the grace period is an upper bound
+/// rather than a fixed delay.
 struct Lifecycle {
     grace: Duration,
-    request_logs: std::sync::Mutex<Option<LogFlush>>,
+    writers: std::sync::Mutex<Vec<Finish>>,
     otel: Option<&'static Otel>,
 }
 
@@ -116,20 +119,30 @@ impl BackgroundService for Lifecycle {
         tracing::info!("graceful shutdown: draining in-flight requests");
         let started = tokio::time::Instant::now();
         let end = started + self.grace;
-        let flush = self.request_logs.lock().ok().and_then(|mut f| f.take());
-        // Writing the last request logs gets the last quarter of the grace period (at most
-        // 2 s) even when requests are still in flight until then.
-        let reserve = match flush {
-            Some(_) => (self.grace / 4).min(Duration::from_secs(2)),
-            None => Duration::ZERO,
+        let writers: Vec<Finish> = self
+            .writers
+            .lock()
+            .map(|mut w| std::mem::take(&mut *w))
+            .unwrap_or_default();
+        // Writing the last request logs and usage gets the last quarter of the grace period
+        // (at most 2 s) even when requests are still in flight until then.
+        let reserve = match writers.is_empty() {
+            false => (self.grace / 4).min(Duration::from_secs(2)),
+            true => Duration::ZERO,
         };
         let drained = Lifecycle::drain(end - reserve).await;
-        if let Some(flush) = flush {
-            if tokio::time::timeout_at(end, flush.finish()).await.is_err() {
-                tracing::warn!(
-                    "graceful shutdown: request logs still queued at the end of the grace period"
-                );
-            }
+        // The writers finish side by side.
+        let mut finishing = tokio::task::JoinSet::new();
+        for w in writers {
+            finishing.spawn(w.finish());
+        }
+        if tokio::time::timeout_at(end, finishing.join_all())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "graceful shutdown: request logs or usage still unwritten at the end of the grace period"
+            );
         }
         if let Some(otel) = self.otel {
             otel.shutdown();
@@ -312,34 +325,62 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         ))),
         None => None,
     };
-    let (request_logs, log_flush) = match &settings.postgres {
+    let mut writers = Vec::new();
+    let request_logs = match &settings.postgres {
         Some(pgs) if pgs.request_logs.enabled => {
             let pool = crate::source::pool(pgs).map_err(|e| anyhow::anyhow!(e))?;
-            let (logger, writer, flush) = crate::telemetry::request_log::channel(
+            let (logger, writer, finish) = crate::telemetry::request_log::channel(
                 &pgs.request_logs,
                 pool,
                 Duration::from_millis(pgs.timeout_ms),
             );
             server.add_service(background_service("request-logs", writer));
-            (Some(logger), Some(flush))
+            writers.push(finish);
+            Some(logger)
         }
-        _ => (None, None),
+        _ => None,
+    };
+    let meter = match &settings.postgres {
+        Some(pgs) if pgs.usage.enabled => {
+            let pool = crate::source::pool(pgs).map_err(|e| anyhow::anyhow!(e))?;
+            let (meter, writer, finish) = crate::telemetry::usage::channel(
+                &pgs.usage,
+                pool,
+                Duration::from_millis(pgs.timeout_ms),
+            );
+            server.add_service(background_service("usage", writer));
+            writers.push(finish);
+            Some(meter)
+        }
+        _ => None,
     };
     server.add_service(background_service(
         "lifecycle",
         Lifecycle {
             grace: Duration::from_secs(settings.grace_period_seconds),
-            request_logs: std::sync::Mutex::new(log_flush),
+            writers: std::sync::Mutex::new(writers),
             otel,
         },
     ));
+    let limiter = Arc::new(Enforcer::new(redis.clone()));
+    if let Some(d) = &settings.decision {
+        let decider = Arc::new(Decider::new(state.clone(), limiter.clone()));
+        server.add_service(background_service(
+            "decision",
+            DecisionServer {
+                settings: d.clone(),
+                decider,
+            },
+        ));
+    }
     let gateway = Gateway::new(
         state.clone(),
         &settings,
         Services {
-            redis: redis.clone(),
+            limiter,
             caches,
             request_logs,
+            meter,
             otel,
         },
     );

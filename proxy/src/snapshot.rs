@@ -8,6 +8,7 @@ use crate::auth::{KeyIndex, TenantAuth};
 use crate::errors::Reply;
 use crate::hosts::HostIndex;
 use crate::jwt::IssuerRt;
+use crate::limits::plan::{self, PlanRt, TenantPlans};
 use crate::router::{Conditions, Router};
 use crate::transform::{HeaderOps, PathOps};
 use crate::upstream::{Pool, PoolError};
@@ -16,30 +17,33 @@ use pingora::http::RequestHeader;
 use std::collections::HashMap;
 use std::sync::Arc;
 use vantage_model::{
-    parse_cidr, Config, LimitAlgorithm, LimitBackend, LimitSubject, OnRedisError, PathPattern,
-    RateLimitPolicy, RouteAuth,
+    parse_cidr, Config, EnforcementMode, LimitAlgorithm, LimitBackend, LimitSubject, OnRedisError,
+    PathPattern, RateLimitPolicy, RouteAuth, RouteQuota,
 };
 
 /// A compiled rate-limit policy.
 pub struct PolicyRt {
-    pub name: String,
+    pub name: Arc<str>,
     /// `tenant \x1f scope \x1f name \x1f`: the subject is appended.
     pub key_prefix: String,
     pub algorithm: LimitAlgorithm,
     pub subject: LimitSubject,
     pub backend: LimitBackend,
     pub on_redis_error: OnRedisError,
+    pub mode: EnforcementMode,
 }
 
 impl PolicyRt {
-    fn compile(tenant: &str, scope: &str, p: &RateLimitPolicy) -> PolicyRt {
+    /// `scope` is the route's id, `""` for the tenant's ceilings, `plan:<id>` for a plan's.
+    pub fn compile(tenant: &str, scope: &str, p: &RateLimitPolicy) -> PolicyRt {
         PolicyRt {
-            name: p.name.clone(),
+            name: p.name.as_str().into(),
             key_prefix: format!("{tenant}\x1f{scope}\x1f{}\x1f", p.name),
             algorithm: p.algorithm.clone(),
             subject: p.subject.clone(),
             backend: p.backend,
             on_redis_error: p.on_redis_error,
+            mode: p.mode,
         }
     }
 }
@@ -63,6 +67,10 @@ pub struct RouteRt {
     pub access: AccessRt,
     /// Response caching, when the route caches.
     pub cache: Option<crate::cache::CacheRt>,
+    /// Cost, quota group and opt-out of the plans.
+    pub quota: RouteQuota,
+    /// The tenant's plans.
+    pub plans: Arc<TenantPlans>,
 }
 
 /// A compiled tenant.
@@ -162,6 +170,12 @@ pub struct Snapshot {
     pools: HashMap<String, Arc<Pool>>,
     /// API keys by hash.
     pub keys: KeyIndex,
+    /// Plans by id.
+    pub plans: HashMap<String, Arc<PlanRt>>,
+    /// Each tenant's plans, by tenant id.
+    pub tenant_plans: HashMap<String, Arc<TenantPlans>>,
+    /// Routes by id (for the decision service).
+    pub routes: HashMap<String, (Arc<str>, Arc<RouteRt>)>,
     /// JWT issuers by id (reused across reloads while unchanged: their JWKS cache survives).
     issuers: HashMap<String, Arc<IssuerRt>>,
     /// Balancers whose X-Forwarded-For is believed.
@@ -247,6 +261,12 @@ impl Snapshot {
             })
             .collect();
 
+        let plans = plan::compile(&config);
+        let tenant_plans: Vec<Arc<TenantPlans>> = config
+            .tenants
+            .iter()
+            .map(|t| Arc::new(TenantPlans::of(t, &config, &plans)))
+            .collect();
         let mut tenants = Vec::with_capacity(config.tenants.len());
         let hosts = HostIndex::build(&config.tenants, &config.server.base_domains);
         let mut index = HashMap::new();
@@ -258,6 +278,7 @@ impl Snapshot {
             });
             index.insert(t.id.as_str(), i);
         }
+        let mut routes = HashMap::with_capacity(config.routes.len());
 
         for r in &config.routes {
             let err = |reason: String| BuildError::Route {
@@ -326,22 +347,35 @@ impl Snapshot {
                 tenant_auth: tenant_auth[ti].clone(),
                 limits,
                 access: AccessRt::compile(&tenant.access, &r.access),
+                quota: r.quota.clone(),
+                plans: tenant_plans[ti].clone(),
             };
             tenants[ti].caches |= r.cache.enabled;
+            let rt = Arc::new(rt);
+            routes.insert(r.id.clone(), (tenants[ti].id.clone(), rt.clone()));
             tenants[ti]
                 .router
-                .insert(&pattern, r.priority, conditions, Arc::new(rt));
+                .insert(&pattern, r.priority, conditions, rt);
         }
 
-        let keys = KeyIndex::build(&config.api_keys).map_err(BuildError::Keys)?;
+        let keys = KeyIndex::build(&config.api_keys, &plans).map_err(BuildError::Keys)?;
         let trusted_proxies = config
             .server
             .trusted_proxies
             .iter()
             .filter_map(|s| parse_cidr(s))
             .collect();
+        let tenant_plans = config
+            .tenants
+            .iter()
+            .zip(tenant_plans)
+            .map(|(t, p)| (t.id.clone(), p))
+            .collect();
         Ok(Snapshot {
             keys,
+            plans,
+            tenant_plans,
+            routes,
             issuers,
             trusted_proxies,
             version,

@@ -292,3 +292,69 @@ fn replayed_config_notices_trigger_no_reload_and_the_last_good_copy_is_private()
     let mode = std::fs::metadata(path).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "{path}: {mode:o}");
 }
+
+#[test]
+fn a_key_moved_to_another_plan_is_applied_by_every_proxy() {
+    let db = Database::migrated();
+    let redis = Redis::start();
+    let admin = Admin::start(&db, &redis.url(), SECRET);
+    let o = Origin::start("o");
+    let p1 = Proxy::start_with("", &pg_server(&db.url(), Some(&redis), "plan1", false));
+    let p2 = Proxy::start_with("", &pg_server(&db.url(), Some(&redis), "plan2", false));
+    let tenant = admin.create(
+        "/api/v1/tenants",
+        json!({"name": "Acme", "subdomain": "acme"}),
+    );
+    let t = id(&tenant);
+    let origin = admin.create(
+        "/api/v1/origins",
+        json!({"tenant_id": t, "targets": [{"url": o.url()}]}),
+    );
+    admin.create(
+        "/api/v1/routes",
+        json!({"tenant_id": t, "path_pattern": "/*", "origin_id": id(&origin), "auth": {"mode": "apikey_required"}}),
+    );
+    let zone = steady_zone(vantage_model::QuotaPeriod::Month, 600);
+    let quota = |limit: u32| json!([{"name": "monthly", "limit": limit, "period": "month"}]);
+    let free = admin.create(
+        "/api/v1/plans",
+        json!({"tenant_id": t, "name": "free", "time_zone": zone, "quotas": quota(2)}),
+    );
+    let pro = admin.create(
+        "/api/v1/plans",
+        json!({"tenant_id": t, "name": "pro", "time_zone": zone, "quotas": quota(100)}),
+    );
+    let r = admin.root(
+        "POST",
+        "/api/v1/api-keys",
+        Some(json!({"tenant_id": t, "name": "ci", "plan_id": id(&free)})),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let key = r.json()["key"].as_str().expect("the new key").to_string();
+    let key_id = id(&r.json());
+    let v = version_of(&r);
+    p1.wait_version(v);
+    p2.wait_version(v);
+    let send = |p: &Proxy| p.send("GET", "acme.test.local", "/x", &[("x-api-key", &key)], b"");
+    // Free: two requests in the month, fleet-wide (both proxies count in Redis).
+    assert_eq!(send(&p1).status, 200);
+    assert_eq!(send(&p2).status, 200);
+    send(&p1).assert_error(429, "quota_exceeded");
+    send(&p2).assert_error(429, "quota_exceeded");
+    // Moved to pro: every proxy applies it with the new version.
+    let r = admin.root(
+        "PATCH",
+        &format!("/api/v1/api-keys/{key_id}"),
+        Some(json!({"plan_id": id(&pro)})),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = version_of(&r);
+    p1.wait_version(v);
+    p2.wait_version(v);
+    for p in [&p1, &p2] {
+        let r = send(p);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let policy = r.header("ratelimit-policy").unwrap();
+        assert!(policy.starts_with("\"monthly\";q=100;"), "{policy}");
+    }
+}

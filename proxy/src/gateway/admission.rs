@@ -6,7 +6,9 @@ use super::ctx::{peer, Ctx, X_REQUEST_ID};
 use super::Gateway;
 use crate::errors::{self, Reply};
 use crate::limits::enforce::Subject;
+use crate::limits::report;
 use crate::telemetry::metrics::METRICS;
+use crate::telemetry::usage::{Violation, ViolationKind};
 use crate::{access, auth};
 use http::{HeaderName, HeaderValue};
 use pingora::http::ResponseHeader;
@@ -19,6 +21,8 @@ pub(super) enum Admit {
     Proxy,
     /// A CORS preflight to answer with 204 and these headers.
     Preflight(Vec<(HeaderName, HeaderValue)>),
+    /// The key holder's usage report to answer with 200.
+    UsageReport(serde_json::Value),
 }
 
 impl Gateway {
@@ -29,6 +33,10 @@ impl Gateway {
         ctx.routing.tenant = Some(tenant.id.clone());
         ctx.routing.host = Some(host.clone());
         ctx.routing.tenant_caches = tenant.caches;
+        if req.uri.path() == report::USAGE_PATH {
+            ctx.routing.usage_report = true;
+            return Ok(());
+        }
         let routed = tenant.find_route(req)?;
         ctx.routing.route = Some(routed.route.clone());
         if routed.preflight.is_some() {
@@ -41,6 +49,9 @@ impl Gateway {
 
     /// Access policy, authentication and rate limits of the matched route.
     pub(super) async fn admit(&self, session: &Session, ctx: &mut Ctx) -> Result<Admit, Reply> {
+        if ctx.routing.usage_report {
+            return self.usage_report(session, ctx).await;
+        }
         let Some(route) = ctx.routing.route.clone() else {
             return Ok(Admit::Proxy);
         };
@@ -50,7 +61,10 @@ impl Gateway {
             ctx.request.client = access::client_address(peer(session), &req.headers, trusted);
         }
         if let Some(rules) = &route.access.ip_rules {
-            rules.check(ctx.request.client)?;
+            rules.check(ctx.request.client).inspect_err(|r| {
+                let v = Violation::refusal(ViolationKind::Ip, r.code);
+                ctx.metering.violations.push(v);
+            })?;
         }
         if let (Some(method), Some(cors)) = (&ctx.routing.preflight, &route.access.cors) {
             return cors.preflight(&req.headers, method).map(Admit::Preflight);
@@ -72,23 +86,49 @@ impl Gateway {
                 .auth_failures
                 .with_label_values(&[&tenant, r.code])
                 .inc();
+            let v = Violation::refusal(ViolationKind::Auth, r.code);
+            ctx.metering.violations.push(v);
         });
         if route.auth.mode != AuthMode::Public {
             ctx.clock.phase("auth", since);
         }
         ctx.request.identity = identity?;
-        if !route.limits.is_empty() {
+        let scope = route.scope();
+        if scope.applies() {
             let since = ctx.clock.mark();
             let subject = Subject {
                 client: ctx.request.client.or_else(|| peer(session)),
                 identity: ctx.request.identity.as_ref(),
                 headers: &req.headers,
             };
-            let limited = self.limiter.enforce(&route, &tenant, &subject).await;
+            let violations = &mut ctx.metering.violations;
+            let limited = self
+                .limiter
+                .enforce(&scope, &tenant, &subject, violations)
+                .await;
             ctx.clock.phase("rate_limit", since);
-            ctx.routing.limit_headers = limited?;
+            let admitted = limited.map_err(|r| r.reply)?;
+            ctx.routing.limit_headers = admitted.headers;
+            ctx.metering.overage = admitted.overage;
         }
+        ctx.metering.units = route.quota.cost;
         Ok(Admit::Proxy)
+    }
+}
+
+impl Gateway {
+    /// The key holder's report ([`report`]): the key authenticates it.
+    async fn usage_report(&self, session: &Session, ctx: &mut Ctx) -> Result<Admit, Reply> {
+        let req = session.req_header();
+        let tenant = ctx.routing.tenant.clone().unwrap_or_else(|| "".into());
+        let key = report::authenticate(&req.method, &tenant, &req.headers, &ctx.snapshot)
+            .inspect_err(|r| {
+                let v = Violation::refusal(ViolationKind::Auth, r.code);
+                ctx.metering.violations.push(v);
+            })?;
+        let body = report::usage(&self.limiter, &tenant, &key).await;
+        ctx.request.identity = Some(auth::Identity::Key(key));
+        Ok(Admit::UsageReport(body))
     }
 }
 

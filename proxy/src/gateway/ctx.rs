@@ -9,6 +9,7 @@ use crate::snapshot::{RouteRt, Snapshot};
 use crate::telemetry::metrics::METRICS;
 use crate::telemetry::otel::RequestSpans;
 use crate::telemetry::trace::TraceContext;
+use crate::telemetry::usage::Metering;
 use crate::telemetry::Summary;
 use crate::upstream::Attempts;
 use http::{HeaderValue, Method};
@@ -28,6 +29,8 @@ pub struct Ctx {
     pub upstream: Attempts,
     pub cache: CacheState,
     pub clock: Clock,
+    /// Quota units, overage and violations, for usage metering.
+    pub metering: Metering,
 }
 
 /// Who sent the request and how it is known.
@@ -56,6 +59,8 @@ pub struct Routing {
     pub preflight: Option<Method>,
     /// Rate-limit fields for the response.
     pub limit_headers: LimitHeaders,
+    /// The request is for the key holder's usage report.
+    pub usage_report: bool,
 }
 
 /// The cache's view of the request.
@@ -168,6 +173,7 @@ impl Ctx {
             routing: Routing::default(),
             upstream: Attempts::default(),
             cache: CacheState::default(),
+            metering: Metering::default(),
             clock: Clock {
                 started: Instant::now(),
                 upstream: None,
@@ -233,6 +239,10 @@ impl Ctx {
             duration: self.clock.started.elapsed(),
             upstream_duration: self.clock.upstream.map(|t| t.elapsed()),
             error,
+            tenant_id: self.routing.tenant.as_ref(),
+            route_id: self.routing.route.as_ref().map(|r| &r.id),
+            identity: self.request.identity.as_ref(),
+            metering: &self.metering,
         }
     }
 }

@@ -13,12 +13,12 @@ pub use ctx::{peer, Ctx};
 use crate::cache::{self, Caches, RequestDirectives};
 use crate::errors::{self, Reply};
 use crate::limits::enforce::Enforcer;
-use crate::limits::redis::RedisLimiter;
 use crate::safety::{self, HeadLimits};
 use crate::snapshot::{request_host, Snapshot};
 use crate::telemetry::metrics::METRICS;
 use crate::telemetry::otel::Otel;
 use crate::telemetry::request_log::RequestLogger;
+use crate::telemetry::usage::Meter;
 use crate::telemetry::Telemetry;
 use crate::{auth, forwarding, transform, upstream};
 use admission::Admit;
@@ -39,8 +39,9 @@ pub struct Gateway {
     head_limits: HeadLimits,
     forwarded_headers: bool,
     allow_underscores: bool,
-    /// Rate limits: local counters (they outlive reloads) and Redis.
-    limiter: Enforcer,
+    /// Rate limits and quotas: local counters (they outlive reloads) and Redis; shared with
+    /// the decision service.
+    limiter: Arc<Enforcer>,
     /// Response cache storages, lock and purges.
     caches: &'static Caches,
     telemetry: Telemetry,
@@ -48,11 +49,13 @@ pub struct Gateway {
 
 /// The process-wide services a gateway uses besides the configuration snapshot.
 pub struct Services {
-    /// Shared counters in Redis, when `server.redis` is set.
-    pub redis: Option<Arc<RedisLimiter>>,
+    /// Rate limits and quotas (local counters, and Redis when `server.redis` is set).
+    pub limiter: Arc<Enforcer>,
     pub caches: &'static Caches,
     /// Request-log records for Postgres, when enabled.
     pub request_logs: Option<RequestLogger>,
+    /// Usage metering into Postgres, when enabled.
+    pub meter: Option<Meter>,
     /// OpenTelemetry span export, when `server.tracing` is set.
     pub otel: Option<&'static Otel>,
 }
@@ -74,9 +77,14 @@ impl Gateway {
             },
             forwarded_headers: settings.forwarded_headers,
             allow_underscores: settings.allow_underscores_in_headers,
-            limiter: Enforcer::new(services.redis),
+            limiter: services.limiter,
             caches: services.caches,
-            telemetry: Telemetry::new(settings.access_log, services.request_logs, services.otel),
+            telemetry: Telemetry::new(
+                settings.access_log,
+                services.request_logs,
+                services.meter,
+                services.otel,
+            ),
         }
     }
 }
@@ -104,6 +112,10 @@ impl ProxyHttp for Gateway {
             Ok(Admit::Proxy) => {}
             Ok(Admit::Preflight(headers)) => {
                 admission::answer_preflight(session, headers, ctx).await?;
+                return Ok(true);
+            }
+            Ok(Admit::UsageReport(body)) => {
+                errors::respond_json(session, 200, &body, ctx.request_id()).await?;
                 return Ok(true);
             }
             Err(reply) => {

@@ -7,7 +7,10 @@
 //! bucket, or a window with nothing left to count) are dropped.
 
 pub mod enforce;
+pub mod plan;
+pub mod quota;
 pub mod redis;
+pub mod report;
 
 use http::{HeaderName, HeaderValue};
 use std::collections::HashMap;
@@ -274,32 +277,118 @@ fn decide(state: Option<State>, algorithm: &LimitAlgorithm, now: u64) -> (Decisi
 /// `RateLimit-Policy` and `RateLimit` (IETF draft) plus the `X-RateLimit-*` fields for the
 /// decision that is closest to refusing.
 pub fn headers(name: &str, d: &Decision) -> Vec<(HeaderName, HeaderValue)> {
+    fields(Some((name, d)), &[], 0, None)
+}
+
+/// The policy closest to refusing a request (or the one that refused it), as the
+/// decision service reports it and `X-RateLimit-*` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub policy: String,
+    pub limit: u64,
+    pub remaining: u64,
+    /// Seconds until the bucket is full again, the window or the quota's period ends.
+    pub reset_s: u64,
+    /// When refused: seconds until a request may be admitted.
+    pub retry_after_s: Option<u64>,
+    /// The window of `limit` in seconds (a quota's: its period's length).
+    pub window_s: u64,
+    /// A quota's calendar period.
+    pub period: Option<vantage_model::QuotaPeriod>,
+}
+
+/// The strictest of a request's rate limit (`rate`) and enforced quotas: the rate limit
+/// when there is one, else the quota with the least left. `retry_after` marks a refusal.
+pub fn verdict(
+    rate: Option<(&str, &Decision)>,
+    quotas: &[quota::QuotaDecision],
+    now: i64,
+    retry_after: Option<u64>,
+) -> Option<Verdict> {
+    let tightest = quotas.iter().min_by_key(|q| q.remaining());
+    let retry_after = retry_after.or(rate
+        .filter(|(_, d)| !d.allowed)
+        .map(|(_, d)| d.retry_after_s));
+    match (rate, tightest) {
+        (Some((name, d)), _) => Some(Verdict {
+            policy: name.to_string(),
+            limit: u64::from(d.limit),
+            remaining: u64::from(d.remaining),
+            reset_s: d.reset_s,
+            retry_after_s: retry_after,
+            window_s: d.window_s,
+            period: None,
+        }),
+        (None, Some(q)) => Some(Verdict {
+            policy: q.name.to_string(),
+            limit: q.limit.max(0) as u64,
+            remaining: q.remaining() as u64,
+            reset_s: q.window.seconds_left(now),
+            retry_after_s: retry_after,
+            window_s: q.window.length(),
+            period: Some(q.period),
+        }),
+        (None, None) => None,
+    }
+}
+
+/// The response fields of a request's limits: the strictest rate limit (`rate`) and every
+/// enforced quota that counted it (`now` in Unix seconds). `RateLimit-Policy` and
+/// `RateLimit` list one item per policy — a quota's window `w` is its calendar period's
+/// length in seconds and `t` the seconds to the period's end; `X-RateLimit-*` give the
+/// [`verdict`]. `Retry-After` comes with a refusal: `retry_after` seconds.
+pub fn fields(
+    rate: Option<(&str, &Decision)>,
+    quotas: &[quota::QuotaDecision],
+    now: i64,
+    retry_after: Option<u64>,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let Some(v) = verdict(rate, quotas, now, retry_after) else {
+        return Vec::new();
+    };
     let mut h = vec![
         (
             HeaderName::from_static("x-ratelimit-limit"),
-            HeaderValue::from(d.limit),
+            HeaderValue::from(v.limit),
         ),
         (
             HeaderName::from_static("x-ratelimit-remaining"),
-            HeaderValue::from(d.remaining),
+            HeaderValue::from(v.remaining),
         ),
         (
             HeaderName::from_static("x-ratelimit-reset"),
-            HeaderValue::from(d.reset_s),
+            HeaderValue::from(v.reset_s),
         ),
     ];
-    // Policy names are validated ids, so these are valid header values.
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{name}\";q={};w={}", d.quota, d.window_s)) {
+    // Policy and quota names are validated ids, so these are valid header values.
+    let mut policy = Vec::with_capacity(1 + quotas.len());
+    let mut state = Vec::with_capacity(1 + quotas.len());
+    if let Some((name, d)) = rate {
+        policy.push(format!("\"{name}\";q={};w={}", d.quota, d.window_s));
+        state.push(format!("\"{name}\";r={};t={}", d.remaining, d.reset_s));
+    }
+    for q in quotas {
+        policy.push(format!(
+            "\"{}\";q={};w={}",
+            q.name,
+            q.limit,
+            q.window.length()
+        ));
+        state.push(format!(
+            "\"{}\";r={};t={}",
+            q.name,
+            q.remaining(),
+            q.window.seconds_left(now)
+        ));
+    }
+    if let Ok(v) = HeaderValue::from_str(&policy.join(", ")) {
         h.push((HeaderName::from_static("ratelimit-policy"), v));
     }
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{name}\";r={};t={}", d.remaining, d.reset_s)) {
+    if let Ok(v) = HeaderValue::from_str(&state.join(", ")) {
         h.push((HeaderName::from_static("ratelimit"), v));
     }
-    if !d.allowed {
-        h.push((
-            http::header::RETRY_AFTER,
-            HeaderValue::from(d.retry_after_s),
-        ));
+    if let Some(s) = v.retry_after_s {
+        h.push((http::header::RETRY_AFTER, HeaderValue::from(s)));
     }
     h
 }

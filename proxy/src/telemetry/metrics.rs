@@ -66,6 +66,21 @@ pub struct Metrics {
     /// `vantage_request_logs_dropped_total{reason}`: records dropped (`queue_full`,
     /// `write_error`); the request path never waits for Postgres.
     pub request_logs_dropped: IntCounterVec,
+    /// `vantage_quota_decisions_total{tenant,route,result}`: `counted`, `overage` or
+    /// `exceeded` (refused).
+    pub quota: IntCounterVec,
+    /// `vantage_violations_total{kind,mode}`: refusals (and shadow would-be refusals) by a
+    /// `rate_limit`, `quota`, `auth` or `ip` rule.
+    pub violations: IntCounterVec,
+    /// `vantage_usage_requests_written_total`: requests whose usage is committed in Postgres.
+    pub usage_written: IntCounter,
+    /// `vantage_usage_dropped_requests_total{reason}`: requests whose usage was lost
+    /// (`spool_full`: the oldest waiting batch made room; `unattributed`: no tenant).
+    pub usage_dropped: IntCounterVec,
+    /// `vantage_usage_spool_batches`: usage batches waiting for Postgres.
+    pub usage_spool: IntGauge,
+    /// `vantage_usage_flush_errors_total`: failed attempts to write a usage batch.
+    pub usage_flush_errors: IntCounter,
     /// `vantage_config_reload_seconds`: time to read, validate, compile and swap a
     /// configuration.
     pub reload_duration: prometheus::Histogram,
@@ -218,6 +233,39 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         &["reason"]
     )
     .expect("register vantage_request_logs_dropped_total"),
+    quota: register_int_counter_vec!(
+        "vantage_quota_decisions_total",
+        "Quota decisions by tenant, route and result",
+        &["tenant", "route", "result"]
+    )
+    .expect("register vantage_quota_decisions_total"),
+    violations: register_int_counter_vec!(
+        "vantage_violations_total",
+        "Refusals and shadow would-be refusals by kind and mode",
+        &["kind", "mode"]
+    )
+    .expect("register vantage_violations_total"),
+    usage_written: register_int_counter!(
+        "vantage_usage_requests_written_total",
+        "Requests whose usage is committed in Postgres"
+    )
+    .expect("register vantage_usage_requests_written_total"),
+    usage_dropped: register_int_counter_vec!(
+        "vantage_usage_dropped_requests_total",
+        "Requests whose usage was lost, by reason",
+        &["reason"]
+    )
+    .expect("register vantage_usage_dropped_requests_total"),
+    usage_spool: prometheus::register_int_gauge!(
+        "vantage_usage_spool_batches",
+        "Usage batches waiting for Postgres"
+    )
+    .expect("register vantage_usage_spool_batches"),
+    usage_flush_errors: register_int_counter!(
+        "vantage_usage_flush_errors_total",
+        "Failed attempts to write a usage batch"
+    )
+    .expect("register vantage_usage_flush_errors_total"),
     reload_duration: prometheus::register_histogram!(
         "vantage_config_reload_seconds",
         "Time to read, validate, compile and swap a configuration",
@@ -287,6 +335,12 @@ impl super::Sink for RequestMetrics {
                 .upstream_duration
                 .with_label_values(&[origin])
                 .observe(took.as_secs_f64());
+        }
+        for v in &s.metering.violations {
+            METRICS
+                .violations
+                .with_label_values(&[v.kind.as_str(), v.mode.as_str()])
+                .inc();
         }
     }
 }

@@ -1,24 +1,74 @@
 //! What the proxy tells about each request: Prometheus [`metrics`], W3C [`trace`] context
-//! and [`otel`] span export, [`request_log`] rows in Postgres and the JSON [`access_log`].
+//! and [`otel`] span export, [`request_log`] rows and [`usage`] metering in Postgres, and
+//! the JSON [`access_log`].
 //!
 //! The gateway builds one [`Summary`] when a request ends and hands it to every [`Sink`]
-//! the server settings enable. A new consumer of per-request facts (usage metering, say)
-//! is one more `Sink` registered in [`Telemetry::new`].
+//! the server settings enable. A new consumer of per-request facts is one more `Sink`
+//! registered in [`Telemetry::new`].
 
 pub mod access_log;
 pub mod metrics;
 pub mod otel;
 pub mod request_log;
 pub mod trace;
+pub mod usage;
 
+use crate::auth::Identity;
 use http::HeaderValue;
 use otel::{Otel, RequestSpans};
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use request_log::RequestLogger;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 use trace::TraceContext;
+
+/// The shutdown sequence's handle on a background writer (request logs, usage): tells it
+/// to write what it holds and stop, and waits until it has.
+pub struct Finish {
+    stop: watch::Sender<bool>,
+    done: watch::Receiver<bool>,
+}
+
+impl Finish {
+    /// Tell the writer to write what it holds and stop; returns when it has.
+    pub async fn finish(mut self) {
+        let _ = self.stop.send(true);
+        let _ = self.done.wait_for(|done| *done).await;
+    }
+}
+
+/// The writer's side of a [`Finish`].
+pub struct FinishSignal {
+    /// Becomes true when the writer is to write what it holds and stop.
+    pub stop: watch::Receiver<bool>,
+    done: watch::Sender<bool>,
+}
+
+impl FinishSignal {
+    /// The writer has written what it held.
+    pub fn done(&self) {
+        let _ = self.done.send(true);
+    }
+}
+
+/// A connected [`Finish`] and [`FinishSignal`].
+pub fn finish_pair() -> (Finish, FinishSignal) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (done_tx, done_rx) = watch::channel(false);
+    (
+        Finish {
+            stop: stop_tx,
+            done: done_rx,
+        },
+        FinishSignal {
+            stop: stop_rx,
+            done: done_tx,
+        },
+    )
+}
 
 /// One finished request, as every sink sees it. Built once, borrowed from the request's
 /// context and session; what only some sinks need (the host, the peer, byte counts) is
@@ -47,6 +97,13 @@ pub struct Summary<'a> {
     pub upstream_duration: Option<Duration>,
     /// Why the request failed, when it did.
     pub error: Option<&'a pingora::Error>,
+    /// The tenant and route as shared ids (for sinks that keep them).
+    pub tenant_id: Option<&'a Arc<str>>,
+    pub route_id: Option<&'a Arc<str>>,
+    /// The verified API key or JWT.
+    pub identity: Option<&'a Identity>,
+    /// Quota units, overage and violations of the request.
+    pub metering: &'a usage::Metering,
 }
 
 impl Summary<'_> {
@@ -90,16 +147,20 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    /// Metrics always; the access log with `server.access_log`; request logs and OTel
-    /// export when the server started them.
+    /// Metrics always; the access log with `server.access_log`; request logs, usage
+    /// metering and OTel export when the server started them.
     pub fn new(
         access_log: bool,
         request_logs: Option<RequestLogger>,
+        meter: Option<usage::Meter>,
         otel: Option<&'static Otel>,
     ) -> Telemetry {
         let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(metrics::RequestMetrics)];
         if let Some(logger) = request_logs {
             sinks.push(Box::new(logger));
+        }
+        if let Some(meter) = meter {
+            sinks.push(Box::new(meter));
         }
         if access_log {
             sinks.push(Box::new(access_log::AccessLog));

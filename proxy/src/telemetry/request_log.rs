@@ -5,8 +5,9 @@
 //!
 //! The writer runs until the server's shutdown sequence tells it to finish (after the last
 //! request in flight was logged): it then writes what is queued and reports back through
-//! [`LogFlush`], so the process exits with every answered request's row written.
+//! [`Finish`](super::Finish), so the process exits with every answered request's row written.
 
+use super::Finish;
 use crate::telemetry::metrics::METRICS;
 use async_trait::async_trait;
 use deadpool_postgres::Pool;
@@ -14,7 +15,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use vantage_model::RequestLogSettings;
 
 /// One row of `request_logs`.
@@ -90,28 +91,11 @@ impl super::Sink for RequestLogger {
 /// The background writer.
 pub struct LogWriter {
     rx: Mutex<Option<mpsc::Receiver<Record>>>,
-    /// Set when the writer is to write what is queued and stop.
-    stop: watch::Receiver<bool>,
-    /// Set by the writer when it has.
-    done: watch::Sender<bool>,
+    stop: super::FinishSignal,
     pool: Pool,
     batch: usize,
     flush: Duration,
     timeout: Duration,
-}
-
-/// The shutdown sequence's handle on the writer.
-pub struct LogFlush {
-    stop: watch::Sender<bool>,
-    done: watch::Receiver<bool>,
-}
-
-impl LogFlush {
-    /// Tell the writer to write what is queued and stop; returns when it has.
-    pub async fn finish(mut self) {
-        let _ = self.stop.send(true);
-        let _ = self.done.wait_for(|done| *done).await;
-    }
 }
 
 /// A logger, its writer over `pool`, and the handle that finishes the writer.
@@ -119,25 +103,20 @@ pub fn channel(
     settings: &RequestLogSettings,
     pool: Pool,
     timeout: Duration,
-) -> (RequestLogger, LogWriter, LogFlush) {
+) -> (RequestLogger, LogWriter, Finish) {
     let (tx, rx) = mpsc::channel(settings.queue_size);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (done_tx, done_rx) = watch::channel(false);
+    let (finish, stop) = super::finish_pair();
     (
         RequestLogger { tx },
         LogWriter {
             rx: Mutex::new(Some(rx)),
-            stop: stop_rx,
-            done: done_tx,
+            stop,
             pool,
             batch: settings.batch_size,
             flush: Duration::from_millis(settings.flush_interval_ms),
             timeout,
         },
-        LogFlush {
-            stop: stop_tx,
-            done: done_rx,
-        },
+        finish,
     )
 }
 
@@ -220,12 +199,12 @@ impl LogWriter {
 impl BackgroundService for LogWriter {
     /// Pingora's shutdown signal is not the writer's: requests still in flight then are
     /// logged after it. The server's shutdown sequence stops the writer through
-    /// [`LogFlush`] once they are done.
+    /// [`Finish`] once they are done.
     async fn start(&self, _shutdown: ShutdownWatch) {
         let Some(mut rx) = self.rx.lock().ok().and_then(|mut g| g.take()) else {
             return;
         };
-        let mut stop = self.stop.clone();
+        let mut stop = self.stop.stop.clone();
         let mut batch = Vec::with_capacity(self.batch);
         loop {
             // Wait for the first record of a batch, then fill it for at most `flush`.
@@ -252,6 +231,6 @@ impl BackgroundService for LogWriter {
             }
         }
         self.flush_batch(&mut batch).await;
-        let _ = self.done.send(true);
+        self.stop.done();
     }
 }
