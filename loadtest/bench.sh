@@ -11,6 +11,7 @@
 #   (h) as (d) with a Redis-backed rate limit (private redis-server on the load CPU)
 #   (i) nginx proxy_cache, every request a hit
 #   (j) as (d) with the route's memory cache, every request a hit
+#   (k) as (d) with usage metering into Postgres (a database of its own, dropped after)
 # Layout (see ../shared/reference/benchmarking.md): the proxy under test alone on CPU 0 with
 # one worker; upstream and load generator on CPU 1. Saturation with wrk (closed loop, 64
 # keep-alive connections); latency with oha at a fixed rate (open loop). Rounds interleave
@@ -23,6 +24,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib/deps.sh
 . loadtest/lib.sh
 ensure_packages nginx:nginx-light wrk:wrk jq:jq
+ensure_postgres
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
@@ -41,7 +43,14 @@ start_work bench
 mkdir -p "$work/nginx-cache" "$work/nginx-temp"
 chmod 777 "$work/nginx-cache" "$work/nginx-temp"
 
-UP=18080 NGX=18081 BARE=18082 VP1=18083 VP1K=18084 VP1NF=18085 VPKEY=18086 VPJWT=18087 VPRED=18088 REDIS=18089 NGXC=18090 VPCACHE=18091
+UP=18080 NGX=18081 BARE=18082 VP1=18083 VP1K=18084 VP1NF=18085 VPKEY=18086 VPJWT=18087 VPRED=18088 REDIS=18089 NGXC=18090 VPCACHE=18091 VPMET=18092
+
+# (k)'s database: the schema applied with psql, dropped when the run ends.
+DB=vantage_bench_$$
+psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $DB"
+for f in migrations/V*.sql; do psql -h 127.0.0.1 -U postgres -d "$DB" -q -v ON_ERROR_STOP=1 -f "$f" >/dev/null; done
+drop_db() { psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" || true; }
+trap '_stop_work; drop_db' EXIT
 
 
 # --- upstream and nginx -------------------------------------------------------------------
@@ -127,7 +136,9 @@ variant $VPJWT 19087 ", auth: {mode: jwt_required}" "" \
 variant $VPRED 19088 ", rate_limits: [{name: shared, algorithm: {type: token_bucket, rate: 1000000, burst: 1000000}, subject: {by: tenant}, backend: redis, on_redis_error: deny}]" \
   "  redis: {url: \"redis://127.0.0.1:$REDIS\", timeout_ms: 50}" >"$work/vpred.yaml"
 variant $VPCACHE 19089 ", cache: {enabled: true, default_ttl_seconds: 600}" "" >"$work/vpcache.yaml"
-for f in vpkey vpjwt vpred vpcache; do "$BIN/vantage-proxy" --config "$work/$f.yaml" --check >&2; done
+variant $VPMET 19090 "" \
+  "  postgres: {url: \"postgres://postgres@127.0.0.1:5432/$DB\", request_logs: {enabled: false}, usage: {flush_interval_ms: 1000}}" >"$work/vpmet.yaml"
+for f in vpkey vpjwt vpred vpcache vpmet; do "$BIN/vantage-proxy" --config "$work/$f.yaml" --check >&2; done
 
 taskset -c "$LOAD_CPU" redis-server --port $REDIS --bind 127.0.0.1 --save "" --appendonly no >"$work/redis.log" 2>&1 & pids+=($!)
 taskset -c "$LOAD_CPU" nginx -c "$work/upstream.conf" -p "$work" & pids+=($!)
@@ -140,18 +151,19 @@ taskset -c "$PROXY_CPU" "$BIN/vantage-proxy" --config "$work/vpkey.yaml" >"$work
 taskset -c "$PROXY_CPU" "$BIN/vantage-proxy" --config "$work/vpjwt.yaml" >"$work/vpjwt.log" 2>&1 & pids+=($!)
 taskset -c "$PROXY_CPU" "$BIN/vantage-proxy" --config "$work/vpred.yaml" >"$work/vpred.log" 2>&1 & pids+=($!)
 taskset -c "$PROXY_CPU" "$BIN/vantage-proxy" --config "$work/vpcache.yaml" >"$work/vpcache.log" 2>&1 & pids+=($!)
-for p in $REDIS $UP $NGX $BARE $VP1 $VP1K $VP1NF $VPKEY $VPJWT $VPRED $NGXC $VPCACHE; do wait_port "$p"; done
+taskset -c "$PROXY_CPU" "$BIN/vantage-proxy" --config "$work/vpmet.yaml" >"$work/vpmet.log" 2>&1 & pids+=($!)
+for p in $REDIS $UP $NGX $BARE $VP1 $VP1K $VP1NF $VPKEY $VPJWT $VPRED $NGXC $VPCACHE $VPMET; do wait_port "$p"; done
 for ops in 19088; do
   for _ in $(seq 1 100); do curl -s "http://127.0.0.1:$ops/readyz" | grep -q '"redis":"connected"' && break; sleep 0.1; done
 done
 
-names=(upstream nginx bare-pingora vantage-1route vantage-10k-routes vantage-1route-no-xff vantage-apikey-limit vantage-jwt vantage-redis-limit nginx-cache-hit vantage-cache-hit)
-labels=("(a) upstream directly" "(b) nginx reverse proxy" "(c) bare Pingora" "(d) vantage-proxy, 1 tenant / 1 route" "(e) vantage-proxy, 1,000 tenants / 10,000 routes" "(d′) as (d), \`forwarded_headers: false\`" "(f) as (d) + API key + local limit" "(g) as (d) + JWT (RS256)" "(h) as (d) + Redis limit" "(i) nginx proxy_cache hit" "(j) as (d), memory cache hit")
-ports=($UP $NGX $BARE $VP1 $VP1K $VP1NF $VPKEY $VPJWT $VPRED $NGXC $VPCACHE)
-hosts=(up.bench.local up.bench.local up.bench.local t5.bench.local t500.bench.local t5.bench.local t5.bench.local t5.bench.local t5.bench.local up.bench.local t5.bench.local)
-extra=("" "" "" "" "" "" "X-API-Key: $API_KEY" "Authorization: Bearer $JWT" "" "" "")
+names=(upstream nginx bare-pingora vantage-1route vantage-10k-routes vantage-1route-no-xff vantage-apikey-limit vantage-jwt vantage-redis-limit nginx-cache-hit vantage-cache-hit vantage-metering)
+labels=("(a) upstream directly" "(b) nginx reverse proxy" "(c) bare Pingora" "(d) vantage-proxy, 1 tenant / 1 route" "(e) vantage-proxy, 1,000 tenants / 10,000 routes" "(d′) as (d), \`forwarded_headers: false\`" "(f) as (d) + API key + local limit" "(g) as (d) + JWT (RS256)" "(h) as (d) + Redis limit" "(i) nginx proxy_cache hit" "(j) as (d), memory cache hit" "(k) as (d) + usage metering")
+ports=($UP $NGX $BARE $VP1 $VP1K $VP1NF $VPKEY $VPJWT $VPRED $NGXC $VPCACHE $VPMET)
+hosts=(up.bench.local up.bench.local up.bench.local t5.bench.local t500.bench.local t5.bench.local t5.bench.local t5.bench.local t5.bench.local up.bench.local t5.bench.local t5.bench.local)
+extra=("" "" "" "" "" "" "X-API-Key: $API_KEY" "Authorization: Bearer $JWT" "" "" "" "")
 # pids[0] is redis-server; the nginx proxy process serves (b) and (i).
-pidof_target=("${pids[1]}" "${pids[2]}" "${pids[3]}" "${pids[4]}" "${pids[5]}" "${pids[6]}" "${pids[7]}" "${pids[8]}" "${pids[9]}" "${pids[2]}" "${pids[10]}")
+pidof_target=("${pids[1]}" "${pids[2]}" "${pids[3]}" "${pids[4]}" "${pids[5]}" "${pids[6]}" "${pids[7]}" "${pids[8]}" "${pids[9]}" "${pids[2]}" "${pids[10]}" "${pids[11]}")
 hdrs() { # the -H arguments for target $1
   H=(-H "Host: ${hosts[$1]}")
   if [ -n "${extra[$1]}" ]; then H+=(-H "${extra[$1]}"); fi
@@ -196,6 +208,11 @@ for round in $(seq 1 "$ROUNDS"); do
     echo "round $round ${names[$i]}: $n requests" >&2
   done
 done
+
+# (k) really metered: its rows reach Postgres (flushed every second).
+sleep 2
+METERED=$(psql -h 127.0.0.1 -U postgres -d "$DB" -tAc "SELECT COALESCE(sum(requests), 0) FROM usage_minute")
+[ "$METERED" -gt 0 ] || { echo "(k) wrote no usage rows" >&2; exit 1; }
 
 declare -A p50 p99
 for i in "${!names[@]}"; do
@@ -243,10 +260,13 @@ mkdir -p loadtest/results
   echo
   echo "| target | req/s ÷ (d) | CPU/req ÷ (d) | p50 − p50(d) ms |"
   echo "| --- | ---: | ---: | ---: |"
-  for i in 6 7 8 10; do
+  for i in 6 7 8 10 11; do
     awk -v n="${reqs[$i]}" -v nd="${reqs[3]}" -v c="$(cpu_us "$i")" -v cd="$(cpu_us 3)" -v p="${p50[$i]}" -v pd="${p50[3]}" -v l="${labels[$i]}" \
       'BEGIN { printf "| %s | %.2f | %.2f | %+.3f |\n", l, n / nd, c / cd, p - pd }'
   done
+  echo
+  echo "Usage metering (k) ÷ plain proxying (d), CPU per request: $(awk -v c="$(cpu_us 11)" -v cd="$(cpu_us 3)" 'BEGIN { printf "%.3f", c / cd }')"
+  echo "(goal ≤ 1.05); (k) wrote $METERED requests into usage_minute during the run."
   echo
   echo "Cache hits, same run: vantage's hit (j) against its own proxied miss path (d) and"
   echo "against nginx's proxy_cache hit (i) (below 1.00 = vantage uses less CPU per request):"

@@ -6,7 +6,9 @@
 # Measures, each under callgrind with counters zeroed after a warm-up:
 #   bare       loadtest/bare-pingora (one pool, no filters)
 #   vantage    vantage-proxy, 1 tenant / 1 route (the benchmark's (d))
-# and prints instructions per request, their ratio, and the vantage phases' inclusive share.
+#   metering   the same with usage metering into Postgres (the benchmark's (k); a database of
+#              its own, dropped after)
+# and prints instructions per request, their ratios, and the vantage phases' inclusive share.
 #
 # Usage: loadtest/instructions.sh            (N=20000 requests after 2000 of warm-up)
 #        BASE_BIN=/path/to/older/vantage-proxy loadtest/instructions.sh   (adds that build)
@@ -16,6 +18,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib/deps.sh
 . loadtest/lib.sh
 ensure_packages nginx:nginx-light valgrind:valgrind
+ensure_postgres
 ensure_oha
 
 N=${N:-20000}
@@ -24,6 +27,10 @@ cargo build --release -q -p vantage-proxy -p bare-pingora
 BIN=target/release
 
 start_work instr
+DB=vantage_instr_$$
+psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $DB"
+for f in migrations/V*.sql; do psql -h 127.0.0.1 -U postgres -d "$DB" -q -v ON_ERROR_STOP=1 -f "$f" >/dev/null; done
+trap '_stop_work; psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" || true' EXIT
 
 UP=18380 BARE=18382 VP=18383
 upstream_conf "$work/upstream.conf" "$UP" "$work"
@@ -36,6 +43,8 @@ origins: [{id: o5, tenant_id: t5, targets: [{url: "http://127.0.0.1:$UP"}], circ
 routes: [{id: r5, tenant_id: t5, path_pattern: "/*", origin_id: o5}]
 EOF
 } >"$work/vp.yaml"
+sed -e "s|^  access_log: false|  access_log: false\n  postgres: {url: \"postgres://postgres@127.0.0.1:5432/$DB\", request_logs: {enabled: false}, usage: {flush_interval_ms: 1000}}|" \
+  "$work/vp.yaml" >"$work/vp-metering.yaml"
 
 # measure NAME PORT CMD...: instructions per request of CMD serving PORT.
 measure() {
@@ -62,7 +71,10 @@ measure() {
 wait_port "$UP"
 bare=$(measure bare "$BARE" "$BIN/bare-pingora" "127.0.0.1:$BARE" "127.0.0.1:$UP" 1)
 vantage=$(measure vantage "$VP" "$BIN/vantage-proxy" --config "$work/vp.yaml")
+metering=$(measure metering "$VP" "$BIN/vantage-proxy" --config "$work/vp-metering.yaml")
+metered=$(psql -h 127.0.0.1 -U postgres -d "$DB" -tAc "SELECT COALESCE(sum(requests), 0) FROM usage_minute")
 ratio=$(awk -v a="$vantage" -v b="$bare" 'BEGIN { printf "%.2f", a / b }')
+metering_ratio=$(awk -v a="$metering" -v b="$vantage" 'BEGIN { printf "%.3f", a / b }')
 base_row=""
 if [ -n "${BASE_BIN:-}" ]; then
   base=$(measure base "$VP" "$BASE_BIN" --config "$work/vp.yaml")
@@ -93,6 +105,7 @@ report="loadtest/results/instructions-latest.md"
   echo "| bare Pingora | $bare |"
   echo "| vantage-proxy, 1 tenant / 1 route | $vantage |"
   echo "| ratio | $ratio |"
+  echo "| vantage-proxy + usage metering | $metering ($metering_ratio × vantage; $metered requests metered into Postgres) |"
   [ -z "$base_row" ] || echo "$base_row"
   echo
   echo "vantage-proxy, inclusive per request:"

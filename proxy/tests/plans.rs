@@ -294,3 +294,65 @@ api_keys:
         assert!(stderr.contains(path), "{path} not reported:\n{stderr}");
     }
 }
+
+#[test]
+fn a_jwt_is_on_the_plan_its_claim_names_counted_by_its_subject() {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    let o = Origin::start("o");
+    let secret = "an-hs256-secret-that-is-long-enough!!";
+    let zone = month_zone();
+    let yaml = format!(
+        r#"
+tenants: [{{id: t, name: T, subdomain: t}}]
+origins: [{{id: o, tenant_id: t, targets: [{{url: "{url}"}}]}}]
+routes:
+  - {{id: r, tenant_id: t, path_pattern: "/*", origin_id: o, auth: {{mode: jwt_required}}}}
+jwt_issuers:
+  - {{id: i, tenant_id: t, issuer: "https://i.t.example", shared_secret: "{secret}", algorithms: [HS256], plan_claim: tier}}
+plans:
+  - {{id: free, tenant_id: t, name: free, time_zone: "{zone}", quotas: [{{name: monthly, limit: 2, period: month}}]}}
+  - {{id: pro, tenant_id: t, name: pro, time_zone: "{zone}", quotas: [{{name: monthly, limit: 100, period: month}}]}}
+"#,
+        url = o.url()
+    );
+    let p = Proxy::start(&yaml);
+    let exp = unix_now() + 600;
+    let token = |sub: &str, tier: Option<&str>| {
+        let mut claims = serde_json::json!({"iss": "https://i.t.example", "sub": sub, "exp": exp});
+        if let Some(t) = tier {
+            claims["tier"] = t.into();
+        }
+        let key = EncodingKey::from_secret(secret.as_bytes());
+        encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
+    };
+    let send = |t: &str| {
+        let auth = format!("Bearer {t}");
+        p.send(
+            "GET",
+            "t.test.local",
+            "/x",
+            &[("authorization", &auth)],
+            b"",
+        )
+    };
+    let alice = token("alice", Some("free"));
+    assert_eq!(send(&alice).status, 200);
+    assert_eq!(send(&alice).status, 200);
+    send(&alice).assert_error(429, "quota_exceeded");
+    // Another subject on the same plan has its own count; a "pro" token its plan's.
+    assert_eq!(send(&token("bob", Some("free"))).status, 200);
+    let r = send(&token("carol", Some("pro")));
+    assert_eq!(r.status, 200);
+    assert!(r
+        .header("ratelimit-policy")
+        .unwrap()
+        .starts_with("\"monthly\";q=100;"));
+    // A claim naming no plan of the tenant, or none at all: no plan, no quota.
+    for t in [token("dave", Some("gold")), token("erin", None)] {
+        for _ in 0..3 {
+            let r = send(&t);
+            assert_eq!(r.status, 200);
+            assert!(r.header("ratelimit-policy").is_none());
+        }
+    }
+}
