@@ -146,8 +146,8 @@ CREATE INDEX usage_batches_applied ON usage_batches (applied_at);
 
 -- Per UTC minute, tenant, subject (`key:<id>`, `user:<sub>`, '' for anonymous), route ('' when
 -- none matched) and status class (2 for 2xx ...; 0 when no response was written).
--- `units` are the quota units charged (the route's cost); `overage` the requests served past
--- a quota with `overage: allow`.
+-- `units` are the quota units charged (the route's cost, when a quota counted the request);
+-- `overage` the units past the limit of a quota with `overage: allow`.
 CREATE TABLE usage_minute (
     ts             timestamptz NOT NULL,
     tenant_id      text     NOT NULL,
@@ -192,7 +192,8 @@ CREATE TABLE violations (
 CREATE INDEX violations_tenant_ts ON violations (tenant_id, ts);
 
 -- Apply one batch of a proxy: its usage rows (minute, rolled up into hour and day) and its
--- violations. Returns false, changing nothing, when the batch was applied before.
+-- violations. Returns false, changing nothing, when the batch was applied before. Rows are
+-- upserted in key order, so batches of several proxies never wait on each other in a cycle.
 CREATE FUNCTION vantage_apply_usage_batch(
     p_batch uuid, p_proxy text,
     u_ts timestamptz[], u_tenant text[], u_subject text[], u_route text[], u_class int2[],
@@ -218,6 +219,7 @@ BEGIN
                FROM UNNEST($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
                     AS b (ts, tenant, subject, route, class, requests, req_bytes, resp_bytes, units, overage)
               GROUP BY 1, 2, 3, 4, 5
+              ORDER BY 1, 2, 3, 4, 5
              ON CONFLICT (ts, tenant_id, subject, route_id, status_class) DO UPDATE SET
                 requests = u.requests + EXCLUDED.requests,
                 request_bytes = u.request_bytes + EXCLUDED.request_bytes,
@@ -236,6 +238,7 @@ BEGIN
                   v_first, v_last, v_sample)
            AS b (ts, tenant, subject, kind, policy, mode, route, code, cnt, first, last, sample)
      GROUP BY 1, 2, 3, 4, 5, 6, 7
+     ORDER BY 1, 2, 3, 4, 5, 6, 7
     ON CONFLICT (ts, tenant_id, subject, kind, policy, mode, route_id) DO UPDATE SET
         count = v.count + EXCLUDED.count,
         first_seen = least(v.first_seen, EXCLUDED.first_seen),

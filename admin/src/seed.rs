@@ -168,28 +168,26 @@ mod tests {
 
     #[test]
     fn plan_references_follow_the_plans_new_ids() {
+        // The demo's key is on plan acme-pro; bind the tenant to it too.
         let mut cfg = Config::from_yaml_validated(DEMO_YAML).unwrap();
         let acme = cfg.tenants[0].id.clone();
-        cfg.plans.push(vantage_model::Plan {
-            id: "demo-pro".into(),
-            tenant_id: acme.clone(),
-            name: "pro".into(),
-            time_zone: "UTC".into(),
-            rate_limits: Vec::new(),
-            quotas: Vec::new(),
-        });
-        cfg.tenants[0].plan_id = Some("demo-pro".into());
-        let key = cfg
+        let demo_plan = cfg
+            .plans
+            .iter()
+            .find(|p| p.tenant_id == acme)
+            .expect("the demo's plan")
+            .id
+            .clone();
+        cfg.tenants[0].plan_id = Some(demo_plan.clone());
+        assert!(cfg
             .api_keys
-            .iter_mut()
-            .find(|k| k.tenant_id == acme)
-            .unwrap();
-        key.plan_id = Some("demo-pro".into());
+            .iter()
+            .any(|k| k.plan_id.as_ref() == Some(&demo_plan)));
         cfg.validate().unwrap();
         let cfg = with_uuids(cfg);
         cfg.validate().unwrap();
         let plan = &cfg.plans[0];
-        assert_eq!(plan.id, demo_uuid("plan", "demo-pro").to_string());
+        assert_eq!(plan.id, demo_uuid("plan", &demo_plan).to_string());
         assert_eq!(plan.tenant_id, cfg.tenants[0].id);
         assert_eq!(cfg.tenants[0].plan_id.as_ref(), Some(&plan.id));
         assert!(cfg

@@ -364,7 +364,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     ));
     let limiter = Arc::new(Enforcer::new(redis.clone()));
     if let Some(d) = &settings.decision {
-        let decider = Arc::new(Decider::new(state.clone(), limiter.clone()));
+        let decider = Arc::new(Decider::new(state.clone(), limiter.clone(), meter.clone()));
         server.add_service(background_service(
             "decision",
             DecisionServer {

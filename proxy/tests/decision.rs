@@ -158,7 +158,13 @@ fn bad_json_questions_get_json_errors() {
             "invalid_request",
         ),
         (
-            json!({"api_key": "vk_a", "tenant_id": "t"}),
+            // A key of another tenant than the one named is refused as the proxy does.
+            json!({"api_key": "vk_a", "tenant_id": "u"}),
+            401,
+            "unauthorized",
+        ),
+        (
+            json!({"api_key": "vk_a", "subject": "s", "plan": "pro"}),
             422,
             "invalid_request",
         ),
@@ -270,12 +276,17 @@ fn envoy_asks_over_grpc_and_shares_the_counters_of_a_fleet() {
             r.statuses[0].current_limit.as_ref().unwrap().name,
             "tenant-month"
         );
-        // Bad questions fail the call; a wrong token too.
-        let e = client
-            .should_rate_limit(ask(&[("api_key", "vk_nope")], 1))
-            .await
-            .unwrap_err();
-        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        // The key is the client's: an unknown one, or one of another tenant than the
+        // domain, is over the limit (Envoy would let a failed call through).
+        for key in ["vk_nope", "vk_u"] {
+            let r = client
+                .should_rate_limit(ask(&[("api_key", key)], 1))
+                .await
+                .expect("answered")
+                .into_inner();
+            assert_eq!(r.overall_code, i32::from(Code::OverLimit), "{key}");
+        }
+        // Operator mistakes fail the call; a wrong token too.
         let e = client
             .should_rate_limit(ask(&[("api_key", "vk_a"), ("route", "nope")], 1))
             .await

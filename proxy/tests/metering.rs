@@ -37,6 +37,19 @@ fn postgres(db: &Database, extra: &str) -> String {
     )
 }
 
+/// The files saved next to `spool` (`<spool>.<uuid>`).
+fn spool_files(spool: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let name = spool.file_name().unwrap().to_string_lossy().into_owned();
+    std::fs::read_dir(spool.parent().unwrap())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(&name))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn total(db: &Database, table: &str, filter: &str) -> i64 {
     db.sql(&format!(
         "SELECT COALESCE(sum(requests), 0) FROM {table} WHERE {filter}"
@@ -83,7 +96,8 @@ fn usage_and_violations_are_written_to_postgres() {
             "|r|4|2|0|0",
             "key:ka|r|2|5|5|0",
             "key:ka|search|4|1|0|0",
-            "key:kfree|r|2|3|3|0",
+            // No plan counts kfree: no quota units.
+            "key:kfree|r|2|3|0|0",
         ],
         "{rows}"
     );
@@ -169,7 +183,10 @@ fn usage_totals_equal_answered_requests_across_a_sigterm_and_a_postgres_outage()
     // SIGTERM while Postgres is still away: the spool is saved to disk.
     p.signal("TERM");
     assert!(p.wait_exit(20), "the proxy exits after SIGTERM");
-    assert!(spool.exists(), "unwritten batches were saved at shutdown");
+    assert!(
+        !spool_files(&spool).is_empty(),
+        "unwritten batches were saved at shutdown"
+    );
     p.restart();
     at_least(answered.load(Ordering::Relaxed) + 300);
     pg.restart();
@@ -190,7 +207,46 @@ fn usage_totals_equal_answered_requests_across_a_sigterm_and_a_postgres_outage()
         p.metric(r#"vantage_usage_dropped_requests_total{reason="spool_full"}"#),
         0.0
     );
-    wait_for("the spool file removed once written", 10, || {
-        (!spool.exists()).then_some(())
+    wait_for("the spool files removed once written", 10, || {
+        spool_files(&spool).is_empty().then_some(())
     });
+}
+
+#[test]
+fn decision_service_refusals_are_recorded_as_violations() {
+    let db = Database::migrated();
+    let o = Origin::start("o");
+    let port = free_port();
+    let token = "decision-token-0123456789";
+    let extra = format!(
+        "{}  decision: {{listen: \"127.0.0.1:{port}\", token: \"{token}\"}}\n",
+        postgres(&db, "")
+    );
+    let _p = Proxy::start_with(&body(&o), &extra);
+    wait_for("decision listener", 20, || port_open(port).then_some(()));
+    let ask = |cost: u32| {
+        let auth = format!("Bearer {token}");
+        let body = serde_json::json!({"api_key": "vk_a", "route_id": "search", "cost": cost});
+        request(
+            port,
+            "POST",
+            "127.0.0.1",
+            "/api/public/v1/rate-limit/validate",
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            body.to_string().as_bytes(),
+        )
+        .json()
+    };
+    assert_eq!(ask(6)["allowed"], true);
+    assert_eq!(ask(1)["allowed"], false);
+    assert_eq!(ask(1)["allowed"], false);
+    let row = wait_for("the decision's violations", 20, || {
+        let row =
+            db.sql("SELECT kind, policy, mode, subject, route_id, code, count FROM violations");
+        (!row.is_empty()).then_some(row)
+    });
+    assert_eq!(row, "quota|monthly|enforce|key:ka|search|quota_exceeded|2");
 }

@@ -356,3 +356,18 @@ plans:
         }
     }
 }
+
+#[test]
+fn a_key_on_its_tenants_own_plan_meets_the_plans_rate_limit_once() {
+    let o = Origin::start("o");
+    let limits = "[{name: burst, algorithm: {type: token_bucket, rate: 0.01, burst: 3}, subject: {by: api_key}}]";
+    let b = body(&o, month_zone(), "[]", limits).replace(
+        "{id: t, name: T, subdomain: t}",
+        "{id: t, name: T, subdomain: t, plan_id: p}",
+    );
+    let p = Proxy::start(&b);
+    let statuses: Vec<u16> = (0..5)
+        .map(|_| get(&p, "t.test.local", "/x", "vk_a").status)
+        .collect();
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+}

@@ -13,9 +13,11 @@
 //!
 //! Without `api_key` or `subject`, the tenant's own plan is asked. The cost is the
 //! descriptor's `hits_addend`, else the request's, else the route's cost (Envoy's 0 means
-//! 1). A descriptor that is refused is `OVER_LIMIT` (so is the overall code); a question
-//! that cannot be answered (unknown key, tenant, route or plan; bad cost) fails the call
-//! with `INVALID_ARGUMENT` or `UNAUTHENTICATED`, and Envoy's `failure_mode_deny` decides.
+//! 1). A descriptor that is refused is `OVER_LIMIT` (so is the overall code), and so is one
+//! whose API key is unknown, revoked or of another tenant than the domain (the key is the
+//! client's); a question that cannot be answered (unknown tenant, route or plan, bad cost,
+//! more than 64 descriptors) fails the call with `INVALID_ARGUMENT` (or `UNAUTHENTICATED`
+//! for a wrong token), and Envoy's `failure_mode_deny` decides.
 
 use super::{Decider, DecisionServer, Question, Who};
 use crate::errors::Reply;
@@ -32,6 +34,10 @@ use envoy_types::pb::google::protobuf::Duration;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 use vantage_model::QuotaPeriod;
+
+/// Most descriptors in one call, and entries in one descriptor.
+const MAX_DESCRIPTORS: usize = 64;
+const MAX_ENTRIES: usize = 16;
 
 /// The service.
 pub struct Grpc {
@@ -62,9 +68,18 @@ fn question(domain: &str, d: &RateLimitDescriptor, hits: u32) -> Result<Question
             .find(|e| e.key == k)
             .map(|e| e.value.clone())
     };
+    if d.entries.len() > MAX_ENTRIES {
+        return Err(Status::invalid_argument(format!(
+            "a descriptor has at most {MAX_ENTRIES} entries"
+        )));
+    }
     let tenant = entry("tenant").unwrap_or_else(|| domain.to_string());
     let who = match (entry("api_key"), entry("subject"), entry("plan")) {
-        (Some(key), None, None) => Who::ApiKey(key),
+        // The domain (or tenant entry) names the tenant: another tenant's key is refused.
+        (Some(key), None, None) => Who::ApiKey {
+            key,
+            tenant: (!tenant.is_empty()).then_some(tenant),
+        },
         (None, Some(subject), Some(plan)) => Who::Subject {
             tenant,
             subject,
@@ -120,14 +135,33 @@ impl RateLimitService for Grpc {
             ));
         }
         let req = request.into_inner();
-        if req.descriptors.is_empty() {
-            return Err(Status::invalid_argument("no descriptors"));
+        if req.descriptors.is_empty() || req.descriptors.len() > MAX_DESCRIPTORS {
+            return Err(Status::invalid_argument(format!(
+                "a request has 1 to {MAX_DESCRIPTORS} descriptors"
+            )));
         }
+        // Every question is read before any is charged.
+        let questions = req
+            .descriptors
+            .iter()
+            .map(|d| question(&req.domain, d, req.hits_addend))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut statuses = Vec::with_capacity(req.descriptors.len());
         let mut over = false;
-        for d in &req.descriptors {
-            let q = question(&req.domain, d, req.hits_addend)?;
-            let answer = self.decider.decide(&q).await.map_err(status)?;
+        for q in &questions {
+            let answer = match self.decider.decide(q).await {
+                Ok(a) => a,
+                // The key comes from the client's request: an unknown, revoked or foreign
+                // key is over the limit (Envoy lets failed calls through by default).
+                Err(reply) if reply.status == 401 && matches!(q.who, Who::ApiKey { .. }) => {
+                    super::Answer {
+                        allowed: false,
+                        code: Some("unauthorized"),
+                        verdict: None,
+                    }
+                }
+                Err(reply) => return Err(status(reply)),
+            };
             over |= !answer.allowed;
             let code = if answer.allowed {
                 Code::Ok

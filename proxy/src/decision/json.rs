@@ -107,14 +107,11 @@ async fn validate(State(ctx): State<Ctx>, headers: HeaderMap, body: axum::body::
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let who = match (body.api_key.or(header_key), body.tenant_id) {
-        (Some(_), Some(_)) => {
-            return invalid("tenant_id: give an api_key or a tenant_id, not both")
-        }
-        (Some(key), None) => {
+        (Some(key), tenant) => {
             if body.subject.is_some() || body.plan.is_some() {
-                return invalid("subject: only with tenant_id");
+                return invalid("subject: not with an api_key");
             }
-            Who::ApiKey(key)
+            Who::ApiKey { key, tenant }
         }
         (None, Some(tenant)) => match (body.subject, body.plan) {
             (None, None) => Who::Tenant(tenant),

@@ -11,7 +11,9 @@
 //!
 //! Both ask [`Decider::decide`]: a subject (an API key, a tenant, or a tenant's subject on a
 //! named plan), a route or a quota group, and a cost. A refusal is an answer (`allowed:
-//! false`, or `OVER_LIMIT`), never an error; errors are for bad questions.
+//! false`, or `OVER_LIMIT`), never an error; errors are for bad questions. Refusals (and
+//! shadow would-be refusals) are recorded as violations like the proxy's own, when the proxy
+//! meters usage.
 
 pub mod grpc;
 pub mod json;
@@ -22,6 +24,7 @@ use crate::limits::enforce::{Enforcer, Scope, Subject};
 use crate::limits::plan::{self, Bound, TenantPlans};
 use crate::limits::Verdict;
 use crate::snapshot::Snapshot;
+use crate::telemetry::usage::Meter;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use http::HeaderMap;
@@ -33,8 +36,9 @@ use vantage_model::{AuthMode, DecisionSettings, QuotaSubject, RouteAuth};
 
 /// Who a decision counts.
 pub enum Who {
-    /// An API key (the key itself, as a client would send it).
-    ApiKey(String),
+    /// An API key (the key itself, as a client would send it); when the caller names the
+    /// tenant, a key of another tenant is refused as the proxy refuses it.
+    ApiKey { key: String, tenant: Option<String> },
     /// A tenant as a whole (its own plan and tenant-wide policies).
     Tenant(String),
     /// A subject of a tenant on one of its plans (by name), e.g. a JWT `sub` checked by the
@@ -72,11 +76,21 @@ const MAX_COST: i64 = 1_000_000;
 pub struct Decider {
     state: Arc<ArcSwap<Snapshot>>,
     limiter: Arc<Enforcer>,
+    /// Where refusals are recorded as violations (with usage metering).
+    meter: Option<Meter>,
 }
 
 impl Decider {
-    pub fn new(state: Arc<ArcSwap<Snapshot>>, limiter: Arc<Enforcer>) -> Decider {
-        Decider { state, limiter }
+    pub fn new(
+        state: Arc<ArcSwap<Snapshot>>,
+        limiter: Arc<Enforcer>,
+        meter: Option<Meter>,
+    ) -> Decider {
+        Decider {
+            state,
+            limiter,
+            meter,
+        }
     }
 
     /// Decide `q`, charging the counters when allowed. `Err` is a bad question (401 for an
@@ -97,6 +111,7 @@ impl Decider {
             tenant,
             identity,
             bound,
+            subject: who,
         } = resolve(&snapshot, &q.who)?;
         let no_plans = TenantPlans::default();
         let plans = snapshot
@@ -135,18 +150,26 @@ impl Decider {
             client: None,
             identity: identity.as_ref(),
             headers: &headers,
+            // Policies by user, key or address count the question's subject.
+            named: Some(&who),
         };
         let bound = match bound {
+            _ if scope.exempt => Vec::new(),
             Some(b) => b,
-            None if scope.exempt => Vec::new(),
             None => plan::bound(scope.plans, identity.as_ref()),
         };
         let mut violations = Vec::new();
-        match self
+        let decided = self
             .limiter
             .enforce_bound(&scope, &bound, &tenant, &subject, &mut violations)
-            .await
-        {
+            .await;
+        if let Some(meter) = &self.meter {
+            let route = route.as_ref().map(|r| r.id.clone());
+            let id = crate::errors::new_request_id();
+            let sample = id.to_str().unwrap_or("-");
+            meter.record_violations(&tenant, &who, route, &violations, sample);
+        }
+        match decided {
             Ok(admitted) => Ok(Answer {
                 allowed: true,
                 code: None,
@@ -165,6 +188,8 @@ impl Decider {
 /// Whom a question is about.
 struct Resolved {
     tenant: Arc<str>,
+    /// Who is counted, as violations name it (`key:<id>`, `user:<sub>`, `tenant`).
+    subject: String,
     identity: Option<Identity>,
     /// The plans, when the question names them rather than an identity.
     bound: Option<Vec<Bound>>,
@@ -180,12 +205,15 @@ fn resolve(snapshot: &Snapshot, who: &Who) -> Result<Resolved, Reply> {
         )
     };
     match who {
-        Who::ApiKey(key) => {
+        Who::ApiKey { key, tenant } => {
             let found = snapshot
                 .keys
                 .get(key.as_bytes())
                 .map(|k| k.tenant_id.clone());
-            let tenant = found.unwrap_or_else(|| "".into());
+            let tenant: Arc<str> = match tenant {
+                Some(t) => t.as_str().into(),
+                None => found.unwrap_or_else(|| "".into()),
+            };
             let auth = RouteAuth {
                 mode: AuthMode::ApikeyRequired,
                 ..RouteAuth::default()
@@ -199,6 +227,7 @@ fn resolve(snapshot: &Snapshot, who: &Who) -> Result<Resolved, Reply> {
             )?;
             Ok(Resolved {
                 tenant,
+                subject: format!("key:{}", k.id),
                 identity: Some(Identity::Key(k)),
                 bound: None,
             })
@@ -218,6 +247,7 @@ fn resolve(snapshot: &Snapshot, who: &Who) -> Result<Resolved, Reply> {
                 .collect();
             Ok(Resolved {
                 tenant: t.as_str().into(),
+                subject: QuotaSubject::Tenant.label(),
                 identity: None,
                 bound: Some(bound),
             })
@@ -245,9 +275,11 @@ fn resolve(snapshot: &Snapshot, who: &Who) -> Result<Resolved, Reply> {
                     "subject: must be 1-256 bytes",
                 ));
             }
+            let counted = QuotaSubject::User(subject.clone());
+            let label = counted.label();
             let mut bound = vec![Bound {
                 plan: p.clone(),
-                subject: QuotaSubject::User(subject.clone()),
+                subject: counted,
             }];
             bound.extend(plans.own.iter().map(|p| Bound {
                 plan: p.clone(),
@@ -255,6 +287,7 @@ fn resolve(snapshot: &Snapshot, who: &Who) -> Result<Resolved, Reply> {
             }));
             Ok(Resolved {
                 tenant: tenant.as_str().into(),
+                subject: label,
                 identity: None,
                 bound: Some(bound),
             })

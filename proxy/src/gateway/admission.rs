@@ -94,12 +94,15 @@ impl Gateway {
         }
         ctx.request.identity = identity?;
         let scope = route.scope();
-        if scope.applies() {
+        // A cache's background revalidation (a subrequest) is the gateway's own: it uses no
+        // client's rate limit or quota.
+        if scope.applies() && session.subrequest_ctx.is_none() {
             let since = ctx.clock.mark();
             let subject = Subject {
                 client: ctx.request.client.or_else(|| peer(session)),
                 identity: ctx.request.identity.as_ref(),
                 headers: &req.headers,
+                named: None,
             };
             let violations = &mut ctx.metering.violations;
             let limited = self
@@ -109,9 +112,9 @@ impl Gateway {
             ctx.clock.phase("rate_limit", since);
             let admitted = limited.map_err(|r| r.reply)?;
             ctx.routing.limit_headers = admitted.headers;
+            ctx.metering.units = admitted.units;
             ctx.metering.overage = admitted.overage;
         }
-        ctx.metering.units = route.quota.cost;
         Ok(Admit::Proxy)
     }
 }

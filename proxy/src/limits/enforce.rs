@@ -34,6 +34,9 @@ pub struct Subject<'a> {
     /// The verified API key or JWT.
     pub identity: Option<&'a Identity>,
     pub headers: &'a HeaderMap,
+    /// Who is asking when there is no request to tell (the decision service's subject):
+    /// counted by policies whose subject the request lacks, instead of an address.
+    pub named: Option<&'a str>,
 }
 
 /// Response fields of an admitted request (`RateLimit-*` of the strictest policy).
@@ -44,8 +47,11 @@ pub type LimitHeaders = Vec<(HeaderName, HeaderValue)>;
 pub struct Admitted {
     /// `RateLimit-*` fields for the response.
     pub headers: LimitHeaders,
-    /// Served past a quota with `overage: allow`.
-    pub overage: bool,
+    /// Quota units charged: the scope's cost, when some enforced quota counted the request.
+    pub units: i64,
+    /// Of those, the units past the limit of a quota with `overage: allow` (the most over
+    /// any one quota).
+    pub overage: i64,
     /// The policy closest to refusing, when any applied.
     pub verdict: Option<Verdict>,
 }
@@ -162,7 +168,7 @@ impl Enforcer {
             .await?;
         let rate = rate.as_ref().map(|(n, d)| (&**n, d));
         let mut quotas = Vec::new();
-        let mut overage = false;
+        let mut overage = 0;
         let now = unix_now();
         for b in bound {
             let counted: Vec<&QuotaRt> = b
@@ -209,13 +215,15 @@ impl Enforcer {
                     violations.push(Violation::quota(&d.name, EnforcementMode::Shadow));
                 }
                 if q.mode == EnforcementMode::Enforce {
-                    overage |= d.over;
+                    if d.over {
+                        overage = overage.max(scope.cost.min(d.used - d.limit));
+                    }
                     quotas.push(d);
                 }
             }
         }
         if !quotas.is_empty() {
-            let result = if overage { "overage" } else { "counted" };
+            let result = if overage > 0 { "overage" } else { "counted" };
             METRICS
                 .quota
                 .with_label_values(&[tenant, scope.route_id, result])
@@ -223,6 +231,7 @@ impl Enforcer {
         }
         Ok(Admitted {
             headers: super::fields(rate, &quotas, now, None),
+            units: if quotas.is_empty() { 0 } else { scope.cost },
             overage,
             verdict: super::verdict(rate, &quotas, now, None),
         })
@@ -238,11 +247,13 @@ impl Enforcer {
         subject: &Subject<'_>,
         violations: &mut Vec<Violation>,
     ) -> Result<Option<(Arc<str>, Decision)>, Refusal> {
-        let policies: Vec<&PolicyRt> = scope
-            .limits
+        // A plan bound twice (a key on its tenant's own plan) applies its rate limits once.
+        let plans = bound
             .iter()
-            .chain(bound.iter().flat_map(|b| b.plan.limits.iter()))
-            .collect();
+            .enumerate()
+            .filter(|(i, b)| !bound[..*i].iter().any(|e| e.plan.id == b.plan.id))
+            .flat_map(|(_, b)| b.plan.limits.iter());
+        let policies: Vec<&PolicyRt> = scope.limits.iter().chain(plans).collect();
         if policies.is_empty() {
             return Ok(None);
         }
@@ -350,10 +361,16 @@ impl Enforcer {
 fn key(policy: &PolicyRt, route_id: &str, s: &Subject<'_>) -> String {
     let mut key = String::with_capacity(policy.key_prefix.len() + 48);
     key.push_str(&policy.key_prefix);
-    let by_ip = |key: &mut String| {
-        key.push_str("ip:");
-        if let Some(ip) = s.client {
-            forwarding::push_ip(key, ip);
+    let by_ip = |key: &mut String| match (s.client, s.named) {
+        (None, Some(name)) => {
+            key.push_str("named:");
+            key.push_str(name);
+        }
+        (client, _) => {
+            key.push_str("ip:");
+            if let Some(ip) = client {
+                forwarding::push_ip(key, ip);
+            }
         }
     };
     match &policy.subject {

@@ -84,10 +84,17 @@ pub enum Charge {
 pub struct QuotaCounter {
     redis: Option<Arc<RedisLimiter>>,
     script: Script,
-    local: Mutex<HashMap<String, (i64, i64)>>,
+    local: Mutex<LocalCounters>,
 }
 
-/// Local counters past this many entries are swept of those whose period is over.
+/// Counters of this process: key → (period end, units), swept of ended periods when the map
+/// reaches `sweep_at` (then twice what is left, so a sweep is amortised over many inserts).
+struct LocalCounters {
+    map: HashMap<String, (i64, i64)>,
+    sweep_at: usize,
+}
+
+/// Local counters are first swept at this many entries.
 const LOCAL_SWEEP_AT: usize = 100_000;
 
 impl QuotaCounter {
@@ -95,7 +102,10 @@ impl QuotaCounter {
         QuotaCounter {
             redis,
             script: Script::from_lua(CHARGE),
-            local: Mutex::new(HashMap::new()),
+            local: Mutex::new(LocalCounters {
+                map: HashMap::new(),
+                sweep_at: LOCAL_SWEEP_AT,
+            }),
         }
     }
 
@@ -225,7 +235,7 @@ impl QuotaCounter {
         let r = r.inspect_err(|_| {
             METRICS.redis_errors.with_label_values(&["quota"]).inc();
         })?;
-        if r.len() != 2 + keys.len() {
+        if r.len() != 2 + keys.len() || r[1] < 0 || r[1] as usize > keys.len() {
             return Err(RedisLimitError::Reply);
         }
         Ok((r[0] == 1, (r[1].max(1) - 1) as usize, r[2..].to_vec()))
@@ -238,13 +248,13 @@ impl QuotaCounter {
         quotas: &[&QuotaRt],
         cost: i64,
     ) -> (bool, usize, Vec<i64>) {
-        let mut map = match self.local.lock() {
+        let mut local = match self.local.lock() {
             Ok(m) => m,
             Err(poisoned) => poisoned.into_inner(),
         };
         let used: Vec<i64> = keys
             .iter()
-            .map(|k| map.get(k).map_or(0, |(_, used)| *used))
+            .map(|k| local.map.get(k).map_or(0, |(_, used)| *used))
             .collect();
         if let Some(i) = quotas
             .iter()
@@ -253,15 +263,16 @@ impl QuotaCounter {
         {
             return (false, i, used);
         }
-        if map.len() >= LOCAL_SWEEP_AT {
+        if local.map.len() >= local.sweep_at {
             let oldest_live = windows.iter().map(|w| w.start).min().unwrap_or(0);
-            map.retain(|_, (end, _)| *end > oldest_live);
+            local.map.retain(|_, (end, _)| *end > oldest_live);
+            local.sweep_at = LOCAL_SWEEP_AT.max(local.map.len() * 2);
         }
         let used = keys
             .iter()
             .zip(windows)
             .map(|(k, w)| {
-                let entry = map.entry(k.clone()).or_insert((w.end, 0));
+                let entry = local.map.entry(k.clone()).or_insert((w.end, 0));
                 entry.1 += cost;
                 entry.1
             })
@@ -299,12 +310,12 @@ impl QuotaCounter {
                 }
             }
             None => {
-                let map = match self.local.lock() {
+                let local = match self.local.lock() {
                     Ok(m) => m,
                     Err(poisoned) => poisoned.into_inner(),
                 };
                 keys.iter()
-                    .map(|k| Some(map.get(k).map_or(0, |(_, used)| *used)))
+                    .map(|k| Some(local.map.get(k).map_or(0, |(_, used)| *used)))
                     .collect()
             }
         };

@@ -92,10 +92,10 @@ impl Violation {
 /// What a request's admission adds to its usage row.
 #[derive(Debug, Default)]
 pub struct Metering {
-    /// Quota units charged: the route's cost once the request was admitted.
+    /// Quota units charged: the route's cost, when a quota counted the request.
     pub units: i64,
-    /// Served past a quota with `overage: allow`.
-    pub overage: bool,
+    /// Units past the limit of a quota with `overage: allow`.
+    pub overage: i64,
     pub violations: Vec<Violation>,
 }
 
@@ -111,7 +111,7 @@ impl Who {
     fn of(identity: Option<&Identity>) -> Who {
         match identity {
             Some(Identity::Key(k)) => Who::Key(k.id.clone()),
-            Some(Identity::User(u)) => Who::User(u.sub.as_str().into()),
+            Some(Identity::User(u)) => Who::User(storable(&u.sub).into()),
             None => Who::Anonymous,
         }
     }
@@ -174,6 +174,8 @@ const SHARDS: usize = 8;
 /// The in-memory aggregation, shared by the sink and the writer.
 struct Aggregate {
     shards: Vec<Mutex<Pending>>,
+    /// Set before the last cut at shutdown: what is recorded later is counted as lost.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 thread_local! {
@@ -187,6 +189,7 @@ impl Aggregate {
             shards: (0..SHARDS)
                 .map(|_| Mutex::new(Pending::default()))
                 .collect(),
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -288,6 +291,20 @@ fn from_unix_ms(ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
 }
 
+/// A token's `sub` as Postgres `text` can hold it: without NUL, at most 256 bytes (a batch
+/// Postgres refused would hold back every later one).
+fn storable(s: &str) -> String {
+    let mut out: String = s.chars().filter(|c| *c != '\0').collect();
+    if out.len() > 256 {
+        let mut end = 256;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+    }
+    out
+}
+
 /// The sink: counts each finished request of a tenant.
 #[derive(Clone)]
 pub struct Meter {
@@ -296,6 +313,15 @@ pub struct Meter {
 
 impl super::Sink for Meter {
     fn record(&self, s: &Summary<'_>) {
+        // A cache's background revalidation answers no client: not usage.
+        if s.session.subrequest_ctx.is_some() {
+            return;
+        }
+        if self.agg.closed.load(Ordering::Relaxed) {
+            // Finished after the last batch was cut (the grace period ran out).
+            METRICS.usage_dropped.with_label_values(&["shutdown"]).inc();
+            return;
+        }
         let Some(tenant) = s.tenant_id else {
             METRICS
                 .usage_dropped
@@ -323,33 +349,82 @@ impl super::Sink for Meter {
         counts.request_bytes += s.session.body_bytes_read() as i64;
         counts.response_bytes += s.bytes_sent() as i64;
         counts.units += m.units;
-        counts.overage += i64::from(m.overage);
+        counts.overage += m.overage;
         if m.violations.is_empty() {
             return;
         }
         let subject = violation_subject(s.identity, s.client.or_else(|| s.peer()));
-        for v in &m.violations {
-            let agg = shard
-                .violations
-                .entry(ViolationKey {
-                    minute,
-                    tenant: tenant.clone(),
-                    subject: subject.clone(),
-                    kind: v.kind,
-                    policy: v.policy.clone(),
-                    mode: v.mode,
-                    route: s.route_id.cloned(),
-                })
-                .or_insert_with(|| ViolationAgg {
-                    code: v.code,
-                    count: 0,
-                    first: now,
-                    last: now,
-                    sample: s.request_id.to_string(),
-                });
-            agg.count += 1;
-            agg.last = now;
+        let route = s.route_id.cloned();
+        add_violations(
+            &mut shard,
+            minute,
+            now,
+            tenant,
+            &subject,
+            &route,
+            &m.violations,
+            s.request_id,
+        );
+    }
+}
+
+impl Meter {
+    /// Record refusals that no proxied request carries (the decision service's):
+    /// `subject` as in violations rows, `sample` an id for the decision.
+    pub fn record_violations(
+        &self,
+        tenant: &Arc<str>,
+        subject: &str,
+        route: Option<Arc<str>>,
+        violations: &[Violation],
+        sample: &str,
+    ) {
+        if violations.is_empty() {
+            return;
         }
+        let now = SystemTime::now();
+        let minute = now
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64 / 60 * 60);
+        let mut shard = self.agg.shard();
+        add_violations(
+            &mut shard, minute, now, tenant, subject, &route, violations, sample,
+        );
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn add_violations(
+    shard: &mut Pending,
+    minute: i64,
+    now: SystemTime,
+    tenant: &Arc<str>,
+    subject: &str,
+    route: &Option<Arc<str>>,
+    violations: &[Violation],
+    sample: &str,
+) {
+    for v in violations {
+        let agg = shard
+            .violations
+            .entry(ViolationKey {
+                minute,
+                tenant: tenant.clone(),
+                subject: subject.to_string(),
+                kind: v.kind,
+                policy: v.policy.clone(),
+                mode: v.mode,
+                route: route.clone(),
+            })
+            .or_insert_with(|| ViolationAgg {
+                code: v.code,
+                count: 0,
+                first: now,
+                last: now,
+                sample: sample.to_string(),
+            });
+        agg.count += 1;
+        agg.last = now;
     }
 }
 
@@ -437,6 +512,10 @@ pub fn channel(
 ) -> (Meter, UsageWriter, super::Finish) {
     let agg = Arc::new(Aggregate::new());
     let (finish, signal) = super::finish_pair();
+    // Exported at 0 from the start: an alert on a loss must not wait for its first sample.
+    for reason in ["spool_full", "shutdown", "rejected", "unattributed"] {
+        METRICS.usage_dropped.with_label_values(&[reason]);
+    }
     let host = std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_default();
@@ -456,8 +535,9 @@ pub fn channel(
 }
 
 impl UsageWriter {
-    /// Apply one batch; `Ok` also when Postgres had it already.
-    async fn apply(&self, b: &Batch) -> Result<(), String> {
+    /// Apply one batch; `Ok` also when Postgres had it already. `Err((message, permanent))`:
+    /// `permanent` when Postgres refused the data itself (it would refuse it again).
+    async fn apply(&self, b: &Batch) -> Result<(), (String, bool)> {
         let u = &b.usage;
         let v = &b.violations;
         let u_ts: Vec<SystemTime> = u.iter().map(|r| from_unix_ms(r.ts * 1000)).collect();
@@ -483,7 +563,7 @@ impl UsageWriter {
         let v_last: Vec<SystemTime> = v.iter().map(|r| from_unix_ms(r.last)).collect();
         let v_sample: Vec<&str> = v.iter().map(|r| r.sample.as_str()).collect();
         let run = async {
-            let client = self.pool.get().await.map_err(|e| e.to_string())?;
+            let client = self.pool.get().await.map_err(|e| (e.to_string(), false))?;
             client
                 .query_one(
                     APPLY,
@@ -515,12 +595,18 @@ impl UsageWriter {
                     ],
                 )
                 .await
-                .map_err(|e| e.to_string())?;
-            Ok::<(), String>(())
+                .map_err(|e| {
+                    // Data exceptions (22) and integrity violations (23) are the batch's own.
+                    let permanent = e
+                        .code()
+                        .is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23"));
+                    (e.to_string(), permanent)
+                })?;
+            Ok::<(), (String, bool)>(())
         };
         match tokio::time::timeout(self.timeout, run).await {
             Ok(r) => r,
-            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+            Err(_) => Err((format!("no answer within {:?}", self.timeout), false)),
         }
     }
 
@@ -556,7 +642,21 @@ impl UsageWriter {
                     spool.pop_front();
                     METRICS.usage_spool.set(spool.len() as i64);
                 }
-                Err(e) => {
+                Err((e, true)) => {
+                    // Postgres refuses this batch's data: keep the others flowing.
+                    METRICS.usage_flush_errors.inc();
+                    tracing::error!(
+                        requests = batch.requests(),
+                        "usage batch refused by Postgres, dropped: {e}"
+                    );
+                    METRICS
+                        .usage_dropped
+                        .with_label_values(&["rejected"])
+                        .inc_by(batch.requests());
+                    spool.pop_front();
+                    METRICS.usage_spool.set(spool.len() as i64);
+                }
+                Err((e, false)) => {
                     METRICS.usage_flush_errors.inc();
                     tracing::warn!(waiting = spool.len(), "usage batch not written yet: {e}");
                     return false;
@@ -566,79 +666,125 @@ impl UsageWriter {
         true
     }
 
-    /// Batches a previous run saved; the file stays until they are written (or this run
-    /// saves its own spool), so a crash in between sends them again (and their ids keep
-    /// them from counting twice). True when there were some.
-    async fn load_spool_file(&self) -> bool {
+    /// The spool files: `spool_file` itself (older builds) and `<spool_file>.<uuid>` (one per
+    /// save).
+    fn spool_files(&self) -> Vec<std::path::PathBuf> {
         let Some(path) = &self.spool_file else {
-            return false;
+            return Vec::new();
         };
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
-            Err(e) => {
-                tracing::warn!(path = %path.display(), "usage spool file unreadable: {e}");
-                return false;
+        let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+            return Vec::new();
+        };
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => std::path::Path::new("."),
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        let ours = format!("{name}.");
+        entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name().is_some_and(|f| {
+                    let f = f.to_string_lossy();
+                    f == name || (f.starts_with(&ours) && !f.ends_with(".tmp"))
+                })
+            })
+            .collect()
+    }
+
+    /// Batches saved by earlier runs (or by another process on the same path), put in front
+    /// of the spool. The files stay until their batches are written ([`Self::forget`]), so
+    /// a crash in between sends them again, and their ids keep them from counting twice.
+    async fn load_spool_files(&self, loaded: &mut Vec<std::path::PathBuf>) {
+        for path in self.spool_files() {
+            if loaded.contains(&path) {
+                continue;
             }
-        };
-        match serde_json::from_str::<Vec<Batch>>(&text) {
-            Ok(batches) => {
-                tracing::info!(
-                    batches = batches.len(),
-                    "usage batches read back from the spool file"
-                );
-                let mut spool = self.spool.lock().await;
-                for b in batches.into_iter().rev() {
-                    spool.push_front(b);
+            let batches = std::fs::read_to_string(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|t| serde_json::from_str::<Vec<Batch>>(&t).map_err(|e| e.to_string()));
+            match batches {
+                Ok(batches) => {
+                    tracing::info!(batches = batches.len(), path = %path.display(), "usage batches read back from a spool file");
+                    let mut spool = self.spool.lock().await;
+                    for b in batches.into_iter().rev() {
+                        spool.push_front(b);
+                    }
+                    METRICS.usage_spool.set(spool.len() as i64);
+                    loaded.push(path);
                 }
-                METRICS.usage_spool.set(spool.len() as i64);
-                true
-            }
-            Err(e) => {
-                tracing::warn!(path = %path.display(), "usage spool file unreadable: {e}");
-                false
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "usage spool file unreadable, left in place: {e}")
+                }
             }
         }
     }
 
-    /// Save what is still spooled (or remove the file when nothing is).
-    async fn save_spool_file(&self) {
-        let spool = self.spool.lock().await;
-        let Some(path) = &self.spool_file else {
-            if !spool.is_empty() {
-                let lost: u64 = spool.iter().map(Batch::requests).sum();
-                tracing::error!(
-                    requests = lost,
-                    "usage not written to Postgres at shutdown and no spool_file: lost"
-                );
-                METRICS
-                    .usage_dropped
-                    .with_label_values(&["shutdown"])
-                    .inc_by(lost);
-            }
-            return;
-        };
-        if spool.is_empty() {
+    /// Every batch of these files is written: remove them.
+    fn forget(files: &mut Vec<std::path::PathBuf>) {
+        for path in files.drain(..) {
             let _ = std::fs::remove_file(path);
-            return;
         }
+    }
+
+    /// Save what is still spooled to a new file of this process's own (never over another's).
+    /// `Ok(None)` when nothing was left.
+    async fn save_spool(&self) -> Result<Option<std::path::PathBuf>, ()> {
+        let spool = self.spool.lock().await;
+        if spool.is_empty() {
+            return Ok(None);
+        }
+        let Some(base) = &self.spool_file else {
+            return Err(());
+        };
+        let name = base.file_name().map_or_else(
+            || "usage-spool".into(),
+            |f| f.to_string_lossy().into_owned(),
+        );
+        let path = base.with_file_name(format!("{name}.{}", uuid::Uuid::new_v4()));
         let batches: Vec<&Batch> = spool.iter().collect();
         let write = || -> std::io::Result<()> {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
             let tmp = path.with_extension("tmp");
-            std::fs::write(
-                &tmp,
-                serde_json::to_vec(&batches).map_err(std::io::Error::other)?,
-            )?;
-            std::fs::rename(&tmp, path)
+            let body = serde_json::to_vec(&batches).map_err(std::io::Error::other)?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)?;
+            std::io::Write::write_all(&mut f, &body)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)
         };
         match write() {
             Ok(()) => {
-                tracing::warn!(batches = spool.len(), path = %path.display(), "usage batches saved for the next start")
+                tracing::warn!(batches = spool.len(), path = %path.display(), "usage batches saved for the next start");
+                Ok(Some(path))
             }
-            Err(e) => tracing::error!(path = %path.display(), "usage spool not saved: {e}"),
+            Err(e) => {
+                tracing::error!(path = %path.display(), "usage spool not saved: {e}");
+                Err(())
+            }
+        }
+    }
+
+    /// What is still spooled at exit is lost: count it.
+    async fn count_lost(&self) {
+        let spool = self.spool.lock().await;
+        let lost: u64 = spool.iter().map(Batch::requests).sum();
+        if lost > 0 {
+            tracing::error!(
+                requests = lost,
+                "usage not written to Postgres at shutdown: lost"
+            );
+            METRICS
+                .usage_dropped
+                .with_label_values(&["shutdown"])
+                .inc_by(lost);
         }
     }
 }
@@ -648,7 +794,8 @@ impl BackgroundService for UsageWriter {
     /// Runs until the server's shutdown sequence finishes it (after the last request in
     /// flight was counted).
     async fn start(&self, _shutdown: ShutdownWatch) {
-        let mut from_file = self.load_spool_file().await;
+        let mut loaded = Vec::new();
+        self.load_spool_files(&mut loaded).await;
         let mut stop = self.finish.stop.clone();
         let mut backoff = Duration::ZERO;
         loop {
@@ -658,21 +805,32 @@ impl BackgroundService for UsageWriter {
             }
             self.cut().await;
             backoff = if self.drain().await {
-                if std::mem::take(&mut from_file) {
-                    // Everything read back is written: the file has done its work.
-                    self.save_spool_file().await;
-                }
+                // Everything read back is written; files another process left since are
+                // picked up now.
+                Self::forget(&mut loaded);
+                self.load_spool_files(&mut loaded).await;
                 Duration::ZERO
             } else {
                 (backoff * 2).clamp(Duration::from_millis(500), Duration::from_secs(30))
             };
         }
-        // Saved first, so a Postgres that does not answer in time loses nothing; the file is
-        // removed again when the last try writes everything.
+        // After the last request in flight: close, cut, then write or keep what is left.
+        self.agg.closed.store(true, Ordering::Relaxed);
         self.cut().await;
-        self.save_spool_file().await;
-        if self.drain().await {
-            self.save_spool_file().await;
+        if self.spool_file.is_some() {
+            // Saved first, so a Postgres that does not answer in time loses nothing; removed
+            // again (with the files read back) when the last try writes everything.
+            let saved = self.save_spool().await;
+            if self.drain().await {
+                Self::forget(&mut loaded);
+                if let Ok(Some(own)) = saved {
+                    Self::forget(&mut vec![own]);
+                }
+            } else if saved.is_err() {
+                self.count_lost().await;
+            }
+        } else if !self.drain().await {
+            self.count_lost().await;
         }
         self.finish.done();
     }
