@@ -44,18 +44,7 @@ fn decision(port: u16, token: &str) -> String {
 }
 
 fn validate(port: u16, token: &str, body: Value) -> Response {
-    let auth = format!("Bearer {token}");
-    request(
-        port,
-        "POST",
-        "127.0.0.1",
-        "/api/public/v1/rate-limit/validate",
-        &[
-            ("authorization", &auth),
-            ("content-type", "application/json"),
-        ],
-        body.to_string().as_bytes(),
-    )
+    validate_decision(port, token, &body)
 }
 
 fn start(o: &Origin, extra: &str) -> (Proxy, u16) {

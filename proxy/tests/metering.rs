@@ -225,20 +225,8 @@ fn decision_service_refusals_are_recorded_as_violations() {
     let _p = Proxy::start_with(&body(&o), &extra);
     wait_for("decision listener", 20, || port_open(port).then_some(()));
     let ask = |cost: u32| {
-        let auth = format!("Bearer {token}");
         let body = serde_json::json!({"api_key": "vk_a", "route_id": "search", "cost": cost});
-        request(
-            port,
-            "POST",
-            "127.0.0.1",
-            "/api/public/v1/rate-limit/validate",
-            &[
-                ("authorization", &auth),
-                ("content-type", "application/json"),
-            ],
-            body.to_string().as_bytes(),
-        )
-        .json()
+        validate_decision(port, token, &body).json()
     };
     assert_eq!(ask(6)["allowed"], true);
     assert_eq!(ask(1)["allowed"], false);

@@ -38,6 +38,6 @@ pub use http::{
 pub use origin::{upgrade, Origin, UpgradeOrigin};
 pub use ports::{connect_from, free_port, listener, port_open, PortHold};
 pub use postgres::{psql, Database, PgCluster, PG_PORT};
-pub use proxy::{server_section, Proxy};
+pub use proxy::{server_section, validate_decision, Proxy};
 pub use redis::{Redis, Subscriber, REDIS};
 pub use wait::{temp_dir, wait_for};

@@ -231,3 +231,20 @@ impl Drop for Proxy {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Ask the decision service listening on `port` (`server.decision`) for a JSON decision:
+/// `POST /api/public/v1/rate-limit/validate` with `token` as the bearer.
+pub fn validate_decision(port: u16, token: &str, body: &serde_json::Value) -> Response {
+    let auth = format!("Bearer {token}");
+    request(
+        port,
+        "POST",
+        "127.0.0.1",
+        "/api/public/v1/rate-limit/validate",
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        body.to_string().as_bytes(),
+    )
+}
