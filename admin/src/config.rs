@@ -50,7 +50,11 @@ pub struct AdminConfig {
     pub usage_hour_retention_days: u32,
     /// Violation rows older than this many days are deleted; 0 keeps all. Example: `90`.
     pub violation_retention_days: u32,
-    /// How often `serve` maintains the partitions and retention, in seconds.
+    /// usage_quarter rows (per-15-minute usage, what billing and quota alerts read) older
+    /// than this many days are deleted; 0 keeps all. Keep it above the longest billing
+    /// period plus `worker.correction_days`. Example: `400`.
+    pub usage_quarter_retention_days: u32,
+    /// How often the workers maintain the partitions and retention, in seconds.
     /// Example: `3600`.
     pub partition_interval_s: u64,
     /// OTLP/HTTP traces endpoint for the admin's request spans (env `VANTAGE_OTLP_ENDPOINT`
@@ -63,6 +67,125 @@ pub struct AdminConfig {
     /// The fleet's `server.jwks_allowed_networks` (JWKS URLs into other special-purpose
     /// networks are refused). Example: `["127.0.0.0/8", "::1/128"]`.
     pub jwks_allowed_networks: Vec<String>,
+    /// The `worker` subcommand: job queue, billing, alerts and webhooks.
+    pub worker: WorkerSettings,
+}
+
+/// Settings of `vantage-admin worker` (the `worker:` section).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerSettings {
+    /// Address of the worker's `/metrics` and `/healthz` (no token; keep it private).
+    /// Port 0 picks a free port (printed). Example: `127.0.0.1:9095`.
+    pub metrics_listen: String,
+    /// Jobs one worker runs at once. Example: `4`.
+    pub concurrency: usize,
+    /// How long a claimed job is a worker's before another may claim it again (the worker
+    /// extends it while the job runs; a worker that died loses it after this), in seconds.
+    /// Example: `60`.
+    pub lease_s: u64,
+    /// Pause between looks at an empty queue, in milliseconds. Example: `500`.
+    pub poll_ms: u64,
+    /// First retry delay of a failed job; each further one doubles, with full jitter, up to
+    /// `retry_max_s`. In milliseconds. Example: `1000`.
+    pub retry_base_ms: u64,
+    /// Longest retry delay, in seconds. Example: `3600`.
+    pub retry_max_s: u64,
+    /// Finished jobs are deleted after this many days (dead ones stay until replayed or
+    /// deleted); 0 keeps all. Example: `30`.
+    pub job_retention_days: u32,
+    /// How often each worker looks for periodic jobs that are due, in seconds (each is
+    /// created once per fleet). Example: `30`.
+    pub schedule_interval_s: u64,
+    /// Alert rules are evaluated this often, in seconds. Example: `60`.
+    pub alert_interval_s: u64,
+    /// Closed billing periods are checked for late usage this often, in seconds.
+    /// Example: `300`.
+    pub reconcile_interval_s: u64,
+    /// A period is billed this long after it ended, so that the proxies' last usage of it
+    /// (flushed every second or so) is in; in seconds. Example: `120`.
+    pub billing_grace_s: u64,
+    /// Late usage of periods that ended up to this many days ago gives a correction record;
+    /// older periods stay as billed. Example: `40`.
+    pub correction_days: u32,
+    /// One webhook attempt's time limit (connect, send, answer), in milliseconds.
+    /// Example: `10000`.
+    pub webhook_timeout_ms: u64,
+    /// Delays before each retry of a failed webhook delivery, in seconds; when they are
+    /// used up the delivery fails for good (a dead letter). Default: 5 s, 5 min, 30 min,
+    /// 2 h, 5 h, 10 h, 10 h (about 27.6 hours). Example: `[5, 300, 1800]`.
+    pub webhook_retry_delays_s: Vec<f64>,
+    /// Networks webhooks may reach although they are private, loopback or link-local
+    /// (everything else of those is refused). Example: `["10.20.0.0/16"]`.
+    pub webhook_allowed_networks: Vec<String>,
+    /// Pool health reports older than this are ignored (the proxy is gone), in seconds.
+    /// Example: `120`.
+    pub pool_health_stale_s: u64,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            metrics_listen: "127.0.0.1:9095".into(),
+            concurrency: 4,
+            lease_s: 60,
+            poll_ms: 500,
+            retry_base_ms: 1000,
+            retry_max_s: 3600,
+            job_retention_days: 30,
+            schedule_interval_s: 30,
+            alert_interval_s: 60,
+            reconcile_interval_s: 300,
+            billing_grace_s: 120,
+            correction_days: 40,
+            webhook_timeout_ms: 10_000,
+            webhook_retry_delays_s: vec![5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0],
+            webhook_allowed_networks: Vec::new(),
+            pool_health_stale_s: 120,
+        }
+    }
+}
+
+impl WorkerSettings {
+    pub fn lease(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.lease_s.max(1))
+    }
+    pub fn poll(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.poll_ms.max(10))
+    }
+    pub fn retry_base(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.retry_base_ms.max(1))
+    }
+    pub fn retry_max(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.retry_max_s.max(1))
+    }
+    pub fn schedule_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.schedule_interval_s.max(1))
+    }
+    pub fn webhook_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.webhook_timeout_ms.max(100))
+    }
+    /// The webhook retry delays.
+    pub fn webhook_retry_delays(&self) -> Vec<std::time::Duration> {
+        self.webhook_retry_delays_s
+            .iter()
+            .map(|s| std::time::Duration::from_secs_f64(s.clamp(0.0, 7.0 * 86_400.0)))
+            .collect()
+    }
+    /// `webhook_allowed_networks`, parsed.
+    pub fn allowed_networks(&self) -> anyhow::Result<Vec<vantage_model::ipnet::IpNet>> {
+        self.webhook_allowed_networks
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                vantage_model::parse_cidr(n).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "worker.webhook_allowed_networks[{i}]: '{n}' is not a network (CIDR)"
+                    )
+                })
+            })
+            .collect()
+    }
 }
 
 impl Default for AdminConfig {
@@ -82,10 +205,12 @@ impl Default for AdminConfig {
             usage_minute_retention_days: 7,
             usage_hour_retention_days: 90,
             violation_retention_days: 90,
+            usage_quarter_retention_days: 400,
             partition_interval_s: 3600,
             otlp_endpoint: String::new(),
             base_domains: vantage_model::ServerSettings::default().base_domains,
             jwks_allowed_networks: vantage_model::ServerSettings::default().jwks_allowed_networks,
+            worker: WorkerSettings::default(),
         }
     }
 }
@@ -146,6 +271,22 @@ impl AdminConfig {
         Ok(())
     }
 
+    /// Problems that stop `worker` from starting.
+    pub fn check_for_worker(&self) -> anyhow::Result<()> {
+        let w = &self.worker;
+        if w.concurrency == 0 || w.concurrency > 256 {
+            anyhow::bail!("worker.concurrency must be 1-256");
+        }
+        if w.webhook_retry_delays_s
+            .iter()
+            .any(|d| !d.is_finite() || *d < 0.0)
+        {
+            anyhow::bail!("worker.webhook_retry_delays_s must be seconds of 0 or more");
+        }
+        w.allowed_networks()?;
+        Ok(())
+    }
+
     /// What candidate configurations are validated against: the fleet's base domains, JWKS
     /// networks and whether its proxies have Redis, checked with the proxies' own rules.
     pub fn resource_context(
@@ -196,6 +337,12 @@ mod tests {
         let keys = serde_yaml::from_str::<serde_yaml::Mapping>(text)
             .unwrap()
             .len();
-        assert_eq!(keys, 18, "conf/admin.yaml shows every field");
+        assert_eq!(keys, 20, "conf/admin.yaml shows every field");
+        cfg.check_for_worker().unwrap();
+        let worker = serde_yaml::from_str::<serde_yaml::Mapping>(text).unwrap()["worker"]
+            .as_mapping()
+            .unwrap()
+            .len();
+        assert_eq!(worker, 16, "conf/admin.yaml shows every worker field");
     }
 }

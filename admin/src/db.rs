@@ -122,6 +122,8 @@ pub struct Retention {
     pub usage_hour_days: u32,
     /// violations older than this many days are deleted.
     pub violation_days: u32,
+    /// usage_quarter rows older than this many days are deleted.
+    pub usage_quarter_days: u32,
     /// usage_batches (the ids of applied batches, so that a retried batch is not counted
     /// twice) older than this many days are deleted.
     pub usage_batch_days: u32,
@@ -142,6 +144,7 @@ impl Retention {
             usage_minute_days: cfg.usage_minute_retention_days,
             usage_hour_days: cfg.usage_hour_retention_days,
             violation_days: cfg.violation_retention_days,
+            usage_quarter_days: cfg.usage_quarter_retention_days,
             usage_batch_days: USAGE_BATCH_RETENTION_DAYS,
         }
     }
@@ -154,6 +157,7 @@ impl Retention {
             usage_minute_days: 0,
             usage_hour_days: 0,
             violation_days: 0,
+            usage_quarter_days: 0,
             usage_batch_days: 0,
         }
     }
@@ -226,6 +230,10 @@ pub async fn maintain(
         (
             keep.usage_hour_days,
             "DELETE FROM usage_hour WHERE ts < now() - $1::int * interval '1 day'",
+        ),
+        (
+            keep.usage_quarter_days,
+            "DELETE FROM usage_quarter WHERE ts < now() - $1::int * interval '1 day'",
         ),
         (
             keep.violation_days,

@@ -1,19 +1,25 @@
 //! VantageEdge admin service: the REST API over the configuration in Postgres (and over the
-//! proxies' usage, violations and quota counters), the migrations runner, the demo seed,
-//! and the signed config notices on Redis.
+//! proxies' usage, violations and quota counters, billing records, alerts and webhooks), the
+//! migrations runner, the demo seed, the signed config notices on Redis, and the workers
+//! that run the durable job queue.
 
+pub mod alerts;
 pub mod api;
 pub mod auth;
+pub mod billing;
 pub mod config;
 pub mod counters;
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod metrics;
 pub mod openapi;
 pub mod otel;
 pub mod publish;
 pub mod seed;
 pub mod store;
+pub mod webhooks;
+pub mod worker;
 pub mod write;
 
 pub use config::AdminConfig;

@@ -1,4 +1,4 @@
-//! `vantage-admin`: migrate, seed, create-token, serve, openapi.
+//! `vantage-admin`: migrate, seed, create-token, serve, worker, openapi.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -50,9 +50,12 @@ enum Command {
         #[arg(long)]
         name: String,
     },
+    /// Run jobs of the queue: billing, alerts, webhook deliveries, partitions and retention
+    /// (run one or more; they share the queue).
+    Worker,
     /// Print the OpenAPI document of the REST API (needs no database).
     Openapi,
-    /// Run the REST API (and maintain the partitions and retention of the proxies' tables).
+    /// Run the REST API.
     Serve {
         /// Listen address (overrides the settings file). Port 0 picks a free port.
         #[arg(long)]
@@ -132,6 +135,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             serve(cfg).await
         }
+        Command::Worker => vantage_admin::worker::run(cfg).await,
     }
 }
 
@@ -158,35 +162,7 @@ async fn serve(cfg: AdminConfig) -> anyhow::Result<()> {
     } else {
         Some(Counters::start(&cfg.redis_url, cfg.redis_prefix.clone())?)
     };
-    let st = Arc::new(AppState::new(
-        pool.clone(),
-        cfg.clone(),
-        publisher,
-        counters,
-    )?);
-    // Keep the daily partitions ahead of time and old rows out.
-    let keep = db::Retention::of(&cfg);
-    let every = Duration::from_secs(cfg.partition_interval_s.max(60));
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        loop {
-            tick.tick().await;
-            match pool.get().await {
-                Ok(c) => match db::maintain(&**c, &keep).await {
-                    Ok(done) if done.request_log_partitions + done.usage_minute_partitions > 0 => {
-                        tracing::info!(
-                            request_logs = done.request_log_partitions,
-                            usage_minute = done.usage_minute_partitions,
-                            "partitions created"
-                        )
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!("partition maintenance: {e}"),
-                },
-                Err(e) => tracing::warn!("partition maintenance: {e}"),
-            }
-        }
-    });
+    let st = Arc::new(AppState::new(pool, cfg.clone(), publisher, counters)?);
     println!("vantage-admin listening on http://{addr}");
     tracing::info!(%addr, channel = %cfg.channel(), "vantage-admin serving");
     axum::serve(listener, api::router(st))

@@ -75,12 +75,42 @@ const BEARER: &str = "bearer";
         api::analytics::requests,
         api::usage::usage,
         api::usage::violations,
+        api::alerts::list_rules,
+        api::alerts::create_rule,
+        api::alerts::get_rule,
+        api::alerts::patch_rule,
+        api::alerts::delete_rule,
+        api::alerts::list_alerts,
+        api::billing::list,
+        api::billing::get,
+        api::billing::export,
+        api::billing::run,
+        api::jobs::list,
+        api::jobs::get,
+        api::jobs::replay,
+        api::webhooks::create,
+        api::webhooks::list,
+        api::webhooks::get,
+        api::webhooks::patch,
+        api::webhooks::delete,
+        api::webhooks::rotate_secret,
+        api::webhooks::test,
+        api::webhooks::deliveries,
+        api::webhooks::delivery,
+        api::webhooks::replay,
         api::config_snapshot,
         api::openapi,
         api::metrics,
         api::healthz,
     ),
-    components(schemas(ErrorBody)),
+    components(schemas(
+        ErrorBody,
+        crate::alerts::quota::QuotaUsedParams,
+        crate::alerts::violations::ViolationsParams,
+        crate::alerts::error_rate::ErrorRateParams,
+        crate::alerts::pool::PoolUnhealthyParams,
+        crate::alerts::key_expiring::KeyExpiringParams,
+    )),
     modifiers(&CommonAnswers),
     security(("bearer" = [])),
     tags(
@@ -93,6 +123,10 @@ const BEARER: &str = "bearer";
         (name = "users", description = "People of a tenant; not part of the proxies' configuration"),
         (name = "analytics", description = "Statistics from the proxies' request logs"),
         (name = "usage", description = "Usage and policy violations metered by the proxies"),
+        (name = "alerts", description = "Alert rules of a tenant and the alerts the workers raise from them"),
+        (name = "billing", description = "Billing records of each billed plan's periods, their export, billing on demand"),
+        (name = "jobs", description = "The workers' durable job queue: dead letters and their replay"),
+        (name = "webhooks", description = "Signed webhook endpoints of a tenant, their delivery log, test events and replays"),
         (name = "config", description = "The configuration as the proxies read it"),
         (name = "meta", description = "Health, metrics and this document"),
     ),
@@ -243,7 +277,11 @@ mod tests {
         let doc = serde_json::to_value(document()).unwrap();
         assert_eq!(doc["openapi"], "3.1.0");
         let ops = operations_of(&doc);
-        assert_eq!(ops.len(), 50, "{ops:?}");
+        assert_eq!(
+            ops.len(),
+            50 + 6 /* alerts */ + 10 /* webhooks */ + 4 /* billing */ + 3, /* jobs */
+            "{ops:?}"
+        );
         let mut ids: Vec<&str> = doc["paths"]
             .as_object()
             .unwrap()

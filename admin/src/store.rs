@@ -365,10 +365,11 @@ impl Resource for Plan {
         let id = uuid_of(&self.id, "id")?;
         let tenant = uuid_of(&self.tenant_id, "tenant_id")?;
         tx.execute(
-            "INSERT INTO plans (id, tenant_id, name, time_zone, rate_limits, quotas)
-             VALUES ($1, $2, $3, $4, $5, $6)
+            "INSERT INTO plans (id, tenant_id, name, time_zone, rate_limits, quotas, billing)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, time_zone = EXCLUDED.time_zone,
-               rate_limits = EXCLUDED.rate_limits, quotas = EXCLUDED.quotas, updated_at = now()",
+               rate_limits = EXCLUDED.rate_limits, quotas = EXCLUDED.quotas,
+               billing = EXCLUDED.billing, updated_at = now()",
             &[
                 &id,
                 &tenant,
@@ -376,6 +377,7 @@ impl Resource for Plan {
                 &self.time_zone,
                 &json(&self.rate_limits),
                 &json(&self.quotas),
+                &self.billing.as_ref().map(json),
             ],
         )
         .await?;

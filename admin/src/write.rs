@@ -53,6 +53,8 @@ pub struct Candidate<'s> {
 pub struct Validated<'s> {
     version: i64,
     announce: Option<&'s Publisher>,
+    before: Config,
+    after: Config,
 }
 
 /// One transaction of the admin service; `S` is its stage ([`AdminData`], [`Candidate`],
@@ -146,7 +148,12 @@ impl<'c, 's> UnitOfWork<'c, Candidate<'s>> {
         }
         Ok(UnitOfWork {
             tx: self.tx,
-            stage: Validated { version, announce },
+            stage: Validated {
+                version,
+                announce,
+                before,
+                after: config,
+            },
         })
     }
 }
@@ -165,9 +172,16 @@ impl UnitOfWork<'_, Validated<'_>> {
         Ok(())
     }
 
-    /// Commit, then announce the committed version (for `tenant`, when the write concerned
-    /// one tenant). Returns the version.
+    /// Record the events of the change (keys created, rotated or revoked, plans changed,
+    /// `config.changed` per tenant; see [`crate::events::config_events`]) with their webhook
+    /// deliveries, commit, then announce the committed version (for `tenant`, when the write
+    /// concerned one tenant). Returns the version.
     pub async fn commit(self, tenant: Option<String>) -> Result<i64, ApiError> {
+        let events =
+            crate::events::config_events(&self.stage.before, &self.stage.after, self.stage.version);
+        for (tenant, kind, data) in events {
+            crate::events::emit(&self.tx, tenant, kind, data).await?;
+        }
         self.tx.commit().await?;
         let version = self.stage.version;
         if let Some(p) = self.stage.announce {

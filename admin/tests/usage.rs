@@ -8,7 +8,7 @@
 
 use serde_json::{json, Value};
 use std::time::SystemTime;
-use vantage_testkit::{bodies, id, wait_for, Admin, AdminSetup, Database};
+use vantage_testkit::{bodies, id, wait_for, Admin, AdminSetup, Database, Worker};
 
 /// Settings that keep every row whatever its age.
 const KEEP_ALL: &str = "usage_minute_retention_days: 0\nusage_hour_retention_days: 0\n\
@@ -795,12 +795,14 @@ async fn maintenance_keeps_usage_partitions_and_removes_old_usage_and_violations
     assert_eq!(count(&db, "SELECT count(*) FROM usage_minute_20010101"), 1);
     assert_eq!(count(&db, "SELECT count(*) FROM usage_minute_default"), 0);
 
-    // `serve` maintains at start: what is past its retention goes, the rest stays.
-    let a = AdminSetup::fresh().database(&db).start();
-    wait_for("the maintenance of serve", 30, || {
+    // A worker maintains at once (and every partition_interval_s, once per fleet): what is
+    // past its retention goes, the rest stays.
+    let w = Worker::start(&db, "", "");
+    wait_for("the maintenance of the worker", 30, || {
         let gone = db.sql(
             "SELECT to_regclass('usage_minute_20010101') IS NULL
                 AND NOT EXISTS (SELECT FROM usage_hour WHERE ts < '2002-01-01')
+                AND NOT EXISTS (SELECT FROM usage_quarter WHERE ts < '2002-01-01')
                 AND NOT EXISTS (SELECT FROM violations WHERE ts < '2002-01-01')
                 AND NOT EXISTS (SELECT FROM usage_batches WHERE applied_at < '2002-01-01')",
         );
@@ -808,6 +810,7 @@ async fn maintenance_keeps_usage_partitions_and_removes_old_usage_and_violations
     });
     assert_eq!(count(&db, "SELECT count(*) FROM usage_minute"), 1);
     assert_eq!(count(&db, "SELECT count(*) FROM usage_hour"), 1);
+    assert_eq!(count(&db, "SELECT count(*) FROM usage_quarter"), 1);
     assert_eq!(
         count(&db, "SELECT count(*) FROM usage_day"),
         2,
@@ -815,5 +818,5 @@ async fn maintenance_keeps_usage_partitions_and_removes_old_usage_and_violations
     );
     assert_eq!(count(&db, "SELECT count(*) FROM violations"), 1);
     assert_eq!(count(&db, "SELECT count(*) FROM usage_batches"), 1);
-    drop(a);
+    drop(w);
 }

@@ -68,3 +68,6 @@ pub const PRIORITY: i32 = 1_000_000;
 /// Health-check thresholds; breaker failure threshold.
 pub const THRESHOLD: u32 = 100;
 pub const BREAKER_FAILURES: u32 = 10_000;
+/// Largest amount of money in a plan's price (minor units): 10^13, a hundred billion of a
+/// two-decimal currency, far from overflowing a bill's arithmetic.
+pub const MONEY: i64 = 10_000_000_000_000;

@@ -23,8 +23,8 @@ mod validate;
 
 pub use pattern::{PathPattern, PatternError, Segment};
 pub use plan::{
-    quota_counter_key, Calendar, EnforcementMode, Overage, PeriodWindow, Plan, Quota, QuotaPeriod,
-    QuotaSubject, RouteQuota,
+    quota_counter_key, Calendar, Charge, EnforcementMode, Overage, PeriodWindow, Plan, PlanBilling,
+    Quota, QuotaPeriod, QuotaSubject, RouteQuota,
 };
 pub use policy::{
     Access, ApiKey, AuthMode, CacheBypass, CacheKeyPattern, CachePolicy, CacheStorageKind, Cors,

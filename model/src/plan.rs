@@ -33,6 +33,78 @@ pub struct Plan {
     /// Calendar quotas. Example: `[{name: monthly, limit: 100000, period: month}]`.
     #[serde(default)]
     pub quotas: Vec<Quota>,
+    /// What a subject on the plan pays per period; absent: the plan is not billed.
+    /// Example: `{currency: EUR, period: month, base_fee: 4900, included_units: 100000,
+    /// unit_price: 50, per_units: 1000}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billing: Option<PlanBilling>,
+}
+
+/// The price of a plan. Money is in integer minor units of `currency` (cents for EUR, yen
+/// for JPY), never fractions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PlanBilling {
+    /// ISO 4217 code. Example: `EUR`.
+    pub currency: String,
+    /// The billing period, in the plan's time zone. Example: `month`.
+    #[serde(default = "month")]
+    pub period: QuotaPeriod,
+    /// Charged per subject and period, in minor units. Example: `4900` (49.00 EUR).
+    #[serde(default)]
+    pub base_fee: i64,
+    /// Units of the period that the base fee covers. Example: `100000`.
+    #[serde(default)]
+    pub included_units: i64,
+    /// Price of `per_units` overage units, in minor units. Example: `50`.
+    #[serde(default)]
+    pub unit_price: i64,
+    /// How many overage units `unit_price` buys. Example: `1000` (0.50 EUR per 1000 units).
+    #[serde(default = "one")]
+    pub per_units: i64,
+}
+
+fn month() -> QuotaPeriod {
+    QuotaPeriod::Month
+}
+
+fn one() -> i64 {
+    1
+}
+
+/// The arithmetic of one billing record: every amount in minor units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Charge {
+    pub included_units: i64,
+    pub used_units: i64,
+    /// `used_units - included_units`, at least 0.
+    pub overage_units: i64,
+    /// `ceil(overage_units * unit_price / per_units)`: a started block of `per_units` is
+    /// charged in proportion, rounded up to the next minor unit.
+    pub overage_amount: i64,
+    pub base_fee: i64,
+    /// `base_fee + overage_amount`.
+    pub total: i64,
+}
+
+impl PlanBilling {
+    /// What `used_units` cost in one period (saturating far beyond any real bill).
+    pub fn charge(&self, used_units: i64) -> Charge {
+        let used = used_units.max(0);
+        let overage = (used - self.included_units.max(0)).max(0);
+        let per = i128::from(self.per_units.max(1));
+        let amount = (i128::from(overage) * i128::from(self.unit_price.max(0)) + per - 1) / per;
+        let amount = i64::try_from(amount).unwrap_or(i64::MAX);
+        Charge {
+            included_units: self.included_units,
+            used_units: used,
+            overage_units: overage,
+            overage_amount: amount,
+            base_fee: self.base_fee,
+            total: self.base_fee.saturating_add(amount),
+        }
+    }
 }
 
 fn utc() -> String {
@@ -228,6 +300,43 @@ impl Calendar {
     }
 }
 
+impl Calendar {
+    /// The name of the period that starts at `start`, in the calendar's zone: `2026-11` for
+    /// a month, `2026-11-28` for a day, `2026-11-28T13` for an hour.
+    pub fn label(&self, period: QuotaPeriod, start: i64) -> String {
+        let Ok(ts) = jiff::Timestamp::from_second(start) else {
+            return start.to_string();
+        };
+        let local = ts.to_zoned(self.tz.clone());
+        match period {
+            QuotaPeriod::Month => local.strftime("%Y-%m").to_string(),
+            QuotaPeriod::Day => local.strftime("%Y-%m-%d").to_string(),
+            QuotaPeriod::Hour => local.strftime("%Y-%m-%dT%H").to_string(),
+        }
+    }
+
+    /// The period before the one that contains `now`.
+    pub fn previous_window(&self, period: QuotaPeriod, now: i64) -> PeriodWindow {
+        let current = self.window(period, now);
+        self.window(period, current.start - 1)
+    }
+
+    /// The period whose label is `label` (as [`Calendar::label`] writes it).
+    pub fn parse_label(&self, period: QuotaPeriod, label: &str) -> Option<PeriodWindow> {
+        let text = match period {
+            QuotaPeriod::Month => format!("{label}-01T00:00:00"),
+            QuotaPeriod::Day => format!("{label}T00:00:00"),
+            QuotaPeriod::Hour => format!("{label}:00:00"),
+        };
+        let civil: jiff::civil::DateTime = text.parse().ok()?;
+        let at = civil.to_zoned(self.tz.clone()).ok()?;
+        // Mid-period, so a daylight-saving gap at the start cannot move it to the one before.
+        let probe = at.timestamp().as_second() + 1800;
+        let w = self.window(period, probe);
+        (self.label(period, w.start) == label).then_some(w)
+    }
+}
+
 /// Who a plan's quota counts: the API key, the JWT subject, or the whole tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum QuotaSubject {
@@ -306,6 +415,50 @@ mod tests {
         let d = ny.window(QuotaPeriod::Day, unix("2026-11-01T12:00:00Z"));
         assert_eq!(d.start, unix("2026-11-01T04:00:00Z"));
         assert_eq!(d.length(), 25 * 3600);
+    }
+
+    #[test]
+    fn billing_rounds_up_to_the_minor_unit_and_never_uses_floats() {
+        let b = PlanBilling {
+            currency: "EUR".into(),
+            period: QuotaPeriod::Month,
+            base_fee: 4900,
+            included_units: 1000,
+            unit_price: 50,
+            per_units: 1000,
+        };
+        // Within the included units: the base fee only.
+        assert_eq!(b.charge(1000).total, 4900);
+        assert_eq!(b.charge(1000).overage_units, 0);
+        // 1 unit over: 50/1000 of a cent, rounded up to 1 cent.
+        let c = b.charge(1001);
+        assert_eq!((c.overage_units, c.overage_amount, c.total), (1, 1, 4901));
+        // 2500 over: 2.5 blocks of 50 = 125.
+        assert_eq!(b.charge(3500).overage_amount, 125);
+        // Huge usage saturates instead of wrapping.
+        let big = PlanBilling {
+            unit_price: i64::MAX,
+            per_units: 1,
+            ..b.clone()
+        };
+        assert_eq!(big.charge(i64::MAX).total, i64::MAX);
+    }
+
+    #[test]
+    fn periods_have_names_in_their_zone() {
+        let berlin = Calendar::new("Europe/Berlin").unwrap();
+        let w = berlin.window(QuotaPeriod::Month, unix("2027-01-31T23:30:00Z"));
+        assert_eq!(berlin.label(QuotaPeriod::Month, w.start), "2027-02");
+        assert_eq!(berlin.parse_label(QuotaPeriod::Month, "2027-02"), Some(w));
+        let prev = berlin.previous_window(QuotaPeriod::Month, unix("2027-02-10T00:00:00Z"));
+        assert_eq!(berlin.label(QuotaPeriod::Month, prev.start), "2027-01");
+        let kolkata = Calendar::new("Asia/Kolkata").unwrap();
+        let h = kolkata
+            .parse_label(QuotaPeriod::Hour, "2026-06-01T16")
+            .unwrap();
+        assert_eq!(h.start, unix("2026-06-01T10:30:00Z"));
+        assert_eq!(kolkata.parse_label(QuotaPeriod::Day, "2026-13-01"), None);
+        assert_eq!(kolkata.parse_label(QuotaPeriod::Day, "2026-06"), None);
     }
 
     #[test]

@@ -12,7 +12,10 @@
 //! - [`postgres`]: databases of a test's own, and private Postgres clusters;
 //! - [`admin`]: a `vantage-admin serve` process and its JSON API;
 //! - [`collector`]: an OTLP/HTTP collector stand-in;
-//! - [`calendar`]: time zones far from a quota period's boundary.
+//! - [`calendar`]: time zones far from a quota period's boundary;
+//! - [`usage`]: usage batches applied as the proxies apply them;
+//! - [`worker`]: `vantage-admin worker` processes (SIGKILL and restart them);
+//! - [`receiver`]: a webhook receiver that records requests and answers as scripted.
 //!
 //! `use vantage_testkit::*;` brings all of it in.
 
@@ -25,8 +28,11 @@ pub mod origin;
 pub mod ports;
 pub mod postgres;
 pub mod proxy;
+pub mod receiver;
 pub mod redis;
+pub mod usage;
 pub mod wait;
+pub mod worker;
 
 pub use admin::{admin_cli, bodies, id, Admin, AdminSetup, ApiResponse, SECRET};
 pub use bins::{admin_bin, check_config, hash_key, proxy_bin};
@@ -39,5 +45,8 @@ pub use origin::{upgrade, Origin, UpgradeOrigin};
 pub use ports::{connect_from, free_port, listener, port_open, PortHold};
 pub use postgres::{psql, Database, PgCluster, PG_PORT};
 pub use proxy::{server_section, validate_decision, Proxy};
+pub use receiver::{Received, Receiver, Reply};
 pub use redis::{Redis, Subscriber, REDIS};
+pub use usage::{apply_batch, apply_usage_batch, UsageRow, ViolationRow};
 pub use wait::{temp_dir, wait_for};
+pub use worker::{Worker, TEST_WORKER_SETTINGS};

@@ -226,6 +226,18 @@ pub async fn rotate(
             &[&new_id, &id],
         )
         .await?;
+    if let Ok(tenant) = Uuid::parse_str(&old.tenant_id) {
+        crate::events::emit(
+            w.tx(),
+            tenant,
+            crate::events::KEY_ROTATED,
+            serde_json::json!({
+                "api_key_id": new.id, "rotated_from": old.id, "name": new.name,
+                "prefix": new.prefix, "grace_seconds": body.grace_seconds,
+            }),
+        )
+        .await?;
+    }
     let mut doc = fetch_doc::<ApiKey>(w.tx(), new_id, None)
         .await?
         .ok_or_else(|| ApiError::Internal("the new key is gone".into()))?;

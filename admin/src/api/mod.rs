@@ -1,12 +1,17 @@
 //! The REST API under `/api/v1/`, `/openapi.json` and `/healthz`. Every handler the router
 //! serves carries a `#[utoipa::path]`, from which [`crate::openapi`] builds the document.
 
+pub(crate) mod alerts;
 pub(crate) mod analytics;
 pub(crate) mod api_keys;
+pub(crate) mod billing;
+pub(crate) mod jobs;
 pub(crate) mod resources;
 pub(crate) mod usage;
 pub(crate) mod users;
+pub(crate) mod webhooks;
 
+pub use alerts::{AlertList, AlertRule, AlertRuleKind, NewAlertRule};
 pub use analytics::{Analytics, GroupBy, GroupStats, Latency, Stats};
 pub use api_keys::{IssuedApiKey, KeyQuota, NewApiKey, QuotaPlan, QuotaStatus, RotateBody};
 pub use resources::{
@@ -115,6 +120,39 @@ pub fn router(st: Arc<AppState>) -> Router {
                 .patch(users::patch)
                 .delete(users::delete),
         )
+        .route("/billing/records", get(billing::list))
+        .route("/billing/records/{id}", get(billing::get))
+        .route("/billing/export", get(billing::export))
+        .route("/billing/runs", post(billing::run))
+        .route("/jobs", get(jobs::list))
+        .route("/jobs/{id}", get(jobs::get))
+        .route("/jobs/{id}/replay", post(jobs::replay))
+        .route("/webhooks", get(webhooks::list).post(webhooks::create))
+        .route(
+            "/webhooks/{id}",
+            get(webhooks::get)
+                .patch(webhooks::patch)
+                .delete(webhooks::delete),
+        )
+        .route(
+            "/webhooks/{id}/rotate-secret",
+            post(webhooks::rotate_secret),
+        )
+        .route("/webhooks/{id}/test", post(webhooks::test))
+        .route("/webhooks/{id}/deliveries", get(webhooks::deliveries))
+        .route("/webhook-deliveries/{id}", get(webhooks::delivery))
+        .route("/webhook-deliveries/{id}/replay", post(webhooks::replay))
+        .route(
+            "/alert-rules",
+            get(alerts::list_rules).post(alerts::create_rule),
+        )
+        .route(
+            "/alert-rules/{id}",
+            get(alerts::get_rule)
+                .patch(alerts::patch_rule)
+                .delete(alerts::delete_rule),
+        )
+        .route("/alerts", get(alerts::list_alerts))
         .route("/analytics/requests", get(analytics::requests))
         .route("/config", get(config_snapshot));
     let protected = Router::new()

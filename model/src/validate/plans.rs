@@ -81,6 +81,27 @@ pub(super) fn check<'a>(
                 }
             }
         }
+        if let Some(bill) = &plan.billing {
+            let bp = format!("{p}.billing");
+            if iso_currency::Currency::from_code(&bill.currency).is_none() {
+                c.err(
+                    format!("{bp}.currency"),
+                    format!(
+                        "'{}' is not an ISO 4217 currency code (e.g. EUR, USD, JPY)",
+                        bill.currency
+                    ),
+                );
+            }
+            c.range(format!("{bp}.base_fee"), bill.base_fee, 0, b::MONEY);
+            c.range(
+                format!("{bp}.included_units"),
+                bill.included_units,
+                0,
+                b::QUOTA_LIMIT,
+            );
+            c.range(format!("{bp}.unit_price"), bill.unit_price, 0, b::MONEY);
+            c.range(format!("{bp}.per_units"), bill.per_units, 1, b::QUOTA_LIMIT);
+        }
     }
     owners
 }

@@ -1,0 +1,168 @@
+//! The workers' job queue: list jobs (dead letters above all) and replay dead ones.
+
+use crate::auth::Principal;
+use crate::error::{path_id_i64, ApiError, ApiQuery, ErrorBody};
+use crate::worker::queue::{replay as replay_job, JobView, VIEW_COLUMNS};
+use crate::AppState;
+use axum::extract::{Path, State};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use utoipa::{IntoParams, ToSchema};
+
+/// `?state=&kind=&limit=` of `GET /jobs`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct JobQuery {
+    /// Only jobs in this state: `queued`, `running`, `done` or `dead`.
+    state: Option<String>,
+    /// Only jobs of this kind. Example: `webhook.deliver`.
+    kind: Option<String>,
+    /// Most jobs (1-1000, default 100), newest first.
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<i64>,
+}
+
+/// The answer of `GET /jobs`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobList {
+    /// Newest first.
+    pub jobs: Vec<JobView>,
+    /// More matched than `limit`.
+    pub truncated: bool,
+}
+
+/// `GET /jobs`: a tenant_admin sees its tenant's jobs; a superadmin every job.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs",
+    tag = "jobs",
+    operation_id = "list_jobs",
+    summary = "Jobs of the workers",
+    description = "The durable job queue: billing closes, alert evaluations, webhook \
+        deliveries, maintenance. `state=dead` lists the dead letters (jobs whose attempts ran \
+        out or that failed for good), which `POST /jobs/{id}/replay` queues again. A \
+        tenant_admin sees only its tenant's jobs.",
+    params(JobQuery),
+    responses(
+        (status = 200, description = "The jobs", body = JobList),
+        (status = 400, description = "A bad parameter", body = ErrorBody),
+    )
+)]
+pub async fn list(
+    State(st): State<Arc<AppState>>,
+    p: Principal,
+    ApiQuery(q): ApiQuery<JobQuery>,
+) -> Result<Json<JobList>, ApiError> {
+    if let Some(s) = &q.state {
+        if !["queued", "running", "done", "dead"].contains(&s.as_str()) {
+            return Err(ApiError::bad_parameter(
+                "state",
+                "must be queued, running, done or dead",
+            ));
+        }
+    }
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_parameter("limit", "must be 1-1000"));
+    }
+    let c = st.pool.get().await?;
+    let rows = c
+        .query(
+            &format!(
+                "SELECT {VIEW_COLUMNS} FROM jobs
+                  WHERE ($1::uuid IS NULL OR tenant_id = $1)
+                    AND ($2::text IS NULL OR state = $2) AND ($3::text IS NULL OR kind = $3)
+                  ORDER BY id DESC LIMIT $4"
+            ),
+            &[&p.tenant, &q.state, &q.kind, &(limit + 1)],
+        )
+        .await?;
+    let truncated = rows.len() as i64 > limit;
+    Ok(Json(JobList {
+        jobs: rows
+            .iter()
+            .take(limit as usize)
+            .map(JobView::from_row)
+            .collect(),
+        truncated,
+    }))
+}
+
+/// `GET /jobs/{id}`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/jobs/{id}",
+    tag = "jobs",
+    operation_id = "get_job",
+    summary = "One job",
+    params(("id" = i64, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "The job", body = JobView),
+        (status = 404, description = "No such job, or another tenant's", body = ErrorBody),
+    )
+)]
+pub async fn get(
+    State(st): State<Arc<AppState>>,
+    p: Principal,
+    Path(raw): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let id = path_id_i64(&raw, "job")?;
+    let c = st.pool.get().await?;
+    let row = c
+        .query_opt(
+            &format!(
+                "SELECT {VIEW_COLUMNS} FROM jobs
+                  WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2)"
+            ),
+            &[&id, &p.tenant],
+        )
+        .await?
+        .ok_or_else(|| ApiError::not_found("job"))?;
+    Ok(Json(JobView::from_row(&row)))
+}
+
+/// `POST /jobs/{id}/replay`: queue a dead job again.
+#[utoipa::path(
+    post,
+    path = "/api/v1/jobs/{id}/replay",
+    tag = "jobs",
+    operation_id = "replay_job",
+    summary = "Replay a dead letter",
+    description = "Queues a dead job again from its first attempt. Its effect stays \
+        idempotent: a job that did its work before it died does not do it twice.",
+    params(("id" = i64, Path, description = "The job's id")),
+    responses(
+        (status = 200, description = "Queued again", body = JobView),
+        (status = 404, description = "No such job, or another tenant's", body = ErrorBody),
+        (status = 409, description = "The job is not dead", body = ErrorBody),
+    )
+)]
+pub async fn replay(
+    State(st): State<Arc<AppState>>,
+    p: Principal,
+    Path(raw): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let id = path_id_i64(&raw, "job")?;
+    let c = st.pool.get().await?;
+    if let Some(job) = replay_job(&**c, id, p.tenant).await? {
+        return Ok(Json(job));
+    }
+    let exists = c
+        .query_opt(
+            "SELECT state FROM jobs WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2)",
+            &[&id, &p.tenant],
+        )
+        .await?;
+    match exists {
+        Some(r) => Err(ApiError::Conflict(
+            format!(
+                "only a dead job can be replayed; this one is {}",
+                r.get::<_, String>(0)
+            ),
+            Vec::new(),
+        )),
+        None => Err(ApiError::not_found("job")),
+    }
+}
