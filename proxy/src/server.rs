@@ -84,9 +84,9 @@ async fn initial_from_postgres(
 /// The graceful shutdown sequence, started when Pingora begins one (SIGTERM, or SIGQUIT
 /// after handing the listeners to a new process; Pingora then stops accepting and sleeps
 /// the grace period). It waits for the requests in flight, then for the request-log and
-/// usage writers to write (or, for usage, save) what they hold, then flushes the span
-/// exporter and exits — as soon as that is done, so the grace period is an upper bound
-/// rather than a fixed delay.
+/// usage writers to write (or, for usage, save) what they hold and for the pool-health
+/// reporter to withdraw this proxy's rows, then flushes the span exporter and exits — as
+/// soon as that is done, so the grace period is an upper bound rather than a fixed delay.
 struct Lifecycle {
     grace: Duration,
     writers: std::sync::Mutex<Vec<Finish>>,
@@ -345,11 +345,21 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             let pool = crate::source::pool(pgs).map_err(|e| anyhow::anyhow!(e))?;
             let (meter, writer, finish) = crate::telemetry::usage::channel(
                 &pgs.usage,
+                pool.clone(),
+                Duration::from_millis(pgs.timeout_ms),
+            );
+            // Pool health is reported beside usage: same pool, same proxy name, same interval.
+            let (reporter, withdraw) = crate::telemetry::pool_health::reporter(
+                state.clone(),
                 pool,
+                writer.proxy().to_string(),
+                Duration::from_millis(pgs.usage.flush_interval_ms),
                 Duration::from_millis(pgs.timeout_ms),
             );
             server.add_service(background_service("usage", writer));
+            server.add_service(background_service("pool-health", reporter));
             writers.push(finish);
+            writers.push(withdraw);
             Some(meter)
         }
         _ => None,

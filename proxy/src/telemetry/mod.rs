@@ -1,6 +1,7 @@
 //! What the proxy tells about each request: Prometheus [`metrics`], W3C [`trace`] context
 //! and [`otel`] span export, [`request_log`] rows and [`usage`] metering in Postgres, and
-//! the JSON [`access_log`].
+//! the JSON [`access_log`]; apart from requests, what the health checks see of each origin
+//! pool ([`pool_health`] reports in Postgres).
 //!
 //! The gateway builds one [`Summary`] when a request ends and hands it to every [`Sink`]
 //! the server settings enable. A new consumer of per-request facts is one more `Sink`
@@ -9,6 +10,7 @@
 pub mod access_log;
 pub mod metrics;
 pub mod otel;
+pub mod pool_health;
 pub mod request_log;
 pub mod trace;
 pub mod usage;

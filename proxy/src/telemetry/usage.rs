@@ -535,6 +535,12 @@ pub fn channel(
 }
 
 impl UsageWriter {
+    /// The proxy's name in usage batches (`<hostname>:<pid>`), also used by other reports of
+    /// this process.
+    pub fn proxy(&self) -> &str {
+        &self.proxy
+    }
+
     /// Apply one batch; `Ok` also when Postgres had it already. `Err((message, permanent))`:
     /// `permanent` when Postgres refused the data itself (it would refuse it again).
     async fn apply(&self, b: &Batch) -> Result<(), (String, bool)> {

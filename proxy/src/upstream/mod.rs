@@ -428,6 +428,17 @@ impl Pool {
         self.backends().ready(backend)
     }
 
+    /// Targets the active health check holds healthy (all of them without a health check),
+    /// and the number of targets.
+    pub fn health_counts(&self) -> (usize, usize) {
+        let healthy = self
+            .targets
+            .iter()
+            .filter(|(b, _)| self.is_healthy(b))
+            .count();
+        (healthy, self.targets.len())
+    }
+
     /// Pick a target: healthy, breaker allows, not in `tried`.
     pub fn select(&self, key: &[u8], tried: &[usize]) -> Selection {
         let now = now_ms();
