@@ -3,6 +3,25 @@
 
 -- ── Plans are priced ─────────────────────────────────────────────────────────────────
 ALTER TABLE plans ADD COLUMN billing jsonb;   -- vantage_model::PlanBilling; NULL: not billed
+-- When the plan became billed: periods that begin earlier are never billed (a plan made
+-- billed today does not bill last month), later ones are all billed, however late. Set when
+-- `billing` is set; an operator may move it back to bill earlier periods on demand.
+ALTER TABLE plans ADD COLUMN billing_since timestamptz;
+
+CREATE FUNCTION vantage_plans_billing_since() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.billing IS NULL THEN
+        NEW.billing_since := NULL;
+    ELSIF TG_OP = 'INSERT' THEN
+        NEW.billing_since := COALESCE(NEW.billing_since, now());
+    ELSIF OLD.billing IS NULL THEN
+        NEW.billing_since := now();
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER plans_billing_since BEFORE INSERT OR UPDATE ON plans
+    FOR EACH ROW EXECUTE FUNCTION vantage_plans_billing_since();
 
 CREATE OR REPLACE FUNCTION vantage_plan_json(p plans) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
@@ -24,16 +43,24 @@ $$;
 CREATE TABLE usage_quarter (LIKE usage_minute INCLUDING DEFAULTS);
 ALTER TABLE usage_quarter ADD PRIMARY KEY (ts, tenant_id, subject, route_id, status_class);
 CREATE INDEX usage_quarter_subject_ts ON usage_quarter (tenant_id, subject, ts);
+-- Filled from the minutes still kept, and before them from the hours (a quarter hour gets
+-- its hour's usage: exact for zones on whole hours, which all billing begins after anyway).
 INSERT INTO usage_quarter
 SELECT date_bin('15 minutes', ts, timestamptz '2000-01-01 00:00:00+00'), tenant_id, subject,
        route_id, status_class, sum(requests), sum(request_bytes), sum(response_bytes),
        sum(units), sum(overage)
   FROM usage_minute GROUP BY 1, 2, 3, 4, 5;
+INSERT INTO usage_quarter
+SELECT ts, tenant_id, subject, route_id, status_class, requests, request_bytes,
+       response_bytes, units, overage
+  FROM usage_hour
+ WHERE ts < COALESCE((SELECT date_trunc('hour', min(ts), 'UTC') FROM usage_minute), 'infinity');
 
 -- When the rows of each table were last changed by a batch (billing finds late usage of a
 -- closed period through it).
 ALTER TABLE usage_batches ADD COLUMN first_ts timestamptz;
 ALTER TABLE usage_batches ADD COLUMN last_ts timestamptz;
+ALTER TABLE usage_batches ADD COLUMN tenants text[];
 
 CREATE OR REPLACE FUNCTION vantage_apply_usage_batch(
     p_batch uuid, p_proxy text,
@@ -48,8 +75,9 @@ DECLARE
     g text;
     bucket text;
 BEGIN
-    INSERT INTO usage_batches (id, proxy, first_ts, last_ts)
-    SELECT p_batch, p_proxy, min(t), max(t) FROM UNNEST(u_ts) AS t
+    INSERT INTO usage_batches (id, proxy, first_ts, last_ts, tenants)
+    SELECT p_batch, p_proxy, min(t), max(t), array_agg(DISTINCT tenant)
+      FROM UNNEST(u_ts, u_tenant) AS b (t, tenant)
     ON CONFLICT (id) DO NOTHING;
     IF NOT FOUND THEN
         RETURN false;
@@ -153,6 +181,20 @@ CREATE TABLE billing_records (
     UNIQUE (tenant_id, subject, plan_id, period_start, revision)
 );
 CREATE INDEX billing_records_tenant_period ON billing_records (tenant_id, period_start);
+
+-- Each billed period of a plan: its subjects are fixed when it is first billed (a key moved
+-- to another plan later is not billed twice), and `checked_at` is when its usage was last
+-- read, so that only usage batches applied since make the workers look again.
+CREATE TABLE billing_periods (
+    plan_id      uuid NOT NULL REFERENCES plans (id) ON DELETE CASCADE,
+    period_start timestamptz NOT NULL,
+    period_end   timestamptz NOT NULL,
+    period_label text NOT NULL,
+    tenant_id    uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    checked_at   timestamptz NOT NULL,
+    PRIMARY KEY (plan_id, period_start)
+);
+CREATE INDEX billing_periods_end ON billing_periods (period_end);
 
 -- ── Events and webhooks ──────────────────────────────────────────────────────────────
 -- Something a tenant may be told about. Its id is the `webhook-id` of every delivery.

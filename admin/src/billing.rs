@@ -7,14 +7,16 @@
 //! (`usage_quarter`, which splits any zone's periods exactly) and written as revision 1
 //! once; computing them again writes nothing when they are the same, and a *correction*
 //! (the next revision, with the difference in `delta_total`) when late usage changed them.
-//! A correction keeps the prices of the original record.
+//! A correction keeps the prices of the original record. A period's subjects are fixed when
+//! it is first billed (`billing_periods`): a key moved to another plan afterwards is not
+//! billed for that period twice. Only periods that begin after the plan became billed
+//! (`plans.billing_since`) are billed.
 
 use crate::events;
 use crate::metrics::METRICS;
 use crate::worker::queue::Job;
 use crate::worker::{JobContext, JobError};
 use serde_json::json;
-use std::collections::BTreeMap;
 use tokio_postgres::GenericClient;
 use uuid::Uuid;
 use vantage_model::{Calendar, PeriodWindow, PlanBilling};
@@ -29,6 +31,8 @@ pub struct BilledPlan {
     pub billing: PlanBilling,
     /// The tenant is on this plan (the tenant is billed on it for all of its usage).
     pub is_tenant_plan: bool,
+    /// Unix seconds since when the plan is billed: periods that begin earlier are not.
+    pub billing_since: i64,
 }
 
 /// Load plan `id` if it is billed.
@@ -38,7 +42,8 @@ pub async fn load_plan(
 ) -> Result<Option<BilledPlan>, tokio_postgres::Error> {
     let row = c
         .query_opt(
-            "SELECT p.id, p.tenant_id, p.name, p.time_zone, p.billing, t.plan_id = p.id
+            "SELECT p.id, p.tenant_id, p.name, p.time_zone, p.billing, t.plan_id = p.id,
+                    EXTRACT(EPOCH FROM p.billing_since)::bigint
                FROM plans p JOIN tenants t ON t.id = p.tenant_id
               WHERE p.id = $1 AND p.billing IS NOT NULL",
             &[&id],
@@ -52,6 +57,7 @@ pub async fn load_plan(
             time_zone: r.get(3),
             billing: serde_json::from_value(r.get(4)).ok()?,
             is_tenant_plan: r.get::<_, Option<bool>>(5).unwrap_or(false),
+            billing_since: r.get::<_, Option<i64>>(6).unwrap_or(0),
         })
     }))
 }
@@ -63,69 +69,73 @@ struct Used {
     requests: i64,
 }
 
-/// The subjects billed on `plan` for `w`, with their usage: the API keys on the plan (those
-/// with usage, and active ones that existed during the period), and, when it is the
-/// tenant's plan, the tenant (subject `tenant`) with all of its usage — a tenant's plan
-/// counts the whole tenant, as its quotas do.
+/// The usage of `subject` of `tenant` in `w` (`tenant`: all of the tenant's usage).
+async fn usage_of(
+    c: &impl GenericClient,
+    tenant: Uuid,
+    subject: &str,
+    w: PeriodWindow,
+) -> Result<Used, tokio_postgres::Error> {
+    let r = c
+        .query_one(
+            "SELECT COALESCE(sum(units), 0)::bigint, COALESCE(sum(requests), 0)::bigint
+               FROM usage_quarter
+              WHERE tenant_id = $1 AND ts >= to_timestamp($2) AND ts < to_timestamp($3)
+                AND ($4 = 'tenant' OR subject = $4)",
+            &[
+                &tenant.to_string(),
+                &(w.start as f64),
+                &(w.end as f64),
+                &subject,
+            ],
+        )
+        .await?;
+    Ok(Used {
+        units: r.get(0),
+        requests: r.get(1),
+    })
+}
+
+/// Who is billed on `plan` for `w`. A period billed before keeps the subjects it was billed
+/// for. Otherwise: the API keys on the plan now that are active (and were created before
+/// the period's end) or have usage in it, and the tenant when it is the tenant's plan (a
+/// tenant's plan counts the whole tenant, as its quotas do).
 async fn subjects(
     c: &impl GenericClient,
     plan: &BilledPlan,
     w: PeriodWindow,
-) -> Result<BTreeMap<String, Used>, tokio_postgres::Error> {
-    let start = w.start as f64;
-    let end = w.end as f64;
-    let tenant = plan.tenant_id.to_string();
-    let mut out: BTreeMap<String, Used> = BTreeMap::new();
-    let keys = c
-        .query(
-            "SELECT 'key:' || id::text, status = 'active' AND created_at < to_timestamp($3)
-               FROM api_keys WHERE tenant_id = $1 AND plan_id = $2",
-            &[&plan.tenant_id, &plan.id, &end],
-        )
-        .await?;
-    let mut on_plan: Vec<String> = Vec::new();
-    for r in &keys {
-        let subject: String = r.get(0);
-        if r.get::<_, bool>(1) {
-            out.insert(subject.clone(), Used::default());
-        }
-        on_plan.push(subject);
-    }
-    let usage = c
-        .query(
-            "SELECT subject, sum(units)::bigint, sum(requests)::bigint
-               FROM usage_quarter
-              WHERE tenant_id = $1 AND ts >= to_timestamp($2) AND ts < to_timestamp($3)
-                AND subject = ANY ($4)
-              GROUP BY subject",
-            &[&tenant, &start, &end, &on_plan],
-        )
-        .await?;
-    for r in usage {
-        out.insert(
-            r.get(0),
-            Used {
-                units: r.get(1),
-                requests: r.get(2),
-            },
-        );
-    }
-    if plan.is_tenant_plan {
-        let r = c
-            .query_one(
-                "SELECT COALESCE(sum(units), 0)::bigint, COALESCE(sum(requests), 0)::bigint
-                   FROM usage_quarter
-                  WHERE tenant_id = $1 AND ts >= to_timestamp($2) AND ts < to_timestamp($3)",
-                &[&tenant, &start, &end],
+    billed_before: bool,
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    if billed_before {
+        let rows = c
+            .query(
+                "SELECT DISTINCT subject FROM billing_records
+                  WHERE plan_id = $1 AND period_start = to_timestamp($2) ORDER BY subject",
+                &[&plan.id, &(w.start as f64)],
             )
             .await?;
-        out.insert(
-            "tenant".to_string(),
-            Used {
-                units: r.get(0),
-                requests: r.get(1),
-            },
-        );
+        return Ok(rows.iter().map(|r| r.get(0)).collect());
+    }
+    let rows = c
+        .query(
+            "SELECT 'key:' || k.id::text FROM api_keys k
+              WHERE k.tenant_id = $1 AND k.plan_id = $2
+                AND ((k.status = 'active' AND k.created_at < to_timestamp($4))
+                     OR EXISTS (SELECT 1 FROM usage_quarter u
+                                 WHERE u.tenant_id = $1::text AND u.subject = 'key:' || k.id::text
+                                   AND u.ts >= to_timestamp($3) AND u.ts < to_timestamp($4)))
+              ORDER BY 1",
+            &[
+                &plan.tenant_id,
+                &plan.id,
+                &(w.start as f64),
+                &(w.end as f64),
+            ],
+        )
+        .await?;
+    let mut out: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    if plan.is_tenant_plan {
+        out.push("tenant".to_string());
     }
     Ok(out)
 }
@@ -146,21 +156,18 @@ pub struct Billed {
     pub unchanged: u32,
 }
 
-/// Compute `plan`'s records for period `w` and write what is new: revision 1 for a subject
-/// billed for the first time (kind `original`, or `correction` when `late` — it appeared
-/// after the period was billed), the next revision (kind `correction`) for a subject whose
-/// figures changed, nothing for one whose figures are the same. One transaction; emits one
-/// `billing.record_ready` event when anything was written.
+/// Compute `plan`'s records for period `w` and write what is new: revision 1 (kind
+/// `original`) for each subject when the period is billed for the first time, the next
+/// revision (kind `correction`) for a subject whose figures changed since, nothing for one
+/// whose figures are the same. One transaction; records the period in `billing_periods`
+/// (its subjects are fixed from then on) and emits one `billing.record_ready` event when
+/// anything was written.
 pub async fn bill_period(
     client: &mut tokio_postgres::Client,
     plan: &BilledPlan,
     w: PeriodWindow,
-    late: bool,
 ) -> Result<Billed, tokio_postgres::Error> {
-    let cal = Calendar::new(&plan.time_zone)
-        .unwrap_or_else(|_| Calendar::new("UTC").expect("UTC is a time zone"));
     let period = plan.billing.period;
-    let label = cal.label(period, w.start);
     let tx = client.transaction().await?;
     // One biller per plan and period at a time (two workers, or a close and a reconcile).
     tx.execute(
@@ -168,12 +175,28 @@ pub async fn bill_period(
         &[&format!("{}:{}", plan.id, w.start)],
     )
     .await?;
-    let subjects = subjects(&tx, plan, w).await?;
     let start = w.start as f64;
     let end = w.end as f64;
+    // A period billed before keeps its name (even if the plan's zone changed since).
+    let before: Option<String> = tx
+        .query_opt(
+            "SELECT period_label FROM billing_periods
+              WHERE plan_id = $1 AND period_start = to_timestamp($2)",
+            &[&plan.id, &start],
+        )
+        .await?
+        .map(|r| r.get(0));
+    let billed_before = before.is_some();
+    let label = before.unwrap_or_else(|| {
+        Calendar::new(&plan.time_zone)
+            .map(|cal| cal.label(period, w.start))
+            .unwrap_or_else(|_| rfc3339(w.start))
+    });
+    let subjects = subjects(&tx, plan, w, billed_before).await?;
     let mut done = Billed::default();
     let mut written = Vec::new();
-    for (subject, used) in &subjects {
+    for subject in &subjects {
+        let used = &usage_of(&tx, plan.tenant_id, subject, w).await?;
         let latest = tx
             .query_opt(
                 "SELECT revision, used_units, requests, total, currency, base_fee, included_units,
@@ -202,12 +225,7 @@ pub async fn bill_period(
                 },
             });
         let (revision, kind, prices, previous_total) = match &latest {
-            None => (
-                1,
-                if late { "correction" } else { "original" },
-                plan.billing.clone(),
-                0,
-            ),
+            None => (1, "original", plan.billing.clone(), 0),
             Some(l) if l.used == *used => {
                 done.unchanged += 1;
                 continue;
@@ -264,6 +282,14 @@ pub async fn bill_period(
             }));
         }
     }
+    tx.execute(
+        "INSERT INTO billing_periods (plan_id, period_start, period_end, period_label, tenant_id,
+                                      checked_at)
+         VALUES ($1, to_timestamp($2), to_timestamp($3), $4, $5, now())
+         ON CONFLICT (plan_id, period_start) DO UPDATE SET checked_at = now()",
+        &[&plan.id, &start, &end, &label, &plan.tenant_id],
+    )
+    .await?;
     if !written.is_empty() {
         events::emit(
             &tx,
@@ -324,6 +350,10 @@ pub async fn close_job(ctx: &JobContext, job: &Job) -> Result<(), JobError> {
     };
     let cal = Calendar::new(&plan.time_zone).map_err(JobError::permanent)?;
     let w = cal.window(plan.billing.period, start);
+    if w.start < plan.billing_since {
+        tracing::info!(%plan_id, "billing: the period began before the plan was billed");
+        return Ok(());
+    }
     let now = ctx.now();
     if w.end > now {
         return Err(JobError::Retry {
@@ -331,7 +361,7 @@ pub async fn close_job(ctx: &JobContext, job: &Job) -> Result<(), JobError> {
             after: Some(std::time::Duration::from_secs((w.end - now) as u64)),
         });
     }
-    let done = bill_period(&mut c, &plan, w, false).await?;
+    let done = bill_period(&mut c, &plan, w).await?;
     tracing::info!(
         plan = %plan.id, period = %cal.label(plan.billing.period, w.start),
         originals = done.originals, corrections = done.corrections, unchanged = done.unchanged,
@@ -340,41 +370,43 @@ pub async fn close_job(ctx: &JobContext, job: &Job) -> Result<(), JobError> {
     Ok(())
 }
 
-/// `billing.reconcile`: periods billed up to `correction_days` ago whose usage may have
-/// changed since (a usage batch with rows in the period was applied after, or shortly
-/// before, the period's last record) are billed again, which writes corrections where the
-/// figures changed.
+/// `billing.reconcile`: billed periods that ended up to `correction_days` ago whose usage
+/// may have changed since they were last read — a usage batch of their tenant with rows in
+/// the period was applied after (or shortly before) `checked_at` — are billed again, which
+/// writes corrections where the figures changed and moves `checked_at` on.
 pub async fn reconcile_job(ctx: &JobContext, _job: &Job) -> Result<(), JobError> {
     let mut c = ctx.pool.get().await?;
     let days = i32::try_from(ctx.settings().correction_days.min(100_000)).unwrap_or(40);
-    // The margin covers a batch whose transaction began before the record's and committed
-    // after it (its applied_at is its transaction's start).
+    // The margin covers a batch whose transaction began before the period was read and
+    // committed after it (its applied_at is its transaction's start); it makes a period
+    // be read once or twice more after its last batch, never forever.
     let rows = c
         .query(
-            "SELECT b.plan_id, EXTRACT(EPOCH FROM b.period_start)::bigint
-               FROM billing_records b
-              WHERE b.period_end > now() - $1::int * interval '1 day'
-              GROUP BY b.plan_id, b.period_start, b.period_end
-             HAVING EXISTS (SELECT 1 FROM usage_batches u
-                             WHERE u.applied_at > max(b.created_at) - interval '10 minutes'
-                               AND u.first_ts < b.period_end AND u.last_ts >= b.period_start)",
+            "SELECT p.plan_id, EXTRACT(EPOCH FROM p.period_start)::bigint,
+                    EXTRACT(EPOCH FROM p.period_end)::bigint
+               FROM billing_periods p
+              WHERE p.period_end > now() - $1::int * interval '1 day'
+                AND EXISTS (SELECT 1 FROM usage_batches u
+                             WHERE u.applied_at > p.checked_at - interval '2 minutes'
+                               AND u.first_ts < p.period_end AND u.last_ts >= p.period_start
+                               AND p.tenant_id::text = ANY (u.tenants))",
             &[&days],
         )
         .await?;
     for r in rows {
         let plan_id: Uuid = r.get(0);
-        let start: i64 = r.get(1);
+        let w = PeriodWindow {
+            start: r.get(1),
+            end: r.get(2),
+        };
+        // A plan no longer billed keeps the records it has.
         let Some(plan) = load_plan(&**c, plan_id).await? else {
             continue;
         };
-        let Ok(cal) = Calendar::new(&plan.time_zone) else {
-            continue;
-        };
-        let w = cal.window(plan.billing.period, start);
-        let done = bill_period(&mut c, &plan, w, true).await?;
+        let done = bill_period(&mut c, &plan, w).await?;
         if done.corrections > 0 {
             tracing::info!(
-                plan = %plan.id, period = %cal.label(plan.billing.period, w.start),
+                plan = %plan.id, period_start = w.start,
                 corrections = done.corrections, "late usage: billing corrected"
             );
         }

@@ -94,6 +94,9 @@ pub struct WorkerSettings {
     /// Finished jobs are deleted after this many days (dead ones stay until replayed or
     /// deleted); 0 keeps all. Example: `30`.
     pub job_retention_days: u32,
+    /// Events (with their webhook deliveries and attempts) and resolved alerts are deleted
+    /// after this many days; 0 keeps all. Example: `90`.
+    pub event_retention_days: u32,
     /// How often each worker looks for periodic jobs that are due, in seconds (each is
     /// created once per fleet). Example: `30`.
     pub schedule_interval_s: u64,
@@ -133,6 +136,7 @@ impl Default for WorkerSettings {
             retry_base_ms: 1000,
             retry_max_s: 3600,
             job_retention_days: 30,
+            event_retention_days: 90,
             schedule_interval_s: 30,
             alert_interval_s: 60,
             reconcile_interval_s: 300,
@@ -343,6 +347,6 @@ mod tests {
             .as_mapping()
             .unwrap()
             .len();
-        assert_eq!(worker, 16, "conf/admin.yaml shows every worker field");
+        assert_eq!(worker, 17, "conf/admin.yaml shows every worker field");
     }
 }

@@ -138,6 +138,18 @@ pub fn config_events(
             }
         }
     }
+    // A key deleted while it worked is revoked too.
+    let new_keys: std::collections::HashSet<&str> =
+        after.api_keys.iter().map(|k| k.id.as_str()).collect();
+    for k in &before.api_keys {
+        if k.status == KeyStatus::Active && !new_keys.contains(k.id.as_str()) {
+            push(
+                &k.tenant_id,
+                KEY_REVOKED,
+                json!({"api_key_id": k.id, "name": k.name, "prefix": k.prefix, "deleted": true}),
+            );
+        }
+    }
     let old_tenants: HashMap<&str, &vantage_model::Tenant> =
         before.tenants.iter().map(|t| (t.id.as_str(), t)).collect();
     for t in &after.tenants {

@@ -92,6 +92,22 @@ fn a_period_end_bills_each_subject_once_and_late_usage_is_corrected() {
     let day = Calendar::new(day_zone).unwrap();
     let yesterday = day.previous_window(QuotaPeriod::Day, now);
     let m = |s: &str| format!("key:{s}");
+    // The billed plans have been billed since before last month (a plan is billed from
+    // when its billing is set: only later periods).
+    a.db.sql(&format!(
+        "UPDATE plans SET billing_since = to_timestamp({}) WHERE id IN ('{pro}', '{metered}', '{platform}')",
+        last_month.start.min(yesterday.start) - 86_400
+    ));
+    // A plan billed only from now on, with a key that used it last month: nothing of last
+    // month is billed on it.
+    let newcomer = id(&a.create(
+        "/api/v1/plans",
+        json!({
+            "tenant_id": t, "name": "newcomer", "time_zone": month_zone,
+            "billing": {"currency": "EUR", "period": "month", "base_fee": 100},
+        }),
+    ));
+    let late_key = key(&a, &t, "late", Some(&newcomer));
     // The idle key existed all last month (keys created now did not: only their usage bills
     // them).
     a.db.sql(&format!(
@@ -111,6 +127,7 @@ fn a_period_end_bills_each_subject_once_and_late_usage_is_corrected() {
         UsageRow::new(yesterday.end - 1, &t, &m(&meter), 1),
         UsageRow::new(yesterday.end, &t, &m(&meter), 500),
         UsageRow::new(last_month.start + 60, &t, &m(&tenantless), 4),
+        UsageRow::new(last_month.start + 120, &t, &m(&late_key), 9),
     ];
     assert!(apply_usage_batch(&a.db, &usage));
     // The tenant's record: every unit of the tenant in last month.
@@ -220,7 +237,52 @@ fn a_period_end_bills_each_subject_once_and_late_usage_is_corrected() {
     });
     assert_eq!(whole["used_units"], tenant_units + 20);
     assert_eq!(whole["kind"], "correction");
-    // Both revisions are kept.
+    // The heavy key moves to a new plan; more late usage of last month corrects its record
+    // on pro, the plan it was billed on, and bills nothing of last month on the new one.
+    let pro2 = id(&a.create(
+        "/api/v1/plans",
+        json!({
+            "tenant_id": t, "name": "pro2", "time_zone": month_zone,
+            "billing": {"currency": "EUR", "period": "month", "base_fee": 9900},
+        }),
+    ));
+    let r = a.root(
+        "PATCH",
+        &format!("/api/v1/api-keys/{heavy}"),
+        Some(json!({"plan_id": pro2})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(apply_usage_batch(
+        &a.db,
+        &[UsageRow::new(last_month.start + 90, &t, &m(&heavy), 10)],
+    ));
+    let moved = wait_for("the correction after the move", 30, || {
+        let r = records(&a, &a.root, &t, &month_label);
+        let h = by_subject(&r, &m(&heavy)).clone();
+        (h["revision"] == 3).then_some(h)
+    });
+    assert_eq!(moved["plan_name"], "pro");
+    assert_eq!(moved["used_units"], 165);
+    assert_eq!(
+        a.db.sql(&format!(
+            "SELECT count(*) FROM billing_records WHERE plan_id IN ('{pro2}', '{newcomer}')"
+        )),
+        "0",
+        "nothing of last month on plans billed since"
+    );
+    let r = a.root(
+        "POST",
+        "/api/v1/billing/runs",
+        Some(json!({"plan_id": newcomer, "period": month_label})),
+    );
+    assert_eq!((r.status, r.fields()), (422, vec!["period".to_string()]));
+    // The tenant's record follows all of it: 30 more units.
+    wait_for("the tenant's second correction", 30, || {
+        let r = records(&a, &a.root, &t, &month_label);
+        let w = by_subject(&r, "tenant").clone();
+        (w["revision"] == 3 && w["used_units"] == tenant_units + 30).then_some(())
+    });
+    // Every revision is kept.
     let all = a.root(
         "GET",
         &format!(
@@ -234,7 +296,7 @@ fn a_period_end_bills_each_subject_once_and_late_usage_is_corrected() {
         .iter()
         .map(|r| r["total"].as_i64().unwrap())
         .collect();
-    assert_eq!(totals, vec![5075, 5175]);
+    assert_eq!(totals, vec![5075, 5175, 5225]);
     // Each write told the tenant: billing.record_ready events.
     let ready: i64 =
         a.db.sql("SELECT count(*) FROM events WHERE type = 'billing.record_ready'")
@@ -255,7 +317,7 @@ fn a_period_end_bills_each_subject_once_and_late_usage_is_corrected() {
     assert!(lines[0].starts_with("id,tenant_id,subject,plan_id,plan_name"));
     assert_eq!(lines.len(), 4, "{text}");
     assert!(text.contains(&format!(",key:{heavy},")));
-    assert!(text.contains(",2,correction,EUR,100,155,55,50,10,4900,275,5175,100,155"));
+    assert!(text.contains(",3,correction,EUR,100,165,65,50,10,4900,325,5225,50,165"));
     let j = a.root(
         "GET",
         &format!("/api/v1/billing/export?tenant_id={t}&period={month_label}&format=json"),
@@ -264,8 +326,8 @@ fn a_period_end_bills_each_subject_once_and_late_usage_is_corrected() {
     assert_eq!(j.status, 200, "{}", j.body);
     assert_eq!(j.body["totals"][0]["currency"], "EUR");
     assert_eq!(j.body["totals"][0]["records"], 3);
-    let over = (tenant_units + 20 - 150).max(0);
-    assert_eq!(j.body["totals"][0]["total"], 5175 + 4900 + 10000 + 7 * over);
+    let over = (tenant_units + 30 - 150).max(0);
+    assert_eq!(j.body["totals"][0]["total"], 5225 + 4900 + 10000 + 7 * over);
 
     // Another tenant sees none of it.
     let other = id(&a.create("/api/v1/tenants", bodies::tenant("globex")));
@@ -362,4 +424,57 @@ fn bad_billing_input_gets_field_errors_and_changes_nothing() {
     );
     assert_eq!((r.status, r.fields()), (400, vec!["format".to_string()]));
     assert_eq!(a.db.sql("SELECT count(*) FROM jobs"), "0");
+}
+
+#[test]
+fn a_worker_that_was_away_bills_every_missed_period_once() {
+    let a = Admin::fresh();
+    let t = id(&a.create("/api/v1/tenants", bodies::tenant("acme")));
+    let zone = steady_zone(QuotaPeriod::Day, 900);
+    let cal = Calendar::new(zone).unwrap();
+    let daily = id(&a.create(
+        "/api/v1/plans",
+        json!({
+            "tenant_id": t, "name": "daily", "time_zone": zone,
+            "billing": {"currency": "USD", "period": "day", "base_fee": 25},
+        }),
+    ));
+    let k = key(&a, &t, "k", Some(&daily));
+    // Billed since 3.5 days ago, and no worker ran since: the whole days after that are due.
+    let now = unix_now();
+    let since = now - 3 * 86_400 - 43_200;
+    a.db.sql(&format!(
+        "UPDATE plans SET billing_since = to_timestamp({since});
+         UPDATE api_keys SET created_at = to_timestamp({}) WHERE id = '{k}'",
+        since - 86_400
+    ));
+    let mut want = Vec::new();
+    let first = cal.window(QuotaPeriod::Day, since);
+    let mut w = if first.start >= since {
+        first
+    } else {
+        cal.window(QuotaPeriod::Day, first.end)
+    };
+    while w.end <= now {
+        want.push(cal.label(QuotaPeriod::Day, w.start));
+        w = cal.window(QuotaPeriod::Day, w.end);
+    }
+    assert!(want.len() >= 2, "{want:?}");
+    let _w = Worker::start(&a.db, "  billing_grace_s: 0\n  alert_interval_s: 3600\n", "");
+    let got = wait_for("every missed day billed", 30, || {
+        let r = a.root("GET", &format!("/api/v1/billing/records?tenant_id={t}"), None);
+        let labels: Vec<String> = r.body["records"]
+            .as_array()?
+            .iter()
+            .map(|r| r["period_label"].as_str().unwrap().to_string())
+            .collect();
+        (labels.len() >= want.len()).then_some(r.body["records"].as_array()?.clone())
+    });
+    let mut labels: Vec<String> = got
+        .iter()
+        .map(|r| r["period_label"].as_str().unwrap().to_string())
+        .collect();
+    labels.sort();
+    assert_eq!(labels, want, "each missed day once, none before billing began");
+    assert!(got.iter().all(|r| r["total"] == 25 && r["subject"] == format!("key:{k}")));
 }

@@ -38,6 +38,11 @@ fn two_workers_on_one_queue_do_every_job_exactly_once() {
         plans.push(plan);
     }
     assert!(apply_usage_batch(&a.db, &rows));
+    // Billed since before yesterday.
+    a.db.sql(&format!(
+        "UPDATE plans SET billing_since = to_timestamp({})",
+        yesterday.start - 86_400
+    ));
     // Queue every period's billing twice over, before any worker runs: 60 jobs.
     for plan in plans.iter().chain(plans.iter()) {
         let r = a.root(
@@ -48,7 +53,7 @@ fn two_workers_on_one_queue_do_every_job_exactly_once() {
         assert_eq!(r.status, 202, "{}", r.body);
     }
     // Two workers at once (and their schedulers asking for the same closes too).
-    let settings = "  concurrency: 3\n  billing_grace_s: 0\n  alert_interval_s: 3600\n";
+    let settings = "  concurrency: 3\n  billing_grace_s: 0\n  alert_interval_s: 1\n";
     let w1 = Worker::start(&a.db, settings, "");
     let w2 = Worker::start(&a.db, settings, "");
     wait_for("every billing job to be done", 60, || {

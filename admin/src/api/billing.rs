@@ -18,6 +18,8 @@ use vantage_model::Calendar;
 
 /// Most records of one answer.
 pub const MAX_RECORDS: i64 = 10_000;
+/// Most records of one export.
+pub const MAX_EXPORT: i64 = 100_000;
 
 /// One billing record: a subject's bill for one period of a plan. Money is in integer
 /// minor units of `currency` (cents for EUR).
@@ -173,6 +175,16 @@ pub struct ExportTotal {
     pub total: i64,
 }
 
+/// A text cell a spreadsheet must not take for a formula: one starting with `=`, `+`, `-`,
+/// `@`, a tab or a carriage return gets a leading `'`.
+fn cell(s: &str) -> String {
+    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{s}")
+    } else {
+        s.to_string()
+    }
+}
+
 fn uuid_param(v: &Option<String>, name: &str) -> Result<Option<Uuid>, ApiError> {
     v.as_deref()
         .map(|s| {
@@ -314,7 +326,13 @@ pub async fn export(
         .as_deref()
         .filter(|s| !s.is_empty())
         .ok_or_else(|| ApiError::bad_parameter("period", "is required, e.g. 2026-11"))?;
-    let records = select(&st, tenant, plan, None, Some(period), true, i64::MAX).await?;
+    let records = select(&st, tenant, plan, None, Some(period), true, MAX_EXPORT + 1).await?;
+    if records.len() as i64 > MAX_EXPORT {
+        return Err(ApiError::bad_parameter(
+            "period",
+            "has more than 100000 records: export it per tenant_id or plan_id",
+        ));
+    }
     match q.format.as_deref().unwrap_or("csv") {
         "csv" => {
             let mut w = csv::Writer::from_writer(Vec::new());
@@ -349,9 +367,9 @@ pub async fn export(
                 w.write_record([
                     r.id.clone(),
                     r.tenant_id.clone(),
-                    r.subject.clone(),
+                    cell(&r.subject),
                     r.plan_id.clone(),
-                    r.plan_name.clone(),
+                    cell(&r.plan_name),
                     r.time_zone.clone(),
                     r.period.clone(),
                     r.period_label.clone(),
@@ -505,6 +523,15 @@ pub async fn run(
             "has not ended yet; a period is billed once it is over",
         ));
     }
+    if w.start < plan.billing_since {
+        return Err(ApiError::invalid_field(
+            "period",
+            format!(
+                "began before the plan was billed (billed since {}); only later periods are",
+                crate::billing::rfc3339(plan.billing_since)
+            ),
+        ));
+    }
     // A job of its own each time (billing is idempotent; an operator may ask again).
     let job = crate::worker::schedule::close_job(plan.id, owner, w.start).dedupe(format!(
         "{}:{}:{}:run:{}",
@@ -527,4 +554,18 @@ pub async fn run(
         }),
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cell;
+
+    #[test]
+    fn cells_are_never_formulas() {
+        assert_eq!(cell("=HYPERLINK(\"x\")"), "'=HYPERLINK(\"x\")");
+        assert_eq!(cell("-pro"), "'-pro");
+        assert_eq!(cell("@sum"), "'@sum");
+        assert_eq!(cell("pro"), "pro");
+        assert_eq!(cell("key:1"), "key:1");
+    }
 }

@@ -107,11 +107,26 @@ async fn dispatch(ctx: &JobContext, job: &Job) -> Result<(), JobError> {
             let c = ctx.pool.get().await?;
             crate::db::maintain(&**c, &crate::db::Retention::of(&ctx.cfg)).await?;
             let s = ctx.settings();
+            let days = |d: u32| d.min(100_000) as i32;
             if s.job_retention_days > 0 {
                 c.execute(
                     "DELETE FROM jobs WHERE state = 'done'
                         AND updated_at < now() - $1::int * interval '1 day'",
-                    &[&(s.job_retention_days.min(100_000) as i32)],
+                    &[&days(s.job_retention_days)],
+                )
+                .await?;
+            }
+            if s.event_retention_days > 0 {
+                // Deliveries and their attempts go with their events.
+                c.execute(
+                    "DELETE FROM events WHERE created_at < now() - $1::int * interval '1 day'",
+                    &[&days(s.event_retention_days)],
+                )
+                .await?;
+                c.execute(
+                    "DELETE FROM alerts WHERE state = 'resolved'
+                        AND resolved_at < now() - $1::int * interval '1 day'",
+                    &[&days(s.event_retention_days)],
                 )
                 .await?;
             }
@@ -227,7 +242,7 @@ pub async fn run(cfg: AdminConfig) -> anyhow::Result<()> {
 }
 
 /// Run one claimed job and record the outcome; the lease is kept alive while it runs.
-async fn execute(ctx: &JobContext, job: Job) {
+async fn execute(ctx: &Arc<JobContext>, job: Job) {
     let started = Instant::now();
     let s = ctx.settings();
     let beat = async {
@@ -240,8 +255,15 @@ async fn execute(ctx: &JobContext, job: Job) {
             }
         }
     };
+    // The handler runs as a task of its own, so that a panic in it fails the attempt (and
+    // is recorded) instead of leaving the job to wait out its lease.
+    let run = {
+        let ctx = ctx.clone();
+        let job = job.clone();
+        tokio::spawn(async move { dispatch(&ctx, &job).await })
+    };
     let outcome = tokio::select! {
-        r = dispatch(ctx, &job) => r,
+        r = run => r.unwrap_or_else(|e| Err(JobError::retry(format!("the handler failed: {e}")))),
         _ = beat => unreachable!("the heartbeat never ends"),
     };
     let kind = job.kind.as_str();

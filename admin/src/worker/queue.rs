@@ -57,13 +57,21 @@ impl NewJob {
     }
 }
 
+/// Longest delay the queue takes (a longer one is cut to it).
+pub const MAX_DELAY: Duration = Duration::from_secs(30 * 86_400);
+
+/// `d` in milliseconds, at most [`MAX_DELAY`] (Postgres interval arithmetic stays in range).
+pub fn millis(d: Duration) -> i64 {
+    i64::try_from(d.min(MAX_DELAY).as_millis()).unwrap_or(0)
+}
+
 /// Create `job` (in the caller's transaction when `c` is one). Returns its id, or `None`
 /// when a job with its dedupe key exists already.
 pub async fn enqueue(
     c: &impl GenericClient,
     job: &NewJob,
 ) -> Result<Option<i64>, tokio_postgres::Error> {
-    let delay_ms = i64::try_from(job.delay.as_millis()).unwrap_or(i64::MAX);
+    let delay_ms = millis(job.delay);
     let row = c
         .query_opt(
             "INSERT INTO jobs (kind, payload, dedupe_key, tenant_id, max_attempts, run_at)
@@ -103,14 +111,24 @@ impl Job {
 }
 
 /// Claim up to `n` ready jobs for `worker` for `lease`: queued ones whose time has come,
-/// and running ones whose worker's lease ran out (it died). Each claim counts an attempt.
+/// and running ones whose worker's lease ran out (it died). Each claim counts an attempt. A
+/// job whose lease ran out on its last attempt is dead instead (a job that kills or hangs
+/// its worker every time must not take it down forever).
 pub async fn claim(
     c: &impl GenericClient,
     worker: &str,
     n: i64,
     lease: Duration,
 ) -> Result<Vec<Job>, tokio_postgres::Error> {
-    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(60_000);
+    let lease_ms = millis(lease);
+    c.execute(
+        "UPDATE jobs SET state = 'dead', locked_by = NULL, locked_until = NULL,
+                last_error = 'the lease ran out on its last attempt (its worker died or hung)',
+                finished_at = now(), updated_at = now()
+          WHERE state = 'running' AND locked_until < now() AND attempts >= max_attempts",
+        &[],
+    )
+    .await?;
     let rows = c
         .query(
             "UPDATE jobs SET state = 'running', locked_by = $1,
@@ -150,7 +168,7 @@ pub async fn heartbeat(
     worker: &str,
     lease: Duration,
 ) -> Result<bool, tokio_postgres::Error> {
-    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(60_000);
+    let lease_ms = millis(lease);
     let n = c
         .execute(
             "UPDATE jobs SET locked_until = now() + $3::bigint * interval '1 millisecond'
@@ -190,7 +208,7 @@ pub async fn fail(
 ) -> Result<Option<&'static str>, tokio_postgres::Error> {
     let error: String = error.chars().take(2000).collect();
     let (state, delay_ms) = match retry_in {
-        Some(d) => ("queued", i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        Some(d) => ("queued", millis(d)),
         None => ("dead", 0),
     };
     let n = c

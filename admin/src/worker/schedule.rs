@@ -5,7 +5,7 @@
 use super::queue::{enqueue, NewJob};
 use super::{kinds, JobContext};
 use serde_json::json;
-use vantage_model::{Calendar, PlanBilling};
+use vantage_model::{Calendar, PlanBilling, QuotaPeriod};
 
 /// Slot number of a fixed interval: `now / every`.
 fn slot(now: i64, every_s: u64) -> i64 {
@@ -22,7 +22,7 @@ pub async fn tick(ctx: &JobContext) -> Result<(), tokio_postgres::Error> {
     let fixed = [
         (kinds::ALERTS_EVALUATE, s.alert_interval_s),
         (kinds::BILLING_RECONCILE, s.reconcile_interval_s),
-        (kinds::MAINTENANCE, ctx.cfg.partition_interval_s),
+        (kinds::MAINTENANCE, ctx.cfg.partition_interval_s.max(60)),
     ];
     for (kind, every) in fixed {
         let n = slot(now, every);
@@ -31,13 +31,20 @@ pub async fn tick(ctx: &JobContext) -> Result<(), tokio_postgres::Error> {
             .attempts(3);
         enqueue(&**c, &job).await?;
     }
-    // Each billed plan's last ended period.
+    // Each billed plan's ended periods not billed yet: from the one after the last billed
+    // (or the first that began after the plan became billed) to the last that ended
+    // `billing_grace_s` ago, a bounded number per look (a long outage catches up over a few).
     let rows = c
         .query(
-            "SELECT id, tenant_id, time_zone, billing FROM plans WHERE billing IS NOT NULL",
+            "SELECT p.id, p.tenant_id, p.time_zone, p.billing,
+                    EXTRACT(EPOCH FROM p.billing_since)::bigint,
+                    (SELECT EXTRACT(EPOCH FROM max(b.period_start))::bigint
+                       FROM billing_periods b WHERE b.plan_id = p.id)
+               FROM plans p WHERE p.billing IS NOT NULL AND p.billing_since IS NOT NULL",
             &[],
         )
         .await?;
+    let grace = i64::try_from(s.billing_grace_s).unwrap_or(0);
     for r in rows {
         let plan: uuid::Uuid = r.get(0);
         let tenant: uuid::Uuid = r.get(1);
@@ -48,11 +55,48 @@ pub async fn tick(ctx: &JobContext) -> Result<(), tokio_postgres::Error> {
         let Ok(cal) = Calendar::new(&zone) else {
             continue;
         };
-        let grace = i64::try_from(s.billing_grace_s).unwrap_or(0);
-        let ended = cal.previous_window(billing.period, now - grace);
-        enqueue(&**c, &close_job(plan, tenant, ended.start)).await?;
+        let since: i64 = r.get(4);
+        let last: Option<i64> = r.get(5);
+        for start in due_periods(&cal, billing.period, since, last, now - grace) {
+            enqueue(&**c, &close_job(plan, tenant, start)).await?;
+        }
     }
     Ok(())
+}
+
+/// Most periods of one plan queued per look.
+const CATCH_UP: usize = 24;
+
+/// Starts of the periods to bill: after `last_billed` (or from the first period that
+/// began at or after `since`), those that ended by `until`; at most [`CATCH_UP`].
+fn due_periods(
+    cal: &Calendar,
+    period: QuotaPeriod,
+    since: i64,
+    last_billed: Option<i64>,
+    until: i64,
+) -> Vec<i64> {
+    let mut next = match last_billed {
+        Some(s) => cal.window(period, s).end,
+        None => {
+            let w = cal.window(period, since);
+            if w.start >= since {
+                w.start
+            } else {
+                w.end
+            }
+        }
+    };
+    let mut out = Vec::new();
+    while out.len() < CATCH_UP {
+        let w = cal.window(period, next);
+        if w.end > until {
+            break;
+        }
+        out.push(w.start);
+        next = w.end;
+    }
+    out
 }
 
 /// The job that bills `plan`'s period starting at `period_start` (one per plan and period,
@@ -69,6 +113,33 @@ pub fn close_job(plan: uuid::Uuid, tenant: uuid::Uuid, period_start: i64) -> New
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn periods_are_billed_from_the_first_whole_one_and_caught_up_after_an_outage() {
+        let utc = Calendar::new("UTC").unwrap();
+        let day = 86_400;
+        let since = 10 * day + 3600; // billed since day 10, 01:00
+                                     // Day 10 began before: the first billed day is day 11, billed once it ended.
+        assert!(due_periods(&utc, QuotaPeriod::Day, since, None, 12 * day - 1).is_empty());
+        assert_eq!(
+            due_periods(&utc, QuotaPeriod::Day, since, None, 12 * day),
+            vec![11 * day]
+        );
+        // Days 12-14 missed while no worker ran: all of them, in order.
+        assert_eq!(
+            due_periods(&utc, QuotaPeriod::Day, since, Some(11 * day), 15 * day + 5),
+            vec![12 * day, 13 * day, 14 * day]
+        );
+        // A long outage catches up a bounded number per look.
+        let many = due_periods(&utc, QuotaPeriod::Hour, 0, Some(0), 1000 * 3600);
+        assert_eq!(many.len(), CATCH_UP);
+        assert_eq!(many[0], 3600);
+        // A plan billed from a period's very start bills that period.
+        assert_eq!(
+            due_periods(&utc, QuotaPeriod::Day, 10 * day, None, 11 * day),
+            vec![10 * day]
+        );
+    }
 
     #[test]
     fn slots_are_the_same_for_every_worker_within_an_interval() {
