@@ -12,8 +12,18 @@ use vantage_testkit::*;
 /// Admin settings that let endpoints point at loopback receivers.
 const ALLOW_LOOPBACK: &str = "worker:\n  webhook_allowed_networks: [\"127.0.0.0/8\"]\n";
 
-/// Worker lines: short leases and quick retries, loopback allowed.
-const QUICK_WORKER: &str = "  lease_s: 2
+/// Worker lines: quick retries, loopback allowed, and a lease long enough that a busy
+/// machine's late heartbeat never lets the job be claimed again mid-attempt (which would
+/// send it twice and break the exact request counts below).
+const QUICK_WORKER: &str = "  lease_s: 30
+  webhook_timeout_ms: 5000
+  webhook_retry_delays_s: [0.2, 0.2, 0.2, 0.2]
+  webhook_allowed_networks: [\"127.0.0.0/8\"]
+";
+
+/// As [`QUICK_WORKER`] with a short lease: the job of a worker SIGKILLed mid-attempt is
+/// claimed again 2 s later.
+const SHORT_LEASE_WORKER: &str = "  lease_s: 2
   webhook_timeout_ms: 5000
   webhook_retry_delays_s: [0.2, 0.2, 0.2, 0.2]
   webhook_allowed_networks: [\"127.0.0.0/8\"]
@@ -338,7 +348,11 @@ fn a_worker_without_the_allow_list_refuses_loopback_at_delivery() {
         &admin.root,
         json!({"tenant_id": tenant, "url": receiver.url("/hook")}),
     );
-    let _worker = Worker::start(&admin.db, "  webhook_retry_delays_s: [0.2, 0.2]\n", "");
+    let _worker = Worker::start(
+        &admin.db,
+        "  lease_s: 30\n  webhook_retry_delays_s: [0.2, 0.2]\n",
+        "",
+    );
     let (_, delivery) = test_event(&admin, &admin.root, &ep);
     let d = delivery_in(&admin, &delivery, "failed", 20);
     let error = d["last_error"].as_str().unwrap();
@@ -366,14 +380,20 @@ fn sigkill_mid_delivery_delivers_once_after_restart() {
         &admin.root,
         json!({"tenant_id": tenant, "url": receiver.url("/hook")}),
     );
-    let mut worker = Worker::start(&admin.db, QUICK_WORKER, "");
+    // Only this worker runs, and only until its first request arrives: its short lease
+    // (which lets the next worker take the job over soon after the kill) cannot run out
+    // unnoticed while it works.
+    let mut worker = Worker::start(&admin.db, SHORT_LEASE_WORKER, "");
     let (event, delivery) = test_event(&admin, &admin.root, &ep);
     receiver.wait_for_requests(1, 20);
     worker.kill();
     receiver.wait_until("the killed worker's connection to close", 10, |r| {
         r[0].client_gone
     });
-    worker.restart();
+    // The next worker claims the job once the dead one's 2 s lease is over, and holds it
+    // with a long lease of its own.
+    drop(worker);
+    let _worker = Worker::start(&admin.db, QUICK_WORKER, "");
     let d = delivery_in(&admin, &delivery, "delivered", 20);
 
     // A later event is delivered too: the worker has moved on.
@@ -428,7 +448,7 @@ fn used_up_retries_dead_letter_and_replay_delivers() {
     // Two retries: three attempts, then a dead letter.
     let worker = Worker::start(
         &admin.db,
-        "  webhook_retry_delays_s: [0.2, 0.2]\n  webhook_allowed_networks: [\"127.0.0.0/8\"]\n",
+        "  lease_s: 30\n  webhook_retry_delays_s: [0.2, 0.2]\n  webhook_allowed_networks: [\"127.0.0.0/8\"]\n",
         "",
     );
     let d = delivery_in(&admin, &delivery, "failed", 20);
@@ -449,10 +469,46 @@ fn used_up_retries_dead_letter_and_replay_delivers() {
         .metrics_text()
         .contains("vantage_webhook_deliveries_total{result=\"dead\"} 1"));
 
-    // Replay: pending again, then delivered, with the same webhook-id.
+    // The dead job is a dead letter of the job queue too.
+    let dead = admin.call(
+        &token,
+        "GET",
+        "/api/v1/jobs?state=dead&kind=webhook.deliver",
+        None,
+    );
+    assert_eq!(dead.status, 200, "{}", dead.body);
+    let dead = dead.body["jobs"].as_array().unwrap().clone();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["payload"]["delivery_id"], delivery.as_str());
+    let old_job = dead[0]["id"].as_i64().unwrap();
+
+    // Replay: pending again, then delivered, with the same webhook-id. The new job takes the
+    // dead one's place: that one is no longer a dead letter.
     let r = admin.call(&token, "POST", &replay, None);
     assert_eq!(r.status, 202, "{}", r.body);
     assert_eq!(r.body["id"], delivery.as_str());
+    let old = admin.call(&token, "GET", &format!("/api/v1/jobs/{old_job}"), None);
+    assert_eq!(old.body["state"], "done", "{}", old.body);
+    assert_eq!(
+        old.body["last_error"], "superseded by a replay of its delivery",
+        "{}",
+        old.body
+    );
+    let r = admin.call(
+        &token,
+        "GET",
+        "/api/v1/jobs?state=dead&kind=webhook.deliver",
+        None,
+    );
+    assert_eq!(r.body["jobs"], json!([]), "{}", r.body);
+    // ... and so not replayable on its own any more.
+    let r = admin.call(
+        &token,
+        "POST",
+        &format!("/api/v1/jobs/{old_job}/replay"),
+        None,
+    );
+    assert_eq!(r.status, 409, "{}", r.body);
     let d = delivery_in(&admin, &delivery, "delivered", 20);
     assert_eq!(statuses(&d), [Some(500), Some(503), Some(500), Some(200)]);
     assert_eq!(d["attempts"], 4);
@@ -462,7 +518,13 @@ fn used_up_retries_dead_letter_and_replay_delivers() {
         .iter()
         .all(|r| r.header("webhook-id") == Some(event.as_str())));
     assert!(verify_request(&secret, &got[3]));
-    assert_eq!(job_states(&admin.db, &delivery), ["dead", "done"]);
+    assert_eq!(job_states(&admin.db, &delivery), ["done", "done"]);
+    assert_eq!(
+        admin
+            .db
+            .sql("SELECT count(*) FROM jobs WHERE state = 'dead'"),
+        "0"
+    );
     // An unknown delivery is 404.
     let r = admin.call(
         &token,
@@ -471,6 +533,50 @@ fn used_up_retries_dead_letter_and_replay_delivers() {
         None,
     );
     assert_eq!(r.status, 404, "{}", r.body);
+}
+
+#[test]
+fn replaying_the_dead_job_of_a_delivery_delivers_it() {
+    let (admin, tenant) = admin_and_tenant();
+    let token = admin.token_for(&tenant);
+    let receiver = Receiver::scripted(
+        [Reply::Status(500), Reply::Status(502), Reply::Status(503)],
+        Reply::Status(200),
+    );
+    let (ep, _) = endpoint(&admin, &token, json!({"url": receiver.url("/hook")}));
+    // One retry: two attempts, then a dead letter.
+    let _worker = Worker::start(
+        &admin.db,
+        "  lease_s: 30\n  webhook_retry_delays_s: [0.2]\n  webhook_allowed_networks: [\"127.0.0.0/8\"]\n",
+        "",
+    );
+    let (event, delivery) = test_event(&admin, &token, &ep);
+    let d = delivery_in(&admin, &delivery, "failed", 20);
+    assert_eq!(statuses(&d), [Some(500), Some(502)]);
+    let dead = admin.call(&token, "GET", "/api/v1/jobs?state=dead", None);
+    let dead = dead.body["jobs"].as_array().unwrap().clone();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["payload"]["delivery_id"], delivery.as_str());
+    let job = dead[0]["id"].as_i64().unwrap();
+
+    // Replaying the job replays its delivery: pending again in the same write, and a fresh
+    // retry schedule (attempt 3 fails, and is retried once more: it is the job's first).
+    let r = admin.call(&token, "POST", &format!("/api/v1/jobs/{job}/replay"), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["id"], job);
+    assert_eq!(r.body["attempts"], 0);
+    let d = delivery_in(&admin, &delivery, "delivered", 20);
+    assert_eq!(statuses(&d), [Some(500), Some(502), Some(503), Some(200)]);
+    assert_eq!(d["attempts"], 4);
+    let got = receiver.requests();
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert!(got
+        .iter()
+        .all(|r| r.header("webhook-id") == Some(event.as_str())));
+    // The same job did it; it is done, and not replayable again.
+    assert_eq!(job_states(&admin.db, &delivery), ["done"]);
+    let r = admin.call(&token, "POST", &format!("/api/v1/jobs/{job}/replay"), None);
+    assert_eq!(r.status, 409, "{}", r.body);
 }
 
 #[test]
@@ -579,22 +685,26 @@ fn timeouts_and_redirects_are_failed_attempts() {
         [
             Reply::Hold,
             Reply::Redirect("http://127.0.0.1:9/elsewhere".into()),
+            Reply::Close,
         ],
         Reply::Status(204),
     );
+    // The path of a URL can be its secret (a Slack incoming webhook's is): it must not
+    // show in any error the worker records or logs.
+    let secret_path = "/services/T0/B0/s3cretPathToken";
     let (ep, _) = endpoint(
         &admin,
         &admin.root,
-        json!({"tenant_id": tenant, "url": receiver.url("/hook")}),
+        json!({"tenant_id": tenant, "url": receiver.url(secret_path)}),
     );
-    let _worker = Worker::start(
+    let worker = Worker::start(
         &admin.db,
-        "  webhook_timeout_ms: 1000\n  webhook_retry_delays_s: [0.2, 0.2]\n  webhook_allowed_networks: [\"127.0.0.0/8\"]\n",
+        "  lease_s: 30\n  webhook_timeout_ms: 1000\n  webhook_retry_delays_s: [0.2, 0.2, 0.2]\n  webhook_allowed_networks: [\"127.0.0.0/8\"]\n",
         "",
     );
     let (_, delivery) = test_event(&admin, &admin.root, &ep);
     let d = delivery_in(&admin, &delivery, "delivered", 20);
-    assert_eq!(statuses(&d), [None, Some(302), Some(204)]);
+    assert_eq!(statuses(&d), [None, Some(302), None, Some(204)]);
     let log = d["attempt_log"].as_array().unwrap();
     assert_eq!(log[0]["error"], "no answer within 1000 ms");
     assert!(
@@ -605,12 +715,24 @@ fn timeouts_and_redirects_are_failed_attempts() {
         "{}",
         log[1]
     );
+    // A connection closed without an answer: an error that names no URL.
+    let closed = log[2]["error"].as_str().unwrap();
+    assert!(!closed.is_empty());
+    for a in log {
+        let e = a["error"].as_str().unwrap_or_default();
+        assert!(!e.contains("s3cretPathToken"), "{e}");
+    }
+    assert!(
+        !worker.log().contains("s3cretPathToken"),
+        "{}",
+        worker.log()
+    );
     // The timed-out request was abandoned by the worker.
     let got = receiver.wait_until("the timed-out connection to close", 10, |r| {
         r[0].client_gone
     });
-    assert_eq!(got.len(), 3);
-    assert!(got.iter().all(|r| r.path == "/hook"), "{got:?}");
+    assert_eq!(got.len(), 4);
+    assert!(got.iter().all(|r| r.path == secret_path), "{got:?}");
 }
 
 #[test]

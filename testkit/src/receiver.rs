@@ -1,6 +1,7 @@
 //! A webhook receiver on loopback: records every request (head, body, time) and answers as
-//! the test scripts it — statuses in turn, a redirect, or holding a request unanswered until
-//! released or until the client goes away (a sender killed mid-request).
+//! the test scripts it — statuses in turn, a redirect, a connection closed unanswered, or
+//! holding a request unanswered until released or until the client goes away (a sender
+//! killed mid-request).
 
 use crate::ports::listener;
 use crate::wait::wait_for;
@@ -21,6 +22,8 @@ pub enum Reply {
     /// No answer: the request is held until [`Receiver::release`] or until the client goes
     /// away.
     Hold,
+    /// No answer: the connection is closed as soon as the request is read.
+    Close,
 }
 
 /// One request the receiver got.
@@ -231,6 +234,10 @@ fn serve(s: TcpStream, state: &Mutex<State>) {
     let (status, extra) = match reply {
         Reply::Status(code) => (code, String::new()),
         Reply::Redirect(to) => (302, format!("location: {to}\r\n")),
+        Reply::Close => {
+            let _ = s.shutdown(Shutdown::Both);
+            return;
+        }
         Reply::Hold => match hold(&s, state) {
             Some(code) => (code, String::new()),
             None => {

@@ -2,13 +2,18 @@
 
 use crate::auth::Principal;
 use crate::error::{path_id_i64, ApiError, ApiQuery, ErrorBody};
+use crate::webhooks::{prepare_job_replay, JobReplay};
+use crate::worker::kinds;
 use crate::worker::queue::{replay as replay_job, JobView, VIEW_COLUMNS};
+use crate::write::UnitOfWork;
 use crate::AppState;
 use axum::extract::{Path, State};
 use axum::Json;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::sync::Arc;
 use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
 
 /// `?state=&kind=&limit=` of `GET /jobs`.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -131,12 +136,16 @@ pub async fn get(
     operation_id = "replay_job",
     summary = "Replay a dead letter",
     description = "Queues a dead job again from its first attempt. Its effect stays \
-        idempotent: a job that did its work before it died does not do it twice.",
+        idempotent: a job that did its work before it died does not do it twice. Replaying \
+        a `webhook.deliver` job replays its delivery, as `POST /webhook-deliveries/{id}/replay` \
+        does: a failed delivery is pending again and is sent from a fresh retry schedule, with \
+        the same `webhook-id`.",
     params(("id" = i64, Path, description = "The job's id")),
     responses(
         (status = 200, description = "Queued again", body = JobView),
         (status = 404, description = "No such job, or another tenant's", body = ErrorBody),
-        (status = 409, description = "The job is not dead", body = ErrorBody),
+        (status = 409, description = "The job is not dead, or (a webhook delivery) another \
+            job is attempting its delivery", body = ErrorBody),
     )
 )]
 pub async fn replay(
@@ -145,24 +154,44 @@ pub async fn replay(
     Path(raw): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
     let id = path_id_i64(&raw, "job")?;
-    let c = st.pool.get().await?;
-    if let Some(job) = replay_job(&**c, id, p.tenant).await? {
-        return Ok(Json(job));
-    }
-    let exists = c
+    let mut client = st.pool.get().await?;
+    // One transaction: the job and (for a webhook delivery) its delivery change together.
+    let w = UnitOfWork::admin(&mut client).await?;
+    let row = w
+        .tx()
         .query_opt(
-            "SELECT state FROM jobs WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2)",
+            "SELECT state, kind, payload FROM jobs
+              WHERE id = $1 AND ($2::uuid IS NULL OR tenant_id = $2)",
             &[&id, &p.tenant],
         )
-        .await?;
-    match exists {
-        Some(r) => Err(ApiError::Conflict(
-            format!(
-                "only a dead job can be replayed; this one is {}",
-                r.get::<_, String>(0)
-            ),
+        .await?
+        .ok_or_else(|| ApiError::not_found("job"))?;
+    let (state, kind, payload): (String, String, Value) = (row.get(0), row.get(1), row.get(2));
+    let not_dead = |state: &str| {
+        ApiError::Conflict(
+            format!("only a dead job can be replayed; this one is {state}"),
             Vec::new(),
-        )),
-        None => Err(ApiError::not_found("job")),
+        )
+    };
+    if state != "dead" {
+        return Err(not_dead(&state));
     }
+    let delivery = payload
+        .get("delivery_id")
+        .and_then(Value::as_str)
+        .and_then(|d| Uuid::parse_str(d).ok());
+    if let (kinds::WEBHOOK_DELIVER, Some(delivery)) = (kind.as_str(), delivery) {
+        if let JobReplay::Busy(other) = prepare_job_replay(w.tx(), delivery, id).await? {
+            return Err(ApiError::Conflict(
+                format!("job {other} is attempting this job's webhook delivery already"),
+                Vec::new(),
+            ));
+        }
+    }
+    // `None`: it stopped being dead since it was read (another replay won).
+    let job = replay_job(w.tx(), id, p.tenant)
+        .await?
+        .ok_or_else(|| not_dead("no longer dead"))?;
+    w.commit().await?;
+    Ok(Json(job))
 }

@@ -11,7 +11,8 @@ use crate::error::{
     parse, path_id, ApiError, ApiQuery, ErrorBody, Field, JsonObject, OptionalJsonObject,
 };
 use crate::events;
-use crate::webhooks::{sign, sql_ts, ssrf, FORMATS};
+use crate::webhooks::{sign, sql_ts, ssrf, FORMATS, SUPERSEDED};
+use crate::worker::kinds;
 use crate::write::UnitOfWork;
 use crate::AppState;
 use axum::extract::{Path, State};
@@ -973,6 +974,18 @@ pub async fn replay(
                     delivered_at = NULL, updated_at = now()
               WHERE id = $1",
             &[&id],
+        )
+        .await?;
+    // The delivery's dead jobs are superseded by the new one: done, not dead letters any
+    // more (else a tenant's broken receiver would grow the dead-letter count for ever, and
+    // a replay of one of those jobs would attempt the delivery twice at once).
+    w.tx()
+        .execute(
+            "UPDATE jobs SET state = 'done', last_error = $3, finished_at = now(),
+                    updated_at = now()
+              WHERE state = 'dead' AND kind = $2 AND tenant_id = $4
+                AND payload->>'delivery_id' = $1::uuid::text",
+            &[&id, &kinds::WEBHOOK_DELIVER, &SUPERSEDED, &tenant],
         )
         .await?;
     crate::worker::queue::enqueue(

@@ -19,7 +19,9 @@
 //!    `worker.webhook_retry_delays_s`, and once they are used up the delivery is `failed` (a
 //!    dead letter, replayable) and the job dead. A destination the rules refuse is a dead
 //!    letter at once (retrying cannot help; the operator's allow-list or the endpoint's URL
-//!    must change first, then the delivery can be replayed).
+//!    must change first, then the delivery can be replayed). Only the latest attempt
+//!    records an outcome: a worker that lost its job mid-attempt (lease over) and finishes
+//!    after a later attempt began writes nothing.
 //!
 //! Delivery is at least once: a worker that dies after the receiver answered but before the
 //! outcome was written sends the event again, with the same `webhook-id`.
@@ -41,6 +43,10 @@ pub const USER_AGENT: &str = concat!("VantageEdge-Webhooks/", env!("CARGO_PKG_VE
 /// Most bytes of a receiver's answer that are read (the start of it is kept in the log).
 pub const MAX_RESPONSE_BYTES: usize = 4096;
 
+/// The longest retry delay: a schedule's longer delays are cut to it (30 days), which keeps
+/// `now() + delay` far from overflowing.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// Most characters of a receiver's answer kept in `last_error`.
 const SNIPPET_CHARS: usize = 200;
 
@@ -50,6 +56,65 @@ pub const FORMATS: [&str; 2] = ["standard", "slack"];
 /// What the attempt log says of an attempt that has not (yet) recorded its outcome: the
 /// worker stopped while it was under way.
 pub const NO_OUTCOME: &str = "no outcome recorded: the worker stopped during this attempt";
+
+/// `last_error` of a delivery's dead job once a replay of the delivery took its place (the
+/// job is then `done`: no longer a dead letter).
+pub const SUPERSEDED: &str = "superseded by a replay of its delivery";
+
+/// What a replay of a delivery's job (`POST /jobs/{id}/replay`) finds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobReplay {
+    /// Go ahead: the delivery is `pending` again (it was a `failed` dead letter), or it is
+    /// `delivered` (the job will find nothing to send) or gone (nor anything at all).
+    Ready,
+    /// Another job of the delivery is queued or running (`id`): replaying this one would
+    /// attempt the delivery twice at once.
+    Busy(i64),
+}
+
+/// Prepare the replay of dead job `job` of `delivery`, in the caller's transaction: a
+/// `failed` delivery is `pending` again, so that the replayed job — its attempts starting
+/// over, hence the retry schedule too — sends it, with the same `webhook-id`. This is what
+/// `POST /webhook-deliveries/{id}/replay` does with a new job. The delivery row is locked
+/// first, as that replay does (same lock order: delivery, then jobs).
+pub async fn prepare_job_replay(
+    c: &impl tokio_postgres::GenericClient,
+    delivery: Uuid,
+    job: i64,
+) -> Result<JobReplay, tokio_postgres::Error> {
+    let Some(row) = c
+        .query_opt(
+            "SELECT state FROM webhook_deliveries WHERE id = $1 FOR UPDATE",
+            &[&delivery],
+        )
+        .await?
+    else {
+        return Ok(JobReplay::Ready);
+    };
+    let state: String = row.get(0);
+    let busy = c
+        .query_opt(
+            "SELECT id FROM jobs
+              WHERE kind = $1 AND state IN ('queued', 'running') AND id <> $3
+                AND payload->>'delivery_id' = $2::uuid::text
+              ORDER BY id LIMIT 1",
+            &[&crate::worker::kinds::WEBHOOK_DELIVER, &delivery, &job],
+        )
+        .await?;
+    if let Some(r) = busy {
+        return Ok(JobReplay::Busy(r.get(0)));
+    }
+    if state == "failed" {
+        c.execute(
+            "UPDATE webhook_deliveries SET state = 'pending', next_attempt_at = now(),
+                    updated_at = now()
+              WHERE id = $1",
+            &[&delivery],
+        )
+        .await?;
+    }
+    Ok(JobReplay::Ready)
+}
 
 /// RFC 3339 (UTC, milliseconds) of a `timestamptz` column, in SQL.
 pub(crate) fn sql_ts(col: &str) -> String {
@@ -225,6 +290,7 @@ pub async fn deliver_job(ctx: &JobContext, job: &Job) -> Result<(), JobError> {
     let retry_in = match &outcome {
         Outcome::Failed { .. } => {
             scheduled_delay(&ctx.settings().webhook_retry_delays(), job.attempt)
+                .map(|d| d.min(MAX_RETRY_DELAY))
         }
         _ => None,
     };
@@ -237,31 +303,50 @@ pub async fn deliver_job(ctx: &JobContext, job: &Job) -> Result<(), JobError> {
         Outcome::Refused { error } => (None, Some(error.clone()), "failed", "refused"),
     };
     let status_i = status.map(i32::from);
+    // At most MAX_RETRY_DELAY (30 days): far from overflowing an interval.
     let retry_ms = retry_in.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     let mut c = ctx.pool.get().await?;
     let tx = c.transaction().await?;
-    tx.execute(
-        "UPDATE webhook_attempts SET status = $3, latency_ms = $4, error = $5
-          WHERE delivery_id = $1 AND attempt = $2",
-        &[&delivery_id, &n, &status_i, &latency_ms, &error],
-    )
-    .await?;
-    tx.execute(
-        "UPDATE webhook_deliveries SET state = $2, last_status = $3, last_error = $4,
-                last_latency_ms = $5, updated_at = now(),
-                next_attempt_at = now() + $6::bigint * interval '1 millisecond',
-                delivered_at = CASE WHEN $2 = 'delivered' THEN now() ELSE delivered_at END
-          WHERE id = $1",
-        &[
-            &delivery_id,
-            &state,
-            &status_i,
-            &error,
-            &latency_ms,
-            &retry_ms,
-        ],
-    )
-    .await?;
+    // Only the latest attempt may record the delivery's outcome. This worker may have lost
+    // its job while the request was under way (paused past its lease: heartbeats late), and
+    // another worker claimed the job again and began attempt n+1 — it may have delivered
+    // already, or be delivering now. Were this stale worker to write its outcome over that,
+    // a delivered delivery could turn `pending` again (or `failed`) with no job left to run
+    // it: stuck for ever. So the outcome is written only while the delivery is still
+    // `pending` at the attempt this worker began (`attempts = n`); once a later attempt has
+    // begun (its counter moved on) or the delivery was settled, this write changes nothing,
+    // and the job's own outcome (complete/fail, which check the lease holder) is not ours
+    // to record either. The guarded UPDATE is atomic (Postgres re-checks its WHERE against
+    // a concurrent writer's committed row) and holds the delivery's row lock until commit,
+    // so no attempt can begin in between. The attempt's own log row is written only along
+    // with the delivery, so the two never disagree: a superseded attempt keeps saying it
+    // recorded no outcome.
+    let recorded = tx
+        .execute(
+            "UPDATE webhook_deliveries SET state = $2, last_status = $3, last_error = $4,
+                    last_latency_ms = $5, updated_at = now(),
+                    next_attempt_at = now() + $6::bigint * interval '1 millisecond',
+                    delivered_at = CASE WHEN $2 = 'delivered' THEN now() ELSE delivered_at END
+              WHERE id = $1 AND state = 'pending' AND attempts = $7",
+            &[
+                &delivery_id,
+                &state,
+                &status_i,
+                &error,
+                &latency_ms,
+                &retry_ms,
+                &n,
+            ],
+        )
+        .await?;
+    if recorded == 1 {
+        tx.execute(
+            "UPDATE webhook_attempts SET status = $3, latency_ms = $4, error = $5
+              WHERE delivery_id = $1 AND attempt = $2",
+            &[&delivery_id, &n, &status_i, &latency_ms, &error],
+        )
+        .await?;
+    }
     tx.commit().await?;
 
     METRICS.webhook_attempts.with_label_values(&[result]).inc();
@@ -269,6 +354,19 @@ pub async fn deliver_job(ctx: &JobContext, job: &Job) -> Result<(), JobError> {
         .webhook_seconds
         .with_label_values(&[result])
         .observe(latency.as_secs_f64());
+    if recorded == 0 {
+        // Superseded (see above), or the delivery is gone (its endpoint was deleted).
+        // Whoever holds the job now finishes it; should this worker still hold it, there is
+        // nothing left for it to do: done.
+        tracing::warn!(
+            %delivery_id,
+            attempt = n,
+            result,
+            "webhook attempt finished after a later attempt began or the delivery went away; \
+             its outcome is not recorded"
+        );
+        return Ok(());
+    }
     match outcome {
         Outcome::Delivered { status } => {
             tracing::info!(%delivery_id, attempt = n, status, "webhook delivered");
@@ -345,7 +443,7 @@ async fn attempt(ctx: &JobContext, d: &Loaded) -> Outcome {
         Err(e) => {
             return Outcome::Failed {
                 status: None,
-                error: format!("cannot build the HTTP client: {}", chain(&e)),
+                error: format!("cannot build the HTTP client: {}", chain(&e.without_url())),
             }
         }
     };
@@ -367,7 +465,7 @@ async fn attempt(ctx: &JobContext, d: &Loaded) -> Outcome {
         Err(e) => {
             return Outcome::Failed {
                 status: None,
-                error: describe(&e, timeout),
+                error: describe(e, timeout),
             }
         }
     };
@@ -407,14 +505,17 @@ async fn attempt(ctx: &JobContext, d: &Loaded) -> Outcome {
     }
 }
 
-/// A request error in words.
-fn describe(e: &reqwest::Error, timeout: Duration) -> String {
+/// A request error in words — without the URL: a URL's path or query may be the secret
+/// itself (a Slack incoming webhook's is), and these words go to `jobs.last_error`, the
+/// delivery log and the logs.
+fn describe(e: reqwest::Error, timeout: Duration) -> String {
+    let e = e.without_url();
     if e.is_timeout() {
         format!("no answer within {} ms", timeout.as_millis())
     } else if e.is_connect() {
-        format!("cannot connect: {}", chain(e))
+        format!("cannot connect: {}", chain(&e))
     } else {
-        chain(e)
+        chain(&e)
     }
 }
 
