@@ -460,9 +460,17 @@ fn a_worker_that_was_away_bills_every_missed_period_once() {
         w = cal.window(QuotaPeriod::Day, w.end);
     }
     assert!(want.len() >= 2, "{want:?}");
-    let _w = Worker::start(&a.db, "  billing_grace_s: 0\n  alert_interval_s: 3600\n", "");
+    let _w = Worker::start(
+        &a.db,
+        "  billing_grace_s: 0\n  alert_interval_s: 3600\n",
+        "",
+    );
     let got = wait_for("every missed day billed", 30, || {
-        let r = a.root("GET", &format!("/api/v1/billing/records?tenant_id={t}"), None);
+        let r = a.root(
+            "GET",
+            &format!("/api/v1/billing/records?tenant_id={t}"),
+            None,
+        );
         let labels: Vec<String> = r.body["records"]
             .as_array()?
             .iter()
@@ -475,6 +483,11 @@ fn a_worker_that_was_away_bills_every_missed_period_once() {
         .map(|r| r["period_label"].as_str().unwrap().to_string())
         .collect();
     labels.sort();
-    assert_eq!(labels, want, "each missed day once, none before billing began");
-    assert!(got.iter().all(|r| r["total"] == 25 && r["subject"] == format!("key:{k}")));
+    assert_eq!(
+        labels, want,
+        "each missed day once, none before billing began"
+    );
+    assert!(got
+        .iter()
+        .all(|r| r["total"] == 25 && r["subject"] == format!("key:{k}")));
 }
