@@ -4,8 +4,8 @@
 //! the alerts and events the workers' evaluation (`alerts.evaluate`, every second here)
 //! records from them.
 //!
-//! "Fires only once" is checked after several more evaluations have completed (the count of
-//! `alerts.evaluate` jobs done grows by three), never after a fixed sleep.
+//! "Fires only once" is checked after an evaluation that began after the test's last step
+//! has completed ([`settle`]), never after a fixed sleep.
 
 use serde_json::{json, Value};
 use std::time::{Duration, SystemTime};
@@ -24,9 +24,21 @@ type Usage<'a> = (&'a str, &'a str, i16, i64, i64);
 /// One violation of a batch: subject, kind, route, count.
 type Violation<'a> = (&'a str, &'a str, &'a str, i64);
 
-/// Apply a batch of `tenant`'s usage and violations, stamped now, the way a proxy does (a
-/// fresh batch id each time).
+/// Apply a batch of `tenant`'s usage, stamped now, and violations, stamped a minute ago (the
+/// `violations` rules count complete minutes only), the way a proxy does (a fresh batch id
+/// each time).
 fn apply(db: &Database, tenant: &str, usage: &[Usage<'_>], violations: &[Violation<'_>]) {
+    apply_at(db, tenant, unix_now() - 60, usage, violations);
+}
+
+/// [`apply`] with the violations stamped at `violations_at` (Unix seconds).
+fn apply_at(
+    db: &Database,
+    tenant: &str,
+    violations_at: i64,
+    usage: &[Usage<'_>],
+    violations: &[Violation<'_>],
+) {
     let now = unix_now();
     let rows: Vec<UsageRow> = usage
         .iter()
@@ -41,7 +53,7 @@ fn apply(db: &Database, tenant: &str, usage: &[Usage<'_>], violations: &[Violati
         .iter()
         .map(|v| ViolationRow {
             route: v.2.to_string(),
-            ..ViolationRow::new(now, tenant, v.0, v.1, v.3)
+            ..ViolationRow::new(violations_at, tenant, v.0, v.1, v.3)
         })
         .collect();
     assert!(
@@ -50,19 +62,41 @@ fn apply(db: &Database, tenant: &str, usage: &[Usage<'_>], violations: &[Violati
     );
 }
 
-/// `alerts.evaluate` jobs done so far.
-fn evaluations(a: &Admin) -> i64 {
-    a.db.sql("SELECT count(*) FROM jobs WHERE kind = 'alerts.evaluate' AND state = 'done'")
-        .parse()
-        .unwrap()
+/// Whether no alert evaluation is running now (the evaluation's lock is free).
+fn no_evaluation_running(a: &Admin) -> bool {
+    a.db.sql(&format!(
+        "SELECT pg_try_advisory_xact_lock(hashtext('{}'), 0)",
+        vantage_admin::alerts::EVALUATION_LOCK
+    )) == "t"
 }
 
-/// Wait until three more evaluations have completed (so at least two ran entirely after
-/// whatever the test did before).
+/// Wait until an evaluation that began after whatever the test did before has completed.
+///
+/// First no evaluation runs (one that began before is over), and the highest job id is
+/// taken; then two `alerts.evaluate` jobs with a higher id are done. Such a job was created,
+/// so claimed, after that moment: either it evaluated the rules, or it skipped its slot
+/// because an evaluation ran, one that began after that moment too. Last, no evaluation
+/// runs any more: that one is over as well.
 fn settle(a: &Admin) {
-    let n = evaluations(a);
-    wait_for("three more alert evaluations", 30, || {
-        (evaluations(a) >= n + 3).then_some(())
+    wait_for("no alert evaluation running", 30, || {
+        no_evaluation_running(a).then_some(())
+    });
+    let last: i64 =
+        a.db.sql("SELECT coalesce(max(id), 0) FROM jobs")
+            .parse()
+            .unwrap();
+    wait_for("two alert evaluations created after now", 30, || {
+        let done: i64 =
+            a.db.sql(&format!(
+                "SELECT count(*) FROM jobs
+                  WHERE kind = 'alerts.evaluate' AND state = 'done' AND id > {last}"
+            ))
+            .parse()
+            .unwrap();
+        (done >= 2).then_some(())
+    });
+    wait_for("the alert evaluation to end", 30, || {
+        no_evaluation_running(a).then_some(())
     });
 }
 
@@ -309,7 +343,7 @@ async fn a_key_hammering_a_rate_limit_fires_a_violations_alert() {
     };
     let by_key = rule(
         "hammering",
-        json!({"per_minute": 5, "by": "key", "window_s": 120}),
+        json!({"per_minute": 5, "by": "key", "window_s": 600}),
     );
     let quota_by_route = rule(
         "quota-refusals",
@@ -317,21 +351,35 @@ async fn a_key_hammering_a_rate_limit_fires_a_violations_alert() {
     );
     let limits_by_route = rule(
         "rate-limited-routes",
-        json!({"per_minute": 20, "by": "route", "kind": "rate_limit", "window_s": 120}),
+        json!({"per_minute": 20, "by": "route", "kind": "rate_limit", "window_s": 600}),
     );
     let (loud_s, calm_s) = (format!("key:{loud}"), format!("key:{calm}"));
-    // 50 refusals in a 2-minute window: 25 a minute, above 5; the calm key's 4 are 2.
+    // In the last complete minute, 300 refusals over a 10-minute window: 30 a minute, above
+    // 5; the calm key's 40 are 4 a minute.
     apply(
         &a.db,
         &t,
         &[],
         &[
-            (&loud_s, "rate_limit", &route, 50),
-            (&calm_s, "rate_limit", &route, 4),
+            (&loud_s, "rate_limit", &route, 300),
+            (&calm_s, "rate_limit", &route, 40),
         ],
     );
-    // Twelve evaluations queued at once, run by two workers four at a time, all seeing the
-    // same breaches: each alert fires once.
+    // Refusals of a minute that is not over yet (a proxy whose clock runs five minutes
+    // ahead) count only once it is: not during this test.
+    apply_at(
+        &a.db,
+        &t,
+        unix_now() + 300,
+        &[],
+        &[
+            (&loud_s, "rate_limit", &route, 1000),
+            (&calm_s, "rate_limit", &route, 1000),
+        ],
+    );
+    // Twelve evaluations queued at once, run by two workers four at a time: they take turns
+    // (one evaluates, the others that find it running skip their slot), and each alert fires
+    // once.
     a.db.sql(
         "INSERT INTO jobs (kind, payload)
          SELECT 'alerts.evaluate', jsonb_build_object('burst', n) FROM generate_series(1, 12) n",
@@ -347,19 +395,28 @@ async fn a_key_hammering_a_rate_limit_fires_a_violations_alert() {
     });
     let fired = wait_alerts(&a, &by_key, "firing", 1);
     assert_eq!(fired[0]["subject"], loud_s.as_str());
-    assert_eq!(fired[0]["value"].as_f64(), Some(25.0));
+    assert_eq!(fired[0]["value"].as_f64(), Some(30.0));
     assert_eq!(fired[0]["threshold"].as_f64(), Some(5.0));
-    assert_eq!(fired[0]["details"]["count"], 50);
+    assert_eq!(fired[0]["details"]["count"], 300);
     assert!(
         fired[0]["message"].as_str().unwrap().contains("'loud'"),
         "{}",
         fired[0]
     );
-    // The route saw 54 rate-limit refusals in 2 minutes: 27 a minute, above 20.
+    // The route saw 340 rate-limit refusals in 10 minutes: 34 a minute, above 20.
     let on_route = wait_alerts(&a, &limits_by_route, "firing", 1);
     assert_eq!(on_route[0]["subject"], format!("route:{route}").as_str());
-    assert_eq!(on_route[0]["value"].as_f64(), Some(27.0));
+    assert_eq!(on_route[0]["value"].as_f64(), Some(34.0));
     settle(&a);
+    // Evaluated again since: the figures are still those of the complete minutes.
+    let fired = alerts_of(&a, &by_key, Some("firing"));
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0]["value"].as_f64(), Some(30.0));
+    assert_eq!(
+        fired[0]["subject"],
+        loud_s.as_str(),
+        "the calm key stays calm"
+    );
     assert_eq!(
         alert_rows(&a, &by_key),
         1,
@@ -741,4 +798,174 @@ async fn bad_rules_are_refused_with_field_paths_and_tenants_see_only_their_own()
     assert_eq!(resolved[0]["id"], alert);
     assert_eq!(alert_rows(&a, &rule), 0);
     assert_eq!(a.version(), before, "nor is a rule's deletion");
+}
+
+#[tokio::test]
+async fn a_tenant_has_at_most_100_alert_rules() {
+    let a = Admin::fresh();
+    let t = id(&a.create("/api/v1/tenants", bodies::tenant("acme")));
+    a.create("/api/v1/tenants", bodies::tenant("globex"));
+    let (mine, theirs) = (a.token_for("acme"), a.token_for("globex"));
+    let count = || {
+        a.db.sql(&format!(
+            "SELECT count(*) FROM alert_rules WHERE tenant_id = '{t}'"
+        ))
+    };
+    a.db.sql(&format!(
+        "INSERT INTO alert_rules (tenant_id, name, kind, params)
+         SELECT '{t}', 'rule-' || n, 'key_expiring', '{{\"days\": 7}}'
+           FROM generate_series(1, 96) n"
+    ));
+    let create = |tok: &str, name: &str| {
+        a.call(
+            tok,
+            "POST",
+            "/api/v1/alert-rules",
+            Some(json!({"name": name, "kind": "key_expiring"})),
+        )
+    };
+    // Six creations at once with room for four: four are created, two refused.
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..6)
+            .map(|i| {
+                let (create, mine) = (&create, &mine);
+                s.spawn(move || create(mine, &format!("at-once-{i}")).status)
+            })
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let created = statuses.iter().filter(|s| **s == 201).count();
+    let refused = statuses.iter().filter(|s| **s == 409).count();
+    assert_eq!((created, refused), (4, 2), "{statuses:?}");
+    assert_eq!(count(), "100");
+
+    // The 101st is refused with a clear message, and changes nothing.
+    let r = create(&mine, "one-too-many");
+    assert_eq!((r.status, r.code()), (409, "conflict"), "{}", r.body);
+    let message = r.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("100 alert rules") && message.contains("delete one"),
+        "{message}"
+    );
+    assert_eq!(count(), "100");
+    assert_eq!(
+        a.db.sql("SELECT count(*) FROM alert_rules WHERE name = 'one-too-many'"),
+        "0"
+    );
+    // Another tenant's rules are its own.
+    let r = create(&theirs, "one-too-many");
+    assert_eq!(r.status, 201, "{}", r.body);
+    // Once one is deleted, there is room for one.
+    let some = a.db.sql(&format!(
+        "SELECT id FROM alert_rules WHERE tenant_id = '{t}' AND name = 'rule-1'"
+    ));
+    let r = a.call(
+        &mine,
+        "DELETE",
+        &format!("/api/v1/alert-rules/{}", some.trim()),
+        None,
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert_eq!(create(&mine, "one-too-many").status, 201);
+    assert_eq!(create(&mine, "one-more").status, 409);
+    assert_eq!(count(), "100");
+}
+
+/// `alerts.evaluate` jobs done so far.
+fn evaluations_done(a: &Admin) -> i64 {
+    a.db.sql("SELECT count(*) FROM jobs WHERE kind = 'alerts.evaluate' AND state = 'done'")
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn while_an_evaluation_runs_the_next_intervals_skip_instead_of_piling_up() {
+    let (a, t, _, _) = acme();
+    a.create(
+        "/api/v1/api-keys",
+        json!({"tenant_id": t, "name": "soon", "expires_at": in_days(1.0)}),
+    );
+    let rule = id(&a.create(
+        "/api/v1/alert-rules",
+        json!({"tenant_id": t, "name": "expiry", "kind": "key_expiring"}),
+    ));
+    // A long evaluation: the test holds the evaluation's lock as one would.
+    let mut c = a.db.client().await;
+    let slow = c.transaction().await.unwrap();
+    slow.execute(
+        "SELECT pg_advisory_xact_lock(hashtext($1), 0)",
+        &[&vantage_admin::alerts::EVALUATION_LOCK],
+    )
+    .await
+    .unwrap();
+    let w = Worker::start(&a.db, EVERY_SECOND, "");
+    // Each interval's job is done at once, without waiting for its turn nor evaluating.
+    wait_for("three skipped intervals", 30, || {
+        (evaluations_done(&a) >= 3).then_some(())
+    });
+    assert_eq!(alert_rows(&a, &rule), 0, "nothing was evaluated");
+    assert_eq!(
+        a.db.sql(
+            "SELECT count(*) FROM jobs WHERE kind = 'alerts.evaluate' AND last_error IS NOT NULL"
+        ),
+        "0"
+    );
+    assert!(w.log().contains("alert evaluation skipped"), "{}", w.log());
+    // The long evaluation is over: the next interval evaluates.
+    slow.rollback().await.unwrap();
+    let fired = wait_alerts(&a, &rule, "firing", 1);
+    assert_eq!(fired[0]["details"]["key_name"], "soon");
+}
+
+#[tokio::test]
+async fn a_rule_the_database_fails_does_not_hold_back_the_others() {
+    let (a, t, _, _) = acme();
+    a.create(
+        "/api/v1/api-keys",
+        json!({"tenant_id": t, "name": "soon", "expires_at": in_days(1.0)}),
+    );
+    let rule = |name: &str| {
+        id(&a.create(
+            "/api/v1/alert-rules",
+            json!({"tenant_id": t, "name": name, "kind": "key_expiring"}),
+        ))
+    };
+    let (one, two) = (rule("one"), rule("two"));
+    // The database refuses the alerts of the rule evaluated first.
+    let broken =
+        a.db.sql("SELECT id FROM alert_rules ORDER BY tenant_id, id LIMIT 1");
+    let healthy = if broken == one { &two } else { &one };
+    a.db.sql(&format!(
+        "CREATE FUNCTION refuse_alert() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.rule_id = '{broken}' THEN RAISE EXCEPTION 'no alerts for this rule'; END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_alert BEFORE INSERT ON alerts
+             FOR EACH ROW EXECUTE FUNCTION refuse_alert();"
+    ));
+    let _w = Worker::start(&a.db, EVERY_SECOND, "");
+    // The other rule is evaluated all the same; the job fails, to be tried again.
+    let fired = wait_alerts(&a, healthy, "firing", 1);
+    assert_eq!(fired[0]["details"]["key_name"], "soon");
+    let error = wait_for("a failed evaluation", 30, || {
+        let e = a.db.sql(
+            "SELECT last_error FROM jobs
+              WHERE kind = 'alerts.evaluate' AND last_error IS NOT NULL LIMIT 1",
+        );
+        (!e.is_empty()).then_some(e)
+    });
+    assert!(
+        error.contains("1 of 2 alert rules could not be evaluated")
+            && error.contains(&format!("rule {broken}"))
+            && error.contains("no alerts for this rule"),
+        "{error}"
+    );
+    assert_eq!(alert_rows(&a, &broken), 0);
+    assert_eq!(events(&a, &t, "alert.fired").await.len(), 1);
+    // Once the database takes it, the rule fires too.
+    a.db.sql("DROP TRIGGER refuse_alert ON alerts");
+    wait_alerts(&a, &broken, "firing", 1);
+    assert_eq!(alert_rows(&a, healthy), 1, "the other fired once");
+    assert_eq!(events(&a, &t, "alert.fired").await.len(), 2);
 }

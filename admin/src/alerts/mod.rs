@@ -23,6 +23,12 @@
 //! and a resolution only resolves an alert that is still firing. Overlapping evaluations of
 //! one rule take turns ([`lock_rule`]), each reading what the one before committed, so a
 //! stale evaluation cannot resolve what a newer one fired. The evaluation is idempotent.
+//!
+//! One evaluation runs at a time in the fleet ([`EVALUATION_LOCK`]): a job whose slot comes
+//! while the previous evaluation still runs skips its slot instead of queueing behind it.
+//! A rule whose evaluation fails does not hold back the others: it is logged and the rest
+//! are evaluated; the job is then tried again. A tenant has at most
+//! [`MAX_RULES_PER_TENANT`] rules.
 
 pub mod error_rate;
 pub mod key_expiring;
@@ -50,6 +56,9 @@ pub const KINDS: [&str; 5] = [
     pool::KIND,
     key_expiring::KIND,
 ];
+
+/// Most alert rules of one tenant: each is evaluated every `worker.alert_interval_s`.
+pub const MAX_RULES_PER_TENANT: i64 = 100;
 
 /// Longest `cooldown_s` of a rule: 30 days.
 pub const MAX_COOLDOWN_S: i64 = 30 * 86_400;
@@ -431,8 +440,51 @@ struct Changes {
     resolved: u64,
 }
 
+/// The advisory lock an evaluation holds for its whole run, as
+/// `pg_try_advisory_xact_lock(hashtext(EVALUATION_LOCK), 0)`: one evaluation at a time in
+/// the whole fleet.
+pub const EVALUATION_LOCK: &str = "vantage_alerts_evaluation";
+
 /// `alerts.evaluate`: evaluate every enabled rule of every tenant and reconcile the alerts.
-pub async fn evaluate_job(ctx: &JobContext, _job: &Job) -> Result<(), JobError> {
+///
+/// One evaluation runs at a time: a job that finds another evaluation running (one slower
+/// than `worker.alert_interval_s`) is done at once, its slot skipped — the running one
+/// covers it — rather than waiting for its turn in a worker slot that billing and webhook
+/// deliveries need. The lock is a transaction's ([`EVALUATION_LOCK`]) on a connection of
+/// its own, open for the whole evaluation: it ends with the evaluation, however that ends
+/// (a dropped transaction rolls back; a dead worker's connection closes), never staying
+/// with a connection that goes back to the pool.
+pub async fn evaluate_job(ctx: &JobContext, job: &Job) -> Result<(), JobError> {
+    let mut holder = ctx.pool.get().await?;
+    let holder: &mut tokio_postgres::Client = &mut holder;
+    let lock = holder.transaction().await?;
+    let mine: bool = lock
+        .query_one(
+            "SELECT pg_try_advisory_xact_lock(hashtext($1), 0)",
+            &[&EVALUATION_LOCK],
+        )
+        .await?
+        .get(0);
+    if !mine {
+        tracing::warn!(
+            job = job.id,
+            "alert evaluation skipped: the previous one is still running (an evaluation \
+             takes longer than worker.alert_interval_s)"
+        );
+        return Ok(());
+    }
+    let outcome = evaluate_all(ctx).await;
+    // Releases the lock (were this not reached, dropping the transaction would).
+    if let Err(e) = lock.rollback().await {
+        tracing::warn!(job = job.id, "releasing the alert evaluation lock: {e}");
+    }
+    outcome
+}
+
+/// Evaluate every rule, each in a transaction of its own. A rule whose evaluation fails
+/// (the database refused a query) is logged and skipped; the others are still evaluated,
+/// and the job is then tried again.
+async fn evaluate_all(ctx: &JobContext) -> Result<(), JobError> {
     let mut client = ctx.pool.get().await?;
     let client: &mut tokio_postgres::Client = &mut client;
     let env = Env {
@@ -454,61 +506,101 @@ pub async fn evaluate_job(ctx: &JobContext, _job: &Job) -> Result<(), JobError> 
         .iter()
         .map(|r| r.get(0))
         .collect();
+    let total = ids.len();
+    let mut failed = 0usize;
+    let mut first: Option<String> = None;
     for id in ids {
-        // One transaction per rule: its evaluation, its alerts and their events.
-        let tx = client.transaction().await?;
-        lock_rule(&tx, id).await?;
-        let Some(row) = tx
-            .query_opt(
-                "SELECT id, tenant_id, name, kind, params, cooldown_s, enabled
-                   FROM alert_rules WHERE id = $1",
-                &[&id],
-            )
-            .await?
-        else {
-            continue; // deleted meanwhile
+        let Err(e) = evaluate_rule(client, id, &env).await else {
+            continue;
         };
-        let rule = Rule {
-            id: row.get(0),
-            tenant: row.get(1),
-            name: row.get(2),
-            kind: row.get(3),
-            params: row.get(4),
-            cooldown_s: row.get(5),
-            enabled: row.get(6),
-        };
-        let breaches = if rule.enabled {
-            let params = match RuleParams::parse(&rule.kind, &rule.params) {
-                Ok(p) => p,
-                Err(problems) => {
-                    tracing::warn!(rule = %rule.id, ?problems, "alert rule has bad parameters");
-                    continue;
-                }
-            };
-            match params.breaches(&tx, &rule, &env).await {
-                Ok(b) => b,
-                Err(EvalError::Db(e)) => return Err(e.into()),
-                Err(EvalError::Rule(message)) => {
-                    tracing::warn!(rule = %rule.id, "cannot evaluate alert rule: {message}");
-                    continue;
-                }
-            }
-        } else {
-            Vec::new()
-        };
-        let changes = reconcile(&tx, &rule, breaches).await?;
-        tx.commit().await?;
-        let counter = |state: &str, n: u64| {
-            if n > 0 {
-                METRICS
-                    .alerts
-                    .with_label_values(&[&rule.kind, state])
-                    .inc_by(n);
-            }
-        };
-        counter("fired", changes.fired);
-        counter("resolved", changes.resolved);
+        let e = describe(&e);
+        failed += 1;
+        tracing::warn!(rule = %id, "cannot evaluate alert rule: {e}");
+        first.get_or_insert_with(|| format!("rule {id}: {e}"));
+        if client.is_closed() {
+            return Err(JobError::retry(format!(
+                "the database connection was lost evaluating the alert rules ({failed} \
+                 failed of {total}; {})",
+                first.unwrap_or_default()
+            )));
+        }
     }
+    match first {
+        None => Ok(()),
+        Some(first) => Err(JobError::retry(format!(
+            "{failed} of {total} alert rules could not be evaluated (the others were); \
+             first: {first}"
+        ))),
+    }
+}
+
+/// A database error with the server's message (`db error` alone says little).
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{} ({})", d.message(), d.code().code()),
+        None => e.to_string(),
+    }
+}
+
+/// Evaluate the rule `id` and reconcile its alerts, in one transaction: its evaluation, its
+/// alerts and their events. A database error rolls all of it back.
+async fn evaluate_rule(
+    client: &mut tokio_postgres::Client,
+    id: Uuid,
+    env: &Env,
+) -> Result<(), tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    lock_rule(&tx, id).await?;
+    let Some(row) = tx
+        .query_opt(
+            "SELECT id, tenant_id, name, kind, params, cooldown_s, enabled
+               FROM alert_rules WHERE id = $1",
+            &[&id],
+        )
+        .await?
+    else {
+        return Ok(()); // deleted meanwhile
+    };
+    let rule = Rule {
+        id: row.get(0),
+        tenant: row.get(1),
+        name: row.get(2),
+        kind: row.get(3),
+        params: row.get(4),
+        cooldown_s: row.get(5),
+        enabled: row.get(6),
+    };
+    let breaches = if rule.enabled {
+        let params = match RuleParams::parse(&rule.kind, &rule.params) {
+            Ok(p) => p,
+            Err(problems) => {
+                tracing::warn!(rule = %rule.id, ?problems, "alert rule has bad parameters");
+                return Ok(());
+            }
+        };
+        match params.breaches(&tx, &rule, env).await {
+            Ok(b) => b,
+            Err(EvalError::Db(e)) => return Err(e),
+            Err(EvalError::Rule(message)) => {
+                tracing::warn!(rule = %rule.id, "cannot evaluate alert rule: {message}");
+                return Ok(());
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    let changes = reconcile(&tx, &rule, breaches).await?;
+    tx.commit().await?;
+    let counter = |state: &str, n: u64| {
+        if n > 0 {
+            METRICS
+                .alerts
+                .with_label_values(&[&rule.kind, state])
+                .inc_by(n);
+        }
+    };
+    counter("fired", changes.fired);
+    counter("resolved", changes.resolved);
     Ok(())
 }
 

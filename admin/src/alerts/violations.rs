@@ -1,8 +1,12 @@
 //! `violations`: an API key (or a route) refused more than `per_minute` times a minute.
 //!
 //! Counted from the proxies' `violations` rows (per minute, subject, kind, policy, mode and
-//! route) of the window: the current minute and the `window_s` seconds before it, divided
-//! by the window's minutes. One alert per key (or route) until the rate falls back.
+//! route) of the window: the last `window_s / 60` **complete** minutes — rows with
+//! `date_trunc('minute', now()) - window_s <= ts < date_trunc('minute', now())` — divided
+//! by that many minutes. The current minute is not counted until it is over: half a minute
+//! of refusals over a whole minute's divisor would understate, a partial minute added to
+//! whole ones with the whole ones' divisor overstate the rate. One alert per key (or route)
+//! until the rate falls back.
 
 use super::{check_window, field, ser_num, show, Breach, EvalError, Params, Rule};
 use crate::error::Field;
@@ -36,7 +40,9 @@ pub struct ViolationsParams {
     /// policies).
     #[serde(default = "default_mode")]
     pub mode: String,
-    /// The window in seconds, whole minutes from 60 to 86400. Default `60`.
+    /// The window in seconds, whole minutes from 60 to 86400: the rate is that of the last
+    /// `window_s / 60` complete minutes (the current minute counts once it is over).
+    /// Default `60`.
     #[serde(default = "default_window")]
     pub window_s: i64,
 }
@@ -90,6 +96,7 @@ pub(super) async fn evaluate(
                   FROM violations
                  WHERE tenant_id = $1
                    AND ts >= date_trunc('minute', now()) - $2::bigint * interval '1 second'
+                   AND ts < date_trunc('minute', now())
                    AND mode = $3 AND ($4::text IS NULL OR kind = $4)
                    AND CASE WHEN $5 THEN route_id <> '' ELSE subject LIKE 'key:%' END
                  GROUP BY 1)

@@ -4,7 +4,7 @@
 //! ([`UnitOfWork::admin`]) and carry no `X-Config-Version`.
 
 use super::resources::{merge_patch, resolve_tenant, ListQuery, Page, Timestamps};
-use crate::alerts::{self, AlertView, RuleParams, MAX_COOLDOWN_S};
+use crate::alerts::{self, AlertView, RuleParams, MAX_COOLDOWN_S, MAX_RULES_PER_TENANT};
 use crate::auth::Principal;
 use crate::error::{parse, path_id, ApiError, ApiQuery, ErrorBody, Field, JsonObject};
 use crate::write::UnitOfWork;
@@ -280,12 +280,14 @@ pub async fn list_rules(
     tag = "alerts",
     operation_id = "create_alert_rule",
     summary = "Create an alert rule",
-    description = "The workers evaluate it every `worker.alert_interval_s`. Alert rules are \
-        not part of the proxies' configuration: the config version stays.",
+    description = "The workers evaluate it every `worker.alert_interval_s`. A tenant has at \
+        most 100 alert rules. Alert rules are not part of the proxies' configuration: the \
+        config version stays.",
     request_body = NewAlertRule,
     responses(
         (status = 201, description = "The new rule, defaults filled in", body = AlertRule),
-        (status = 409, description = "The tenant already has a rule of that name", body = ErrorBody),
+        (status = 409, description = "The tenant already has a rule of that name, or already \
+            has 100 rules (the most a tenant may have)", body = ErrorBody),
         (status = 422, description = "Validation failed; `fields` lists each problem (e.g. \
             `params.thresholds[1]`)", body = ErrorBody),
     )
@@ -316,6 +318,30 @@ pub async fn create_rule(
         return Err(no_tenant());
     }
     check_in_tenant(w.tx(), tenant_id, &r.name, None, &checked.params).await?;
+    // The tenant's rule creations take turns, so that two at once cannot both pass the cap.
+    w.tx()
+        .execute(
+            "SELECT pg_advisory_xact_lock(hashtext('vantage_alert_rules'), hashtext($1::text))",
+            &[&tenant],
+        )
+        .await?;
+    let count: i64 = w
+        .tx()
+        .query_one(
+            "SELECT count(*) FROM alert_rules WHERE tenant_id = $1",
+            &[&tenant_id],
+        )
+        .await?
+        .get(0);
+    if count >= MAX_RULES_PER_TENANT {
+        return Err(ApiError::Conflict(
+            format!(
+                "the tenant has {count} alert rules, the most a tenant may have \
+                 ({MAX_RULES_PER_TENANT}); delete one before creating another"
+            ),
+            Vec::new(),
+        ));
+    }
     let row = w
         .tx()
         .query_opt(
