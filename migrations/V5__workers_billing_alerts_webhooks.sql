@@ -178,7 +178,7 @@ CREATE TABLE billing_records (
     delta_total     bigint NOT NULL,
     requests        bigint NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (tenant_id, subject, plan_id, period_start, revision)
+    UNIQUE (tenant_id, subject, plan_id, period_start, period_end, revision)
 );
 CREATE INDEX billing_records_tenant_period ON billing_records (tenant_id, period_start);
 
@@ -192,7 +192,7 @@ CREATE TABLE billing_periods (
     period_label text NOT NULL,
     tenant_id    uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
     checked_at   timestamptz NOT NULL,
-    PRIMARY KEY (plan_id, period_start)
+    PRIMARY KEY (plan_id, period_start, period_end)
 );
 CREATE INDEX billing_periods_end ON billing_periods (period_end);
 

@@ -110,8 +110,10 @@ async fn subjects(
         let rows = c
             .query(
                 "SELECT DISTINCT subject FROM billing_records
-                  WHERE plan_id = $1 AND period_start = to_timestamp($2) ORDER BY subject",
-                &[&plan.id, &(w.start as f64)],
+                  WHERE plan_id = $1 AND period_start = to_timestamp($2)
+                    AND period_end = to_timestamp($3)
+                  ORDER BY subject",
+                &[&plan.id, &(w.start as f64), &(w.end as f64)],
             )
             .await?;
         return Ok(rows.iter().map(|r| r.get(0)).collect());
@@ -181,8 +183,9 @@ pub async fn bill_period(
     let before: Option<String> = tx
         .query_opt(
             "SELECT period_label FROM billing_periods
-              WHERE plan_id = $1 AND period_start = to_timestamp($2)",
-            &[&plan.id, &start],
+              WHERE plan_id = $1 AND period_start = to_timestamp($2)
+                AND period_end = to_timestamp($3)",
+            &[&plan.id, &start, &end],
         )
         .await?
         .map(|r| r.get(0));
@@ -203,9 +206,9 @@ pub async fn bill_period(
                         unit_price, per_units
                    FROM billing_records
                   WHERE tenant_id = $1 AND subject = $2 AND plan_id = $3
-                    AND period_start = to_timestamp($4)
+                    AND period_start = to_timestamp($4) AND period_end = to_timestamp($5)
                   ORDER BY revision DESC LIMIT 1",
-                &[&plan.tenant_id, subject, &plan.id, &start],
+                &[&plan.tenant_id, subject, &plan.id, &start, &end],
             )
             .await?
             .map(|r| Latest {
@@ -241,7 +244,8 @@ pub async fn bill_period(
                         base_fee, overage_amount, total, delta_total, requests)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, to_timestamp($8), to_timestamp($9), $10, $11,
                          $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
-                 ON CONFLICT (tenant_id, subject, plan_id, period_start, revision) DO NOTHING
+                 ON CONFLICT (tenant_id, subject, plan_id, period_start, period_end, revision)
+                 DO NOTHING
                  RETURNING id",
                 &[
                     &plan.tenant_id,
@@ -286,7 +290,7 @@ pub async fn bill_period(
         "INSERT INTO billing_periods (plan_id, period_start, period_end, period_label, tenant_id,
                                       checked_at)
          VALUES ($1, to_timestamp($2), to_timestamp($3), $4, $5, now())
-         ON CONFLICT (plan_id, period_start) DO UPDATE SET checked_at = now()",
+         ON CONFLICT (plan_id, period_start, period_end) DO UPDATE SET checked_at = now()",
         &[&plan.id, &start, &end, &label, &plan.tenant_id],
     )
     .await?;

@@ -95,7 +95,7 @@ pub struct WorkerSettings {
     /// deleted); 0 keeps all. Example: `30`.
     pub job_retention_days: u32,
     /// Events (with their webhook deliveries and attempts) and resolved alerts are deleted
-    /// after this many days; 0 keeps all. Example: `90`.
+    /// after this many days; 0 keeps all, else at least 31. Example: `90`.
     pub event_retention_days: u32,
     /// How often each worker looks for periodic jobs that are due, in seconds (each is
     /// created once per fleet). Example: `30`.

@@ -478,7 +478,18 @@ pub async fn evaluate_job(ctx: &JobContext, job: &Job) -> Result<(), JobError> {
     if let Err(e) = lock.rollback().await {
         tracing::warn!(job = job.id, "releasing the alert evaluation lock: {e}");
     }
-    outcome
+    match outcome {
+        // A rule that fails every time must not leave a dead letter per interval: the last
+        // attempt gives up quietly (logged above); the next interval evaluates it again.
+        Err(JobError::Retry { message, .. }) if job.is_last_attempt() => {
+            tracing::warn!(
+                job = job.id,
+                "alert evaluation gives up this interval: {message}"
+            );
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// Evaluate every rule, each in a transaction of its own. A rule whose evaluation fails

@@ -322,7 +322,8 @@ pub async fn create_rule(
     w.tx()
         .execute(
             "SELECT pg_advisory_xact_lock(hashtext('vantage_alert_rules'), hashtext($1::text))",
-            &[&tenant],
+            // The tenant's canonical id, however the caller spelled it.
+            &[&tenant_id.to_string()],
         )
         .await?;
     let count: i64 = w

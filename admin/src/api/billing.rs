@@ -209,7 +209,8 @@ async fn select(
             AND (NOT $5 OR revision = (SELECT max(revision) FROM billing_records l
                                          WHERE l.tenant_id = b.tenant_id AND l.subject = b.subject
                                            AND l.plan_id = b.plan_id
-                                           AND l.period_start = b.period_start))
+                                           AND l.period_start = b.period_start
+                                           AND l.period_end = b.period_end))
           ORDER BY period_start DESC, tenant_id, plan_id, subject, revision
           LIMIT $6"
     );

@@ -121,14 +121,22 @@ pub async fn claim(
     lease: Duration,
 ) -> Result<Vec<Job>, tokio_postgres::Error> {
     let lease_ms = millis(lease);
-    c.execute(
-        "UPDATE jobs SET state = 'dead', locked_by = NULL, locked_until = NULL,
-                last_error = 'the lease ran out on its last attempt (its worker died or hung)',
-                finished_at = now(), updated_at = now()
-          WHERE state = 'running' AND locked_until < now() AND attempts >= max_attempts",
-        &[],
-    )
-    .await?;
+    let died = c
+        .query(
+            "UPDATE jobs SET state = 'dead', locked_by = NULL, locked_until = NULL,
+                    last_error = 'the lease ran out on its last attempt (its worker died or hung)',
+                    finished_at = now(), updated_at = now()
+              WHERE state = 'running' AND locked_until < now() AND attempts >= max_attempts
+             RETURNING kind",
+            &[],
+        )
+        .await?;
+    for r in died {
+        crate::metrics::METRICS
+            .dead_letters
+            .with_label_values(&[r.get::<_, &str>(0)])
+            .inc();
+    }
     let rows = c
         .query(
             "UPDATE jobs SET state = 'running', locked_by = $1,

@@ -38,7 +38,7 @@ pub async fn tick(ctx: &JobContext) -> Result<(), tokio_postgres::Error> {
         .query(
             "SELECT p.id, p.tenant_id, p.time_zone, p.billing,
                     EXTRACT(EPOCH FROM p.billing_since)::bigint,
-                    (SELECT EXTRACT(EPOCH FROM max(b.period_start))::bigint
+                    (SELECT EXTRACT(EPOCH FROM max(b.period_end))::bigint
                        FROM billing_periods b WHERE b.plan_id = p.id)
                FROM plans p WHERE p.billing IS NOT NULL AND p.billing_since IS NOT NULL",
             &[],
@@ -56,8 +56,8 @@ pub async fn tick(ctx: &JobContext) -> Result<(), tokio_postgres::Error> {
             continue;
         };
         let since: i64 = r.get(4);
-        let last: Option<i64> = r.get(5);
-        for start in due_periods(&cal, billing.period, since, last, now - grace) {
+        let billed_until: Option<i64> = r.get(5);
+        for start in due_periods(&cal, billing.period, since, billed_until, now - grace) {
             enqueue(&**c, &close_job(plan, tenant, start)).await?;
         }
     }
@@ -67,25 +67,24 @@ pub async fn tick(ctx: &JobContext) -> Result<(), tokio_postgres::Error> {
 /// Most periods of one plan queued per look.
 const CATCH_UP: usize = 24;
 
-/// Starts of the periods to bill: after `last_billed` (or from the first period that
-/// began at or after `since`), those that ended by `until`; at most [`CATCH_UP`].
+/// Starts of the periods to bill: those that begin at or after both `since` (billing
+/// began) and `billed_until` (the end of the last billed period, whatever its length or zone
+/// then) and ended by `until`; at most [`CATCH_UP`]. A plan whose period or zone changed goes
+/// on from the first whole period of the new kind; a plan billed again after a pause from
+/// the first period after it.
 fn due_periods(
     cal: &Calendar,
     period: QuotaPeriod,
     since: i64,
-    last_billed: Option<i64>,
+    billed_until: Option<i64>,
     until: i64,
 ) -> Vec<i64> {
-    let mut next = match last_billed {
-        Some(s) => cal.window(period, s).end,
-        None => {
-            let w = cal.window(period, since);
-            if w.start >= since {
-                w.start
-            } else {
-                w.end
-            }
-        }
+    let floor = billed_until.map_or(since, |e| e.max(since));
+    let first = cal.window(period, floor);
+    let mut next = if first.start >= floor {
+        first.start
+    } else {
+        first.end
     };
     let mut out = Vec::new();
     while out.len() < CATCH_UP {
@@ -125,15 +124,34 @@ mod tests {
             due_periods(&utc, QuotaPeriod::Day, since, None, 12 * day),
             vec![11 * day]
         );
-        // Days 12-14 missed while no worker ran: all of them, in order.
+        // Days 12-14 missed while no worker ran (day 11 billed, up to 12): all, in order.
         assert_eq!(
-            due_periods(&utc, QuotaPeriod::Day, since, Some(11 * day), 15 * day + 5),
+            due_periods(&utc, QuotaPeriod::Day, since, Some(12 * day), 15 * day + 5),
             vec![12 * day, 13 * day, 14 * day]
         );
         // A long outage catches up a bounded number per look.
-        let many = due_periods(&utc, QuotaPeriod::Hour, 0, Some(0), 1000 * 3600);
+        let many = due_periods(&utc, QuotaPeriod::Hour, 0, Some(3600), 1000 * 3600);
         assert_eq!(many.len(), CATCH_UP);
         assert_eq!(many[0], 3600);
+        // Billing switched off and on again 40 days later: from the first day after.
+        let again = 60 * day + 100;
+        assert_eq!(
+            due_periods(&utc, QuotaPeriod::Day, again, Some(20 * day), 63 * day),
+            vec![61 * day, 62 * day]
+        );
+        // A monthly plan (billed to 1 Nov 1970) turned daily goes on from 1 Nov, not from
+        // the 2nd of the month billed.
+        let nov1 = 304 * day;
+        assert_eq!(
+            due_periods(&utc, QuotaPeriod::Day, 0, Some(nov1), nov1 + 2 * day),
+            vec![nov1, nov1 + day]
+        );
+        // A zone moved west: the period that ends after the billed one's end is skipped
+        // rather than billed twice.
+        let ny = Calendar::new("America/New_York").unwrap();
+        let got = due_periods(&ny, QuotaPeriod::Day, 0, Some(nov1), nov1 + 3 * day);
+        assert!(got.iter().all(|s| *s >= nov1), "{got:?}");
+        assert_eq!(got.len(), 2, "{got:?}");
         // A plan billed from a period's very start bills that period.
         assert_eq!(
             due_periods(&utc, QuotaPeriod::Day, 10 * day, None, 11 * day),
