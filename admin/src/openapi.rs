@@ -105,6 +105,7 @@ const BEARER: &str = "bearer";
     ),
     components(schemas(
         ErrorBody,
+        api::alerts::AnyRuleParams,
         crate::alerts::quota::QuotaUsedParams,
         crate::alerts::violations::ViolationsParams,
         crate::alerts::error_rate::ErrorRateParams,

@@ -57,7 +57,7 @@ pub struct AlertRule {
     /// The parameters of the kind, every default written out: `QuotaUsedParams`,
     /// `ViolationsParams`, `ErrorRateParams`, `PoolUnhealthyParams` or `KeyExpiringParams`.
     /// Example: `{"thresholds": [50, 80, 100]}`.
-    #[schema(value_type = Object)]
+    #[schema(value_type = AnyRuleParams)]
     pub params: Value,
     /// After an alert of this rule resolved, the same alert (same subject, period and
     /// threshold) does not fire again for this many seconds (0-2592000). Example: `3600`.
@@ -78,12 +78,25 @@ pub struct NewAlertRule {
     pub name: String,
     pub kind: AlertRuleKind,
     /// The kind's parameters (see `AlertRule.params`); absent: the defaults.
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<AnyRuleParams>)]
     pub params: Option<Value>,
     /// Default `3600`.
     pub cooldown_s: Option<i32>,
     /// Default `true`.
     pub enabled: Option<bool>,
+}
+
+/// The parameters of a rule: those of its kind. Only describes the API (the handlers read
+/// `params` as the kind says).
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum AnyRuleParams {
+    QuotaUsed(alerts::quota::QuotaUsedParams),
+    Violations(alerts::violations::ViolationsParams),
+    ErrorRate(alerts::error_rate::ErrorRateParams),
+    PoolUnhealthy(alerts::pool::PoolUnhealthyParams),
+    KeyExpiring(alerts::key_expiring::KeyExpiringParams),
 }
 
 /// A rule as submitted (after the tenant is resolved).
