@@ -374,3 +374,13 @@ pub fn path_id(raw: &str, what: &str) -> Result<uuid::Uuid, ApiError> {
 pub fn path_id_i64(raw: &str, what: &str) -> Result<i64, ApiError> {
     raw.parse::<i64>().map_err(|_| ApiError::not_found(what))
 }
+
+/// An optional UUID query parameter `name`; anything else is a 400 naming it.
+pub fn uuid_param(v: &Option<String>, name: &str) -> Result<Option<uuid::Uuid>, ApiError> {
+    v.as_deref()
+        .map(|s| {
+            uuid::Uuid::parse_str(s)
+                .map_err(|_| ApiError::bad_parameter(name, "must be an id (UUID)"))
+        })
+        .transpose()
+}

@@ -6,7 +6,7 @@
 use super::resources::{merge_patch, resolve_tenant, ListQuery, Page, Timestamps};
 use crate::alerts::{self, AlertView, RuleParams, MAX_COOLDOWN_S, MAX_RULES_PER_TENANT};
 use crate::auth::Principal;
-use crate::error::{parse, path_id, ApiError, ApiQuery, ErrorBody, Field, JsonObject};
+use crate::error::{parse, path_id, uuid_param, ApiError, ApiQuery, ErrorBody, Field, JsonObject};
 use crate::write::UnitOfWork;
 use crate::AppState;
 use axum::extract::{Path, State};
@@ -562,14 +562,6 @@ pub struct AlertList {
     pub items: Vec<AlertView>,
     /// There were more than `limit`: `items` holds the newest.
     pub truncated: bool,
-}
-
-fn uuid_param(v: &Option<String>, name: &str) -> Result<Option<Uuid>, ApiError> {
-    v.as_deref()
-        .map(|s| {
-            Uuid::parse_str(s).map_err(|_| ApiError::bad_parameter(name, "must be an id (UUID)"))
-        })
-        .transpose()
 }
 
 /// `GET /alerts`: the alerts the caller may see, newest first.

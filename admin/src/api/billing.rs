@@ -3,7 +3,7 @@
 
 use crate::auth::Principal;
 use crate::billing::{load_plan, period_name};
-use crate::error::{parse, path_id, ApiError, ApiQuery, ErrorBody, JsonObject};
+use crate::error::{parse, path_id, uuid_param, ApiError, ApiQuery, ErrorBody, JsonObject};
 use crate::worker::queue::enqueue;
 use crate::AppState;
 use axum::extract::{Path, State};
@@ -183,14 +183,6 @@ fn cell(s: &str) -> String {
     } else {
         s.to_string()
     }
-}
-
-fn uuid_param(v: &Option<String>, name: &str) -> Result<Option<Uuid>, ApiError> {
-    v.as_deref()
-        .map(|s| {
-            Uuid::parse_str(s).map_err(|_| ApiError::bad_parameter(name, "must be an id (UUID)"))
-        })
-        .transpose()
 }
 
 async fn select(

@@ -3,7 +3,7 @@
 //! `usage_hour`, `usage_day`) and violations (`violations`).
 
 use crate::auth::Principal;
-use crate::error::{ApiError, ApiQuery, ErrorBody};
+use crate::error::{uuid_param, ApiError, ApiQuery, ErrorBody};
 use crate::AppState;
 use axum::extract::State;
 use axum::Json;
@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_postgres::types::ToSql;
 use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
 use vantage_model::EnforcementMode;
 
 /// Most rows of one usage answer; past it the answer says `truncated`.
@@ -240,15 +239,6 @@ pub struct ViolationRow {
     pub last_seen: String,
     /// The request id of one of them, to find it in the access log.
     pub sample_request_id: String,
-}
-
-/// A UUID query parameter.
-fn uuid_param(v: &Option<String>, name: &str) -> Result<Option<Uuid>, ApiError> {
-    v.as_deref()
-        .map(|s| {
-            Uuid::parse_str(s).map_err(|_| ApiError::bad_parameter(name, "must be an id (UUID)"))
-        })
-        .transpose()
 }
 
 /// An RFC 3339 query parameter, or `default`.
@@ -515,6 +505,7 @@ pub async fn violations(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uuid::Uuid;
 
     fn at(s: &str) -> SystemTime {
         humantime::parse_rfc3339(s).unwrap()

@@ -8,7 +8,8 @@
 use super::resources::{merge_patch, resolve_tenant, ListQuery, Page, Timestamps};
 use crate::auth::Principal;
 use crate::error::{
-    parse, path_id, ApiError, ApiQuery, ErrorBody, Field, JsonObject, OptionalJsonObject,
+    parse, path_id, uuid_param, ApiError, ApiQuery, ErrorBody, Field, JsonObject,
+    OptionalJsonObject,
 };
 use crate::events;
 use crate::webhooks::{sign, sql_ts, ssrf, FORMATS, SUPERSEDED};
@@ -383,14 +384,6 @@ async fn validate(st: &AppState, e: &EndpointIn, check_url: bool) -> Result<(), 
     }
 }
 
-fn opt_uuid(v: &Option<String>, name: &str) -> Result<Option<Uuid>, ApiError> {
-    v.as_deref()
-        .map(|s| {
-            Uuid::parse_str(s).map_err(|_| ApiError::bad_parameter(name, "must be an id (UUID)"))
-        })
-        .transpose()
-}
-
 /// `POST /webhooks` `{tenant_id?, url, events?, format?, description?, enabled?}`.
 #[utoipa::path(
     post,
@@ -513,8 +506,8 @@ pub async fn list(
             "must be between 1 and 500",
         ));
     }
-    let scope = p.scope(opt_uuid(&q.tenant_id, "tenant_id")?)?;
-    let cursor = opt_uuid(&q.cursor, "cursor")?;
+    let scope = p.scope(uuid_param(&q.tenant_id, "tenant_id")?)?;
+    let cursor = uuid_param(&q.cursor, "cursor")?;
     let c = st.pool.get().await?;
     let rows = c
         .query(
