@@ -18,8 +18,10 @@ pub struct AdminConfig {
     pub database_pool_size: usize,
     /// The proxies' Redis (their `server.redis.url`; env `REDIS_URL` overrides): config-change
     /// notices are published there and the quota counters of API keys are read from it.
-    /// Empty: no notices are published (proxies then only see changes through their version
-    /// poll) and quota status answers 503. Example: `redis://127.0.0.1:6379`.
+    /// A single server (`redis://`), a Redis Cluster (`redis-cluster://host:port?node=…`) or
+    /// a primary behind Sentinel (`redis-sentinel://…?sentinelServiceName=…`), as for the
+    /// proxies. Empty: no notices are published (proxies then only see changes through their
+    /// version poll) and quota status answers 503. Example: `redis://127.0.0.1:6379`.
     pub redis_url: String,
     /// The proxies' `server.redis.key_prefix`: notices go to the channel
     /// `<redis_prefix>:config`, quota counters are read at `<redis_prefix>:q:…`.
@@ -257,6 +259,11 @@ impl AdminConfig {
         if !otlp_ok {
             anyhow::bail!("otlp_endpoint must be an http:// or https:// URL");
         }
+        if let Some(problem) =
+            vantage_model::redis_url_problem(&self.redis_url).filter(|_| !self.redis_url.is_empty())
+        {
+            anyhow::bail!("redis_url: {problem}");
+        }
         if !self.redis_url.is_empty() && self.notify_secret.len() < 16 {
             anyhow::bail!(
                 "notify_secret (or VANTAGE_NOTIFY_SECRET) must be at least 16 bytes when redis_url is set"
@@ -327,6 +334,31 @@ mod tests {
             err.contains("jwks_allowed_networks[0]: '10.0.0.0/33'"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn redis_url_follows_the_proxies_rules() {
+        let with = |url: &str| {
+            AdminConfig {
+                redis_url: url.into(),
+                notify_secret: "a-notify-secret-of-16+".into(),
+                ..AdminConfig::default()
+            }
+            .check_for_serve()
+            .map_err(|e| e.to_string())
+        };
+        for ok in [
+            "",
+            "redis://127.0.0.1:6379",
+            "redis-cluster://127.0.0.1:7000?node=127.0.0.1:7001",
+            "redis-sentinel://127.0.0.1:26379?sentinelServiceName=vantage",
+        ] {
+            assert_eq!(with(ok), Ok(()), "{ok}");
+        }
+        let e = with("rediss://127.0.0.1:6379").unwrap_err();
+        assert!(e.starts_with("redis_url: TLS"), "{e}");
+        let e = with("redis-sentinel://127.0.0.1:26379").unwrap_err();
+        assert!(e.contains("sentinelServiceName"), "{e}");
     }
 
     #[test]

@@ -2,9 +2,7 @@
 //! [`vantage_model::quota_counter_key`], for the quota status of an API key.
 
 use crate::error::ApiError;
-use fred::prelude::{
-    Builder, Client, ClientLike, Config, ErrorKind, KeysInterface, ReconnectPolicy,
-};
+use fred::prelude::{Client, ErrorKind, KeysInterface};
 use std::time::Duration;
 
 /// Longest wait for Redis to answer the reads of one request.
@@ -21,19 +19,7 @@ impl Counters {
     /// Connect in the background (never waits for Redis) to the proxies' Redis at `url`,
     /// whose keys start with `prefix` (their `server.redis.key_prefix`).
     pub fn start(url: &str, prefix: String) -> anyhow::Result<Counters> {
-        let config = Config::from_url(url)?;
-        let client = Builder::from_config(config)
-            .with_connection_config(|c| {
-                c.connection_timeout = Duration::from_secs(2);
-                c.internal_command_timeout = Duration::from_secs(2);
-            })
-            .with_performance_config(|p| {
-                p.default_command_timeout = READ_TIMEOUT;
-            })
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
-            .build()?;
-        // The connection task runs (and reconnects) on its own; its handle is not needed.
-        drop(client.connect());
+        let client = crate::publish::redis_client(url, READ_TIMEOUT)?;
         Ok(Counters { client, prefix })
     }
 
@@ -43,7 +29,8 @@ impl Counters {
     }
 
     /// The value of each counter of `keys`, in their order (0 for a missing key). One `GET`
-    /// per key: the keys of different quotas may live on different Redis Cluster slots.
+    /// per key, never a multi-key command: `keys` may be of several subjects, whose counters
+    /// live on different Redis Cluster slots.
     pub async fn read(&self, keys: &[String]) -> Result<Vec<i64>, ApiError> {
         let reads = async {
             let mut values = Vec::with_capacity(keys.len());

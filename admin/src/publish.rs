@@ -5,6 +5,28 @@ use fred::prelude::*;
 use std::time::Duration;
 use vantage_model::notify::{sign, Notice};
 
+/// A client of the proxies' Redis at `url`, connecting (and reconnecting) in the background;
+/// its commands give up after `command_timeout`. Like the proxies' `server.redis.url`, the
+/// scheme says a single server (`redis://`), a Redis Cluster (`redis-cluster://host:port?node=…`)
+/// or a primary behind Sentinel (`redis-sentinel://…?sentinelServiceName=…`). On a cluster,
+/// a notice published on any node reaches the subscribers on every node.
+pub(crate) fn redis_client(url: &str, command_timeout: Duration) -> anyhow::Result<Client> {
+    let config = Config::from_url(url)?;
+    let client = Builder::from_config(config)
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(2);
+            c.internal_command_timeout = Duration::from_secs(2);
+        })
+        .with_performance_config(|p| {
+            p.default_command_timeout = command_timeout;
+        })
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+        .build()?;
+    // The connection task runs (and reconnects) on its own; its handle is not needed.
+    drop(client.connect());
+    Ok(client)
+}
+
 /// A Redis connection that publishes [`Notice`]s. It reconnects by itself; a notice that
 /// cannot be handed to Redis within the timeout is dropped (the proxies' version poll
 /// catches up).
@@ -23,19 +45,7 @@ impl Publisher {
         secret: String,
         timeout: Duration,
     ) -> anyhow::Result<Publisher> {
-        let config = Config::from_url(url)?;
-        let client = Builder::from_config(config)
-            .with_connection_config(|c| {
-                c.connection_timeout = Duration::from_secs(2);
-                c.internal_command_timeout = Duration::from_secs(2);
-            })
-            .with_performance_config(|p| {
-                p.default_command_timeout = timeout;
-            })
-            .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
-            .build()?;
-        // The connection task runs (and reconnects) on its own; its handle is not needed.
-        drop(client.connect());
+        let client = redis_client(url, timeout)?;
         Ok(Publisher {
             client,
             channel,

@@ -465,11 +465,17 @@ impl Default for ServerSettings {
     }
 }
 
-/// Connection to Redis.
+/// Connection to Redis: one server, a Redis Cluster or a Sentinel-managed primary, by the
+/// scheme of `url`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
-    /// `redis://[user:password@]host:port[/db]`. Example: `redis://127.0.0.1:6379`.
+    /// One server: `redis://[user:password@]host:port[/db]`. A Redis Cluster:
+    /// `redis-cluster://[user:password@]host:port?node=host:port&node=host:port` (any
+    /// nodes of it, the more the better: the client finds the rest). A primary behind
+    /// Sentinel: `redis-sentinel://[user:password@]host:port[/db]?sentinelServiceName=NAME&node=host:port`
+    /// (the host and nodes are Sentinels). Example: `redis://127.0.0.1:6379`, or
+    /// `redis-cluster://10.0.0.1:7000?node=10.0.0.2:7000&node=10.0.0.3:7000`.
     pub url: String,
     /// Every key starts with this. Example: `vantage`.
     #[serde(default = "default_redis_prefix")]
@@ -487,6 +493,51 @@ fn default_redis_prefix() -> String {
 
 fn default_redis_timeout() -> u64 {
     20
+}
+
+/// What is wrong with a Redis URL (`server.redis.url`, the admin's `redis_url`), if
+/// anything: the scheme says single node (`redis`), cluster (`redis-cluster`) or sentinel
+/// (`redis-sentinel`, which needs `sentinelServiceName`); a cluster has no databases. TLS
+/// schemes (`rediss…`) are refused: the Redis client is built without TLS, and would send
+/// the password in the clear to a TLS port. So are separate Sentinel credentials, which
+/// the client would ignore.
+pub fn redis_url_problem(url: &str) -> Option<&'static str> {
+    const SCHEMES: &str = "must be redis://host:port[/db], \
+        redis-cluster://host:port?node=host:port&... or \
+        redis-sentinel://host:port?sentinelServiceName=NAME&node=host:port";
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Some(SCHEMES);
+    };
+    if scheme.starts_with("rediss") {
+        return Some("TLS (rediss://) is not supported: reach Redis on a private network or through a TLS tunnel");
+    }
+    if !matches!(scheme, "redis" | "redis-cluster" | "redis-sentinel") {
+        return Some(SCHEMES);
+    }
+    let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let (authority, path) = before_query.split_once('/').unwrap_or((before_query, ""));
+    let host = authority.rsplit('@').next().unwrap_or("");
+    if host.is_empty() || host.starts_with(':') {
+        return Some("needs a host: redis://host:port");
+    }
+    if scheme == "redis-cluster" && !matches!(path, "" | "0") {
+        return Some("a Redis Cluster has no databases: no /db in redis-cluster:// URLs");
+    }
+    let service = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("sentinelServiceName="));
+    if scheme == "redis-sentinel" && service.is_none_or(str::is_empty) {
+        return Some(
+            "redis-sentinel:// needs ?sentinelServiceName=NAME (the primary Sentinel watches)",
+        );
+    }
+    if query
+        .split('&')
+        .any(|kv| kv.starts_with("sentinelUsername=") || kv.starts_with("sentinelPassword="))
+    {
+        return Some("separate Sentinel credentials are not supported: the Sentinels get the URL's user and password");
+    }
+    None
 }
 
 /// A TLS-terminating listener.

@@ -2,7 +2,10 @@
 //! publish — cache purges from other proxies (`<prefix>:cache:purge`) and, with
 //! `source: postgres`, the admin's signed config-change announcements (`<prefix>:config`).
 //! It resubscribes after every reconnect and then catches up with state it may have missed
-//! (purge generations; the config version poll covers missed announcements).
+//! (purge generations, retried until read; the config version poll covers missed
+//! announcements). On a Redis Cluster the subscription sits on one node and every node
+//! delivers what is published on any of them; after a failover the client reconnects to the
+//! new master and the subscription is made again.
 
 use crate::cache::purge::{PurgeMessage, Purges};
 use crate::snapshot::Snapshot;
@@ -103,13 +106,7 @@ impl Bus {
         purges: &'static Purges,
         notices: Option<ConfigNotices>,
     ) -> Result<Bus, String> {
-        let config =
-            Config::from_url(&settings.url).map_err(|e| format!("server.redis.url: {e}"))?;
-        let client = Builder::from_config(config)
-            .with_connection_config(|c| {
-                c.connection_timeout = Duration::from_millis(500);
-            })
-            .set_policy(ReconnectPolicy::new_constant(0, 100))
+        let client = crate::redis_conn::builder(settings)?
             .build_subscriber_client()
             .map_err(|e| format!("server.redis: {e}"))?;
         Ok(Bus {
@@ -168,20 +165,37 @@ impl BackgroundService for Bus {
         let conn = self.client.connect();
         let channels = self.channels();
         let mut subscribed = false;
+        // Generations are read (through the limiter's client, which may still be connecting:
+        // a cluster takes a few round trips) until that succeeds once per subscription.
+        let mut synced = false;
+        let mut sync_failures = 0u32;
         loop {
             if !subscribed && self.client.is_connected() {
                 match self.client.subscribe(channels.clone()).await {
                     Ok(()) => {
                         subscribed = true;
-                        if let Err(e) = self.purges.sync_generations().await {
-                            tracing::warn!("cache generations not synced: {e}");
-                        }
+                        synced = false;
                         // Announcements may have been missed while disconnected.
                         if let Some(n) = &self.notices {
                             n.wake.notify_one();
                         }
                     }
                     Err(e) => tracing::warn!("subscribing to {channels:?}: {e}"),
+                }
+            }
+            if subscribed && !synced {
+                match self.purges.sync_generations().await {
+                    Ok(()) => {
+                        synced = true;
+                        sync_failures = 0;
+                    }
+                    Err(e) => {
+                        sync_failures += 1;
+                        // Quiet while the limiter's client connects; loud if it lasts.
+                        if sync_failures % 50 == 1 {
+                            tracing::warn!("cache generations not synced (retrying): {e}");
+                        }
+                    }
                 }
             }
             tokio::select! {
@@ -199,7 +213,7 @@ impl BackgroundService for Bus {
                         subscribed = false;
                     }
                 }
-                _ = tokio::time::sleep(Duration::from_millis(100)), if !subscribed => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)), if !subscribed || !synced => {}
             }
         }
         let _ = self.client.quit().await;

@@ -22,6 +22,7 @@ pub mod hosts;
 pub mod jwt;
 pub mod limits;
 pub mod ops;
+pub mod redis_conn;
 pub mod reload;
 pub mod router;
 pub mod safety;

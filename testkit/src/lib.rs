@@ -8,7 +8,8 @@
 //! - [`http`]: a raw HTTP/1.1 client over TCP and its [`Response`];
 //! - [`origin`]: demo origins (`vantage-proxy demo-origin`) and an upgrade-echo origin;
 //! - [`proxy`]: a `vantage-proxy` process over a generated config file;
-//! - [`redis`]: a private `redis-server`, and a subscriber on the shared one;
+//! - [`redis`]: a private `redis-server`, a private Redis Cluster and a Sentinel-watched
+//!   primary (failovers, killed masters), and a subscriber on the shared one;
 //! - [`postgres`]: databases of a test's own, and private Postgres clusters;
 //! - [`admin`]: a `vantage-admin serve` process and its JSON API;
 //! - [`collector`]: an OTLP/HTTP collector stand-in;
@@ -46,7 +47,10 @@ pub use ports::{connect_from, free_port, listener, port_open, PortHold};
 pub use postgres::{psql, Database, PgCluster, PG_PORT};
 pub use proxy::{server_section, validate_decision, Proxy};
 pub use receiver::{Received, Receiver, Reply};
-pub use redis::{Redis, Subscriber, REDIS};
+pub use redis::{
+    ClusterNodeInfo, Redis, RedisCluster, RedisSentinel, Subscriber, CLUSTER_NODE_TIMEOUT_MS,
+    REDIS, SENTINEL_SERVICE,
+};
 pub use usage::{apply_batch, apply_usage_batch, UsageRow, ViolationRow};
 pub use wait::{temp_dir, wait_for};
 pub use worker::{Worker, TEST_WORKER_SETTINGS};

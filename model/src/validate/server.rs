@@ -210,11 +210,8 @@ pub(super) fn check(c: &mut Collector, s: &ServerSettings) {
         }
     }
     if let Some(r) = &s.redis {
-        if !(r.url.starts_with("redis://") || r.url.starts_with("rediss://")) {
-            c.err(
-                "server.redis.url",
-                "must be redis://host:port or rediss://host:port",
-            );
+        if let Some(problem) = crate::redis_url_problem(&r.url) {
+            c.err("server.redis.url", problem);
         }
         if r.key_prefix.is_empty()
             || r.key_prefix.len() > b::TOKEN_BYTES
@@ -323,4 +320,64 @@ fn check_client_limits(c: &mut Collector, l: &crate::ClientLimits) {
         l.max_connections.max(1),
     );
     c.range(format!("{p}.max_uri_bytes"), l.max_uri_bytes, 256, 1 << 20);
+}
+
+#[cfg(test)]
+mod redis_tests {
+    use crate::Config;
+
+    fn check(url: &str) -> Result<(), String> {
+        let yaml =
+            format!("server:\n  listen: [\"127.0.0.1:8080\"]\n  redis: {{url: \"{url}\"}}\n");
+        Config::from_yaml(&yaml)
+            .unwrap()
+            .validate()
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn single_cluster_and_sentinel_urls_are_accepted() {
+        for url in [
+            "redis://127.0.0.1:6379",
+            "redis://user:pw@10.0.0.1:6379/2",
+            "redis-cluster://10.0.0.1:7000",
+            "redis-cluster://pw@10.0.0.1:7000?node=10.0.0.2:7000&node=10.0.0.3:7000",
+            "redis-sentinel://10.0.0.1:26379?sentinelServiceName=vantage&node=10.0.0.2:26379",
+            "redis-sentinel://10.0.0.1:26379/1?sentinelServiceName=vantage",
+        ] {
+            assert_eq!(check(url), Ok(()), "{url}");
+        }
+    }
+
+    #[test]
+    fn bad_redis_urls_name_the_field_and_the_fix() {
+        for (url, why) in [
+            ("127.0.0.1:6379", "must be redis://host:port"),
+            ("http://127.0.0.1:6379", "must be redis://host:port"),
+            ("redis-cluster://10.0.0.1:7000/3", "has no databases"),
+            (
+                "redis-sentinel://10.0.0.1:26379",
+                "needs ?sentinelServiceName",
+            ),
+            (
+                "redis-sentinel://10.0.0.1:26379?sentinelServiceName=",
+                "needs ?sentinelServiceName",
+            ),
+            (
+                "redis-sentinel://10.0.0.1:26379?sentinelServiceName=v&sentinelPassword=x",
+                "separate Sentinel credentials are not supported",
+            ),
+            ("redis://", "needs a host"),
+            ("redis://:6379", "needs a host"),
+            ("rediss://10.0.0.1:6379", "TLS (rediss://) is not supported"),
+            (
+                "rediss-cluster://10.0.0.1:7000",
+                "TLS (rediss://) is not supported",
+            ),
+        ] {
+            let e = check(url).unwrap_err();
+            assert!(e.contains("server.redis.url: "), "{url}: {e}");
+            assert!(e.contains(why), "{url}: {e}");
+        }
+    }
 }

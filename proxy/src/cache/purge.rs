@@ -4,7 +4,8 @@
 //!
 //! With Redis configured, generations live in one Redis hash so every proxy of the fleet
 //! keys the shared tier alike, and each purge is published on `<prefix>:cache:purge` so the
-//! other proxies drop their memory entries too.
+//! other proxies drop their memory entries too. On a Redis Cluster the hash is one key (on
+//! one master) and a publish on any node reaches the subscribers of every node.
 
 use crate::telemetry::metrics::METRICS;
 use fred::prelude::*;

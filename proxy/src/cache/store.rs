@@ -102,7 +102,8 @@ impl MemoryTier {
 }
 
 /// The Redis tier: one hash per entry (`m0`, `m1`: meta; `b`: body), expiring a while after
-/// the entry can no longer be served even stale.
+/// the entry can no longer be served even stale. Every command (and pipeline) touches that
+/// one key, so on a Redis Cluster the entries spread over the masters by their key hash.
 pub struct RedisTier {
     client: Client,
     prefix: String,

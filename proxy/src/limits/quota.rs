@@ -218,6 +218,12 @@ impl QuotaCounter {
         quotas: &[&QuotaRt],
         cost: i64,
     ) -> Result<(bool, usize, Vec<i64>), RedisLimitError> {
+        // A Redis Cluster runs a script only when all its keys are in one slot (else
+        // CROSSSLOT): the counters of one subject share the hash tag `{tenant\x1fsubject}`.
+        debug_assert!(
+            keys.windows(2).all(|k| same_slot(&k[0], &k[1])),
+            "one script's keys share a slot: {keys:?}"
+        );
         let mut args: Vec<i64> = Vec::with_capacity(1 + 3 * keys.len());
         args.push(cost);
         for (q, w) in quotas.iter().zip(windows) {
@@ -320,5 +326,48 @@ impl QuotaCounter {
             }
         };
         windows.into_iter().zip(used).collect()
+    }
+}
+
+/// Whether two keys hash to the same Redis Cluster slot.
+fn same_slot(a: &str, b: &str) -> bool {
+    fred::util::redis_keyslot(a.as_bytes()) == fred::util::redis_keyslot(b.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_counters_of_one_subject_share_a_cluster_slot() {
+        // Every period and quota of a plan, for subjects whose text holds braces too (a JWT
+        // `sub` is any string): one slot per (tenant, subject), so one script decides them.
+        for subject in [
+            QuotaSubject::Key("ka".into()),
+            QuotaSubject::User("a}b{c".into()),
+            QuotaSubject::User("}".into()),
+            QuotaSubject::Tenant,
+        ] {
+            let label = subject.label();
+            let keys: Vec<String> = [
+                ("p", "monthly", 1_800_000_000),
+                ("p", "daily", 1_800_086_400),
+            ]
+            .iter()
+            .chain(&[("p2", "hourly", 1_800_003_600)])
+            .map(|(plan, quota, start)| {
+                quota_counter_key("vantage", "acme", plan, quota, &label, *start)
+            })
+            .collect();
+            assert!(keys.windows(2).all(|k| same_slot(&k[0], &k[1])), "{keys:?}");
+        }
+        // ... while other tenants' counters spread over the cluster.
+        let slots: std::collections::HashSet<u16> = (0..20)
+            .map(|i| {
+                let k = quota_counter_key("vantage", &format!("t{i}"), "p", "q", "tenant", 0);
+                fred::util::redis_keyslot(k.as_bytes())
+            })
+            .collect();
+        assert!(slots.len() > 10, "{slots:?}");
     }
 }

@@ -3,8 +3,11 @@
 //! One round trip per decision: an atomic Lua script that reads Redis `TIME` (so the proxies'
 //! clocks do not matter), decides and updates the counter. Keys are built only from tenant,
 //! policy and subject, wrapped in a `{hash tag}` so a Redis Cluster keeps each key's data on
-//! one slot, and expire when idle. Each call has a small time budget; the client reconnects
-//! by itself, and while Redis is away every call fails fast.
+//! one slot, and expire when idle. Each call has a small time budget; the client (single
+//! node, cluster or sentinel: [`crate::redis_conn`]) reconnects by itself, and while Redis,
+//! or the master of a key's slot, is away every call ends within its budget and the policy's
+//! `on_redis_error` decides. After a cluster failover the first call to a moved slot is
+//! redirected (`MOVED`) and the script reloaded on the new master when it lacks it.
 
 use super::Decision;
 use crate::telemetry::metrics::METRICS;
@@ -90,22 +93,22 @@ fn ceil_div(a: i64, b: i64) -> u64 {
 impl RedisLimiter {
     /// A client for `settings`; it connects when the background service starts.
     pub fn new(settings: &RedisSettings) -> Result<RedisLimiter, String> {
-        let mut config =
-            Config::from_url(&settings.url).map_err(|e| format!("server.redis.url: {e}"))?;
-        config.fail_fast = false;
         let timeout = Duration::from_millis(settings.timeout_ms);
-        let client = Builder::from_config(config)
+        let client = crate::redis_conn::builder(settings)?
+            // Commands issued while (re)connecting wait in the client's queue until their
+            // budget runs out: a reconnection within the budget costs no decision.
+            .with_config(|c| c.fail_fast = false)
             .with_connection_config(|c| {
-                c.connection_timeout = Duration::from_millis(500);
-                c.internal_command_timeout = Duration::from_millis(500);
-                c.max_command_attempts = 1;
+                // Each write of a command is an attempt, and following a cluster's `MOVED`
+                // (after a failover: the client's slot map may be stale twice) writes it
+                // again. A command is never written once its budget has run out, so the
+                // retries stay within the budget too.
+                c.max_command_attempts = 3;
                 c.max_command_buffer_len = 10_000;
             })
             .with_performance_config(|p| {
                 p.default_command_timeout = timeout;
             })
-            // Reconnect forever, every 100 ms.
-            .set_policy(ReconnectPolicy::new_constant(0, 100))
             .build()
             .map_err(|e| format!("server.redis: {e}"))?;
         Ok(RedisLimiter {
@@ -218,6 +221,10 @@ impl RedisLimiter {
 #[async_trait]
 impl BackgroundService for RedisLimiter {
     async fn start(&self, mut shutdown: ShutdownWatch) {
+        tracing::info!(
+            topology = crate::redis_conn::topology(&self.client.client_config().server),
+            "connecting to redis"
+        );
         let handle = self.client.connect();
         let _ = shutdown.changed().await;
         let _ = self.client.quit().await;
