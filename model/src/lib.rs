@@ -19,6 +19,7 @@ pub mod notify;
 mod pattern;
 mod plan;
 mod policy;
+mod slices;
 mod validate;
 
 pub use pattern::{PathPattern, PatternError, Segment};
@@ -589,6 +590,14 @@ pub struct Tenant {
     /// Example: `acme-enterprise`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan_id: Option<String>,
+    /// Per-route metric series for every route of the tenant (by default a tenant's routes
+    /// share its series). Example: `true`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub route_metrics: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Load-balancing algorithm of an origin.
@@ -867,6 +876,10 @@ pub struct Route {
     /// Cost, quota group and opt-out of the plans. Example: `{cost: 5, group: search}`.
     #[serde(default, skip_serializing_if = "RouteQuota::is_default")]
     pub quota: RouteQuota,
+    /// Metric series of its own for this route (by default it shares its tenant's).
+    /// Example: `true`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub route_metrics: bool,
 }
 
 /// A header condition of a route.

@@ -21,6 +21,7 @@ pub struct HostIndex {
     /// `bases`).
     subdomains: HashMap<String, (usize, Vec<HeaderValue>)>,
     bases: Vec<String>,
+    claimed_twice: Vec<(usize, usize, String)>,
 }
 
 /// `host` lower-case, without a port and a trailing dot.
@@ -44,28 +45,41 @@ fn strip_port(host: &str) -> &str {
 }
 
 impl HostIndex {
-    /// Index `tenants` (validated) under `bases`.
-    pub fn build(tenants: &[Tenant], bases: &[String]) -> HostIndex {
+    /// Index `tenants` under `bases`. A host claimed twice goes to the later tenant and is
+    /// listed in [`HostIndex::claimed_twice`] (validation refuses such configurations; an
+    /// incremental reload checks it).
+    pub fn build<'a>(tenants: impl IntoIterator<Item = &'a Tenant>, bases: &[String]) -> HostIndex {
         let mut index = HostIndex {
             bases: bases.to_vec(),
             ..HostIndex::default()
         };
-        for (i, t) in tenants.iter().enumerate() {
+        for (i, t) in tenants.into_iter().enumerate() {
             let hosts = bases
                 .iter()
                 .filter_map(|b| HeaderValue::from_str(&format!("{}.{b}", t.subdomain)).ok())
                 .collect();
-            index.subdomains.insert(t.subdomain.clone(), (i, hosts));
+            if let Some((other, _)) = index.subdomains.insert(t.subdomain.clone(), (i, hosts)) {
+                index.claimed_twice.push((other, i, t.subdomain.clone()));
+            }
             for h in &t.custom_hosts {
                 if index.under_base(h).is_some() {
                     continue;
                 }
                 if let Ok(v) = HeaderValue::from_str(h) {
-                    index.custom.insert(h.clone(), (i, v));
+                    if let Some((other, _)) = index.custom.insert(h.clone(), (i, v)) {
+                        if other != i {
+                            index.claimed_twice.push((other, i, h.clone()));
+                        }
+                    }
                 }
             }
         }
         index
+    }
+
+    /// Subdomains and custom hosts two tenants claim: (earlier tenant, later tenant, name).
+    pub fn claimed_twice(&self) -> &[(usize, usize, String)] {
+        &self.claimed_twice
     }
 
     /// The base domain `host` is at or under (the longest, when base domains nest): its

@@ -97,14 +97,7 @@ impl Ops {
                 )
             }
         };
-        if !self
-            .state
-            .load()
-            .config
-            .tenants
-            .iter()
-            .any(|t| t.id == req.tenant)
-        {
+        if self.state.load().tenant(&req.tenant).is_none() {
             return error(404, "unknown_tenant", format!("no tenant '{}'", req.tenant));
         }
         let result = match &req.url {

@@ -89,8 +89,16 @@ impl Reloader {
         }
     }
 
-    /// The next configuration and its version, or None when nothing changed.
-    async fn next(&self, current: &Snapshot) -> Result<Option<(Config, u64)>, String> {
+    /// The next snapshot, or None when nothing changed. With Postgres, only the tenants
+    /// changed since the version served are read and compiled (the others are shared with
+    /// the current snapshot); everything is read when the change log does not reach back.
+    async fn next(&self, current: &Snapshot) -> Result<Option<(Snapshot, Kind)>, String> {
+        let full = |config: Config, version: u64| async move {
+            Snapshot::build(config, version, Some(current), true)
+                .await
+                .map(|s| Some((s, Kind::Full)))
+                .map_err(|e| e.to_string())
+        };
         match &self.source {
             Source::File { path: None, .. } => {
                 Err("the embedded demo configuration cannot be reloaded".into())
@@ -99,26 +107,48 @@ impl Reloader {
                 path: Some(path), ..
             } => {
                 let config = Config::load(path).map_err(|e| e.to_string())?;
-                if config.server != current.config.server {
+                if config.server != current.server {
                     tracing::warn!(
                         "server settings changed; listeners and process settings apply after a restart or graceful upgrade"
                     );
                 }
-                Ok(Some((config, current.version + 1)))
+                full(config, current.version + 1).await
             }
             Source::Postgres { pg, .. } => {
-                let fetched = pg.fetch().await.map_err(|e| e.to_string())?;
-                if fetched.version == current.version {
+                let delta = pg.delta(current.version).await.map_err(|e| e.to_string())?;
+                if delta.version == current.version {
                     return Ok(None);
                 }
-                let config = source::combine(&current.config.server, fetched.config.clone());
-                config.validate().map_err(|e| {
-                    format!("version {} from postgres is invalid:\n{e}", fetched.version)
-                })?;
-                if let Err(e) = pg.write_last_good(&fetched) {
-                    tracing::warn!("{e}");
+                if !delta.complete || delta.version < current.version {
+                    let fetched = pg.fetch().await.map_err(|e| e.to_string())?;
+                    if fetched.version == current.version {
+                        return Ok(None);
+                    }
+                    let config = source::combine(&current.server, fetched.config);
+                    config.validate().map_err(|e| {
+                        format!("version {} from postgres is invalid:\n{e}", fetched.version)
+                    })?;
+                    return full(config, fetched.version).await;
                 }
-                Ok(Some((config, fetched.version)))
+                let mut changes = Vec::with_capacity(delta.tenants.len());
+                for t in delta.tenants {
+                    if let Some(part) = &t.config {
+                        let config = source::combine(&current.server, part.clone());
+                        config.validate().map_err(|e| {
+                            format!(
+                                "version {}, tenant {}, from postgres is invalid:\n{e}",
+                                delta.version, t.id
+                            )
+                        })?;
+                    }
+                    changes.push((t.id, t.config));
+                }
+                let n = changes.len();
+                let snap = current
+                    .apply(changes, delta.version, true)
+                    .await
+                    .map_err(|e| format!("version {}: {e}", delta.version))?;
+                Ok(Some((snap, Kind::Tenants(n))))
             }
         }
     }
@@ -128,52 +158,66 @@ impl Reloader {
     pub async fn reload(&self, why: &str) -> Result<u64, String> {
         let _one_at_a_time = self.lock.lock().await;
         let started = std::time::Instant::now();
-        let result = async {
-            let current = self.state.load_full();
-            let Some((config, version)) = self.next(&current).await? else {
-                return Ok(None);
-            };
-            let snap = Arc::new(
-                Snapshot::build(config, version, Some(&current), true)
-                    .await
-                    .map_err(|e| e.to_string())?,
-            );
-            for pool in snap.pools() {
-                pool.start_health_checks();
-            }
-            self.state.store(snap.clone());
-            current.retire_pools(&snap);
-            Ok(Some(version))
-        }
-        .await;
+        let current = self.state.load_full();
+        let result = self.next(&current).await;
         // Nothing changed (the version in Postgres is the one served): not a reload.
-        let result = match result {
-            Ok(None) => return Ok(self.state.load().version),
-            Ok(Some(v)) => Ok(v),
-            Err(e) => Err(e),
-        };
-        match &result {
-            Ok(v) => {
-                METRICS.reloads.with_label_values(&["ok"]).inc();
-                METRICS.config_version.set(*v as i64);
-                let took = started.elapsed();
-                METRICS.reload_duration.observe(took.as_secs_f64());
-                tracing::info!(
-                    version = v,
-                    trigger = why,
-                    took_ms = took.as_secs_f64() * 1000.0,
-                    "configuration reloaded"
-                );
-            }
+        let (snap, kind) = match result {
+            Ok(None) => return Ok(current.version),
+            Ok(Some(next)) => next,
             Err(e) => {
                 METRICS.reloads.with_label_values(&["error"]).inc();
                 tracing::error!(
                     trigger = why,
                     "configuration refused; keeping the running one:\n{e}"
                 );
+                return Err(e);
+            }
+        };
+        let snap = Arc::new(snap);
+        let mut compiled = 0;
+        for tenant in snap.new_since(&current) {
+            compiled += 1;
+            for pool in tenant.pools() {
+                pool.start_health_checks();
             }
         }
-        result
+        self.state.store(snap.clone());
+        current.retire_pools(&snap);
+        if let Source::Postgres { pg, .. } = &self.source {
+            pg.keep(snap.clone());
+        }
+        let v = snap.version;
+        METRICS.reloads.with_label_values(&["ok"]).inc();
+        METRICS.tenants_compiled.inc_by(compiled);
+        METRICS.config_version.set(v as i64);
+        let took = started.elapsed();
+        METRICS.reload_duration.observe(took.as_secs_f64());
+        tracing::info!(
+            version = v,
+            trigger = why,
+            kind = kind.label(),
+            tenants_compiled = compiled,
+            took_ms = took.as_secs_f64() * 1000.0,
+            "configuration reloaded"
+        );
+        Ok(v)
+    }
+}
+
+/// How a reload read its configuration.
+enum Kind {
+    /// Everything (a file, the first read, or a change log that does not reach back).
+    Full,
+    /// The changed tenants only (this many).
+    Tenants(usize),
+}
+
+impl Kind {
+    fn label(&self) -> String {
+        match self {
+            Kind::Full => "full".into(),
+            Kind::Tenants(n) => format!("tenants ({n} changed)"),
+        }
     }
 }
 
@@ -182,6 +226,13 @@ impl BackgroundService for Reloader {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         for pool in self.state.load().pools() {
             pool.start_health_checks();
+        }
+        if let Source::Postgres { pg, .. } = &self.source {
+            // The first configuration's last good copy (unless it came from that copy).
+            let snap = self.state.load_full();
+            if pg.last_good_version() != Some(snap.version) {
+                pg.keep(snap);
+            }
         }
         METRICS.config_version.set(self.state.load().version as i64);
         let mut hup = match signal(SignalKind::hangup()) {

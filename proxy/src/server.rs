@@ -48,20 +48,25 @@ async fn initial_from_postgres(
     pg: &PgSource,
     settings: &ServerSettings,
 ) -> anyhow::Result<(Config, u64)> {
+    let started = std::time::Instant::now();
     let fetched = pg.fetch().await.map_err(|e| e.to_string()).and_then(|v| {
-        let config = source::combine(settings, v.config.clone());
+        let fetched_ms = started.elapsed().as_millis();
+        let config = source::combine(settings, v.config);
         config
             .validate()
             .map_err(|e| format!("version {} is invalid:\n{e}", v.version))?;
-        Ok((v, config))
+        Ok((v.version, config, fetched_ms))
     });
     match fetched {
-        Ok((v, config)) => {
-            if let Err(e) = pg.write_last_good(&v) {
-                tracing::warn!("{e}");
-            }
-            tracing::info!(version = v.version, "configuration loaded from postgres");
-            Ok((config, v.version))
+        Ok((version, config, fetched_ms)) => {
+            // The last good copy is written once the proxy runs (see crate::reload).
+            tracing::info!(
+                version,
+                fetch_ms = fetched_ms,
+                validate_ms = started.elapsed().as_millis() - fetched_ms,
+                "configuration loaded from postgres"
+            );
+            Ok((config, version))
         }
         Err(e) => {
             let last = pg.read_last_good().map_err(|e2| {
@@ -236,7 +241,9 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
     // The first snapshot (and its first health checks) is built before any listener opens.
     // The demo origins only start with the server, so the demo skips that first probe.
-    let rt = tokio::runtime::Builder::new_current_thread()
+    // Several workers: a large fleet's tenants compile in parallel.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
         .enable_all()
         .build()
         .context("starting a runtime")?;
@@ -250,9 +257,16 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         Some(pg) => rt.block_on(initial_from_postgres(pg, &settings))?,
         None => (opts.config.clone(), 1),
     };
+    let started = std::time::Instant::now();
     let snapshot = rt
         .block_on(Snapshot::build(config, version, None, !opts.demo_origins))
         .context("compiling the configuration")?;
+    tracing::info!(
+        version,
+        tenants = snapshot.tenants().len(),
+        took_ms = started.elapsed().as_millis(),
+        "configuration compiled"
+    );
     drop(rt);
     let state = Arc::new(ArcSwap::from_pointee(snapshot));
 

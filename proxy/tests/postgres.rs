@@ -171,6 +171,10 @@ fn postgres_down_keeps_serving_and_restarts_from_the_last_good_file() {
         assert_eq!(p.get("acme.test.local", "/a").status, 200);
     }
     assert!(p.metrics().contains("vantage_config_source_up 0"));
+    // The last good copy is written in the background after each reload.
+    wait_for("the last good copy of the version served", 20, || {
+        (p.metric("vantage_config_last_good_version") == v as f64).then_some(())
+    });
 
     // Restarted while Postgres is down: it serves the last good configuration.
     p.restart();
@@ -357,4 +361,199 @@ fn a_key_moved_to_another_plan_is_applied_by_every_proxy() {
         let policy = r.header("ratelimit-policy").unwrap();
         assert!(policy.starts_with("\"monthly\";q=100;"), "{policy}");
     }
+}
+
+/// The proxy's count of tenants compiled by reloads.
+fn compiled(p: &Proxy) -> f64 {
+    p.metric("vantage_config_tenants_compiled_total")
+}
+
+#[test]
+fn a_change_to_one_tenant_recompiles_it_alone_on_every_proxy_and_leaves_the_others_state() {
+    let db = Database::migrated();
+    let redis = Redis::start();
+    let admin = Admin::start(&db, &redis.url(), SECRET);
+    let o = Origin::start("inc-origin");
+    let dead = PortHold::new();
+    let proxies: Vec<Proxy> = (1..=3)
+        .map(|i| {
+            Proxy::start_with(
+                "",
+                &pg_server(&db.url(), Some(&redis), &format!("inc{i}"), false),
+            )
+        })
+        .collect();
+    let (acme, _) = tenant_with_route(&admin, "acme", &o.url());
+
+    // globex: a pool with a dead target (health checked), a limited route and a cached one.
+    let globex = id(&admin.create(
+        "/api/v1/tenants",
+        json!({"name": "Globex", "subdomain": "globex"}),
+    ));
+    let pool = id(&admin.create(
+        "/api/v1/origins",
+        json!({"tenant_id": globex,
+               "targets": [{"url": o.url()}, {"url": format!("http://127.0.0.1:{}", dead.port)}],
+               "health_check": {"path": "/healthz", "interval_ms": 200, "timeout_ms": 200,
+                                "healthy_threshold": 1, "unhealthy_threshold": 1}}),
+    ));
+    admin.create(
+        "/api/v1/routes",
+        json!({"tenant_id": globex, "path_pattern": "/limited", "origin_id": pool,
+               "rate_limits": [{"name": "three", "algorithm": {"type": "sliding_window", "limit": 3, "period_s": 3600},
+                                "subject": {"by": "tenant"}}]}),
+    );
+    let r = admin.root(
+        "POST",
+        "/api/v1/routes",
+        Some(
+            json!({"tenant_id": globex, "path_pattern": "/cached", "origin_id": pool,
+                    "cache": {"enabled": true, "default_ttl_seconds": 3600}}),
+        ),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let v = version_of(&r);
+    for p in &proxies {
+        p.wait_version(v);
+    }
+    let p1 = &proxies[0];
+    let dead_series = format!(
+        "vantage_upstream_target_healthy{{origin=\"{pool}\",target=\"127.0.0.1:{}\"}}",
+        dead.port
+    );
+    wait_for("the dead target marked down", 20, || {
+        p1.metrics()
+            .contains(&format!("{dead_series} 0"))
+            .then_some(())
+    });
+    for _ in 0..2 {
+        assert_eq!(p1.get("globex.test.local", "/limited").status, 200);
+    }
+    assert_eq!(
+        p1.get("globex.test.local", "/cached").header("x-cache"),
+        Some("MISS")
+    );
+    assert_eq!(
+        p1.get("globex.test.local", "/cached").header("x-cache"),
+        Some("HIT")
+    );
+    let before: Vec<f64> = proxies.iter().map(compiled).collect();
+
+    // acme gains a route: every proxy follows, compiling acme alone.
+    let acme_origin = admin.root("GET", &format!("/api/v1/origins?tenant_id={acme}"), None);
+    let acme_origin = acme_origin.json()["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = admin.root(
+        "POST",
+        "/api/v1/routes",
+        Some(json!({"tenant_id": acme, "path_pattern": "/new", "origin_id": acme_origin, "priority": 5,
+                    "response_headers": {"set": {"x-new-route": "yes"}}})),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let v = version_of(&r);
+    for (p, before) in proxies.iter().zip(&before) {
+        p.wait_version(v);
+        let r = p.get("acme.test.local", "/new");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-new-route"), Some("yes"));
+        assert_eq!(
+            compiled(p) - before,
+            1.0,
+            "one tenant compiled:\n{}",
+            p.log()
+        );
+    }
+    // globex was not touched: its limiter still counts (third allowed, fourth refused), its
+    // cache still answers, its dead target is still known to be down without a new probe
+    // having to find it (the pool with its health state was kept).
+    assert!(p1.metrics().contains(&format!("{dead_series} 0")));
+    assert_eq!(
+        p1.get("globex.test.local", "/cached").header("x-cache"),
+        Some("HIT")
+    );
+    assert_eq!(p1.get("globex.test.local", "/limited").status, 200);
+    p1.get("globex.test.local", "/limited")
+        .assert_error(429, "rate_limited");
+}
+
+#[test]
+fn a_renamed_or_deleted_tenant_is_gone_from_every_proxy() {
+    let db = Database::migrated();
+    let redis = Redis::start();
+    let admin = Admin::start(&db, &redis.url(), SECRET);
+    let o = Origin::start("o");
+    let proxies: Vec<Proxy> = (1..=3)
+        .map(|i| {
+            Proxy::start_with(
+                "",
+                &pg_server(&db.url(), Some(&redis), &format!("gone{i}"), false),
+            )
+        })
+        .collect();
+    let (acme, _) = tenant_with_route(&admin, "acme", &o.url());
+    let (globex, v) = tenant_with_route(&admin, "globex", &o.url());
+    for p in &proxies {
+        p.wait_version(v);
+        assert_eq!(p.get("acme.test.local", "/").status, 200);
+    }
+    let r = admin.root(
+        "PATCH",
+        &format!("/api/v1/tenants/{acme}"),
+        Some(json!({"subdomain": "acme-corp"})),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = version_of(&r);
+    for p in &proxies {
+        p.wait_version(v);
+        p.get("acme.test.local", "/")
+            .assert_error(404, "unknown_tenant");
+        assert_eq!(p.get("acme-corp.test.local", "/").status, 200);
+    }
+    let r = admin.root(
+        "DELETE",
+        &format!("/api/v1/tenants/{globex}?cascade=true"),
+        None,
+    );
+    assert!(r.status == 200 || r.status == 204, "{}", r.text());
+    let v = version_of(&r);
+    for p in &proxies {
+        p.wait_version(v);
+        p.get("globex.test.local", "/")
+            .assert_error(404, "unknown_tenant");
+        assert_eq!(p.get("acme-corp.test.local", "/").status, 200);
+    }
+    // A tenant made again with the old name is a new tenant, served everywhere.
+    let (_, v) = tenant_with_route(&admin, "globex", &o.url());
+    for p in &proxies {
+        p.wait_version(v);
+        assert_eq!(p.get("globex.test.local", "/").status, 200);
+    }
+}
+
+#[test]
+fn a_change_log_that_does_not_reach_back_is_caught_up_by_a_full_read() {
+    let db = Database::migrated();
+    let redis = Redis::start();
+    let admin = Admin::start(&db, &redis.url(), SECRET);
+    let o = Origin::start("o");
+    let p = Proxy::start_with("", &pg_server(&db.url(), Some(&redis), "catchup", false));
+    let (_, v) = tenant_with_route(&admin, "acme", &o.url());
+    p.wait_version(v);
+    // A hand-made write that truncates a table leaves the log incomplete (the proxy cannot
+    // know which tenants changed): it reads everything.
+    db.sql("TRUNCATE routes");
+    let v: u64 = db.sql("SELECT vantage_config_version()").parse().unwrap();
+    p.wait_version(v);
+    p.get("acme.test.local", "/").assert_error(404, "no_route");
+    let log = p.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("configuration reloaded") && l.contains("full")),
+        "{log}"
+    );
+    let (_, v) = tenant_with_route(&admin, "globex", &o.url());
+    p.wait_version(v);
+    assert_eq!(p.get("globex.test.local", "/").status, 200);
 }

@@ -177,7 +177,7 @@ fn check_resources(c: &mut Collector, cfg: &Config, ctx: &ResourceContext) {
 }
 
 /// Ids of the tenants with a valid id → their position.
-type TenantIds<'a> = std::collections::HashMap<&'a str, usize>;
+type TenantIds<'a> = foldhash::HashMap<&'a str, usize>;
 
 /// Gathers the problems of one validation run.
 #[derive(Default)]
@@ -233,11 +233,15 @@ impl Collector {
     }
 
     /// `id` is a valid identifier; says so at `path` when it is not.
+    /// A resource id ([`rules::valid_resource_id`]).
     fn id(&mut self, path: String, id: &str) -> bool {
-        if rules::valid_id(id) {
+        if rules::valid_resource_id(id) {
             return true;
         }
-        self.err(path, "must be 1-64 characters of A-Z a-z 0-9 . _ -");
+        self.err(
+            path,
+            "must be 1-64 characters of A-Z a-z 0-9 . _ -, not starting with _ and not '-'",
+        );
         false
     }
 

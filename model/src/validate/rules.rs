@@ -12,6 +12,12 @@ pub(super) fn valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
+/// Resource ids: [`valid_id`], not starting with `_` and not `-` (metric labels use
+/// `_tenant`, `_overflow` and `-` for what is no one resource).
+pub(super) fn valid_resource_id(id: &str) -> bool {
+    valid_id(id) && !id.starts_with('_') && id != "-"
+}
+
 /// RFC 9110 token (header names, methods).
 pub(super) fn valid_token(s: &str) -> bool {
     !s.is_empty()

@@ -15,7 +15,7 @@ pub(super) fn check<'a>(
     tenants: &'a [Tenant],
     ctx: &ResourceContext,
 ) -> TenantIds<'a> {
-    let mut tenant_ids: TenantIds<'a> = HashMap::new();
+    let mut tenant_ids = TenantIds::<'a>::default();
     let mut subdomains: HashMap<&str, usize> = HashMap::new();
     for (i, t) in tenants.iter().enumerate() {
         let p = format!("tenants[{i}]");

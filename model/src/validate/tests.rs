@@ -569,3 +569,22 @@ fn server_and_resources_are_checked_apart_and_together() {
         1
     );
 }
+
+#[test]
+fn ids_the_metric_labels_reserve_are_refused() {
+    for id in ["_tenant", "_overflow", "-", "_x"] {
+        let bad = GOOD.replacen("{id: r1,", &format!("{{id: \"{id}\","), 1);
+        assert_ne!(bad, GOOD, "the route id is in GOOD");
+        let errs = errors(&bad);
+        assert!(
+            errs.iter()
+                .any(|e| e.contains(".id") && e.contains("not starting with _")),
+            "{id}: {errs:?}"
+        );
+    }
+    // Inside an id, `_` and `-` are fine.
+    assert_eq!(
+        errors(&GOOD.replacen("{id: r1,", "{id: acme_r-1,", 1)),
+        Vec::<String>::new()
+    );
+}

@@ -114,13 +114,11 @@ impl Decider {
             subject: who,
         } = resolve(&snapshot, &q.who)?;
         let no_plans = TenantPlans::default();
-        let plans = snapshot
-            .tenant_plans
-            .get(&*tenant)
-            .map_or(&no_plans, |p| &**p);
+        let tenant_rt = snapshot.tenant(&tenant);
+        let plans = tenant_rt.map_or(&no_plans, |t| &*t.plans);
         let route = match &q.route {
-            Some(id) => match snapshot.routes.get(id) {
-                Some((owner, r)) if **owner == *tenant => Some(r.clone()),
+            Some(id) => match tenant_rt.and_then(|t| t.routes.get(id)) {
+                Some(r) => Some(r.clone()),
                 _ => {
                     return Err(Reply::new(
                         404,
@@ -206,13 +204,11 @@ fn resolve(snapshot: &Snapshot, who: &Who) -> Result<Resolved, Reply> {
     };
     match who {
         Who::ApiKey { key, tenant } => {
-            let found = snapshot
-                .keys
-                .get(key.as_bytes())
-                .map(|k| k.tenant_id.clone());
             let tenant: Arc<str> = match tenant {
                 Some(t) => t.as_str().into(),
-                None => found.unwrap_or_else(|| "".into()),
+                None => snapshot
+                    .key_owner(key.as_bytes())
+                    .map_or_else(|| "".into(), |t| t.id.clone()),
             };
             let auth = RouteAuth {
                 mode: AuthMode::ApikeyRequired,
@@ -222,7 +218,9 @@ fn resolve(snapshot: &Snapshot, who: &Who) -> Result<Resolved, Reply> {
                 &auth,
                 &tenant,
                 Some(key.as_bytes()),
-                &snapshot.keys,
+                snapshot
+                    .tenant(&tenant)
+                    .map_or(&auth::KeyIndex::default(), |t| &t.keys),
                 SystemTime::now(),
             )?;
             Ok(Resolved {
@@ -233,10 +231,7 @@ fn resolve(snapshot: &Snapshot, who: &Who) -> Result<Resolved, Reply> {
             })
         }
         Who::Tenant(t) => {
-            let plans = snapshot
-                .tenant_plans
-                .get(t)
-                .ok_or_else(|| unknown_tenant(t))?;
+            let plans = &snapshot.tenant(t).ok_or_else(|| unknown_tenant(t))?.plans;
             let bound = plans
                 .own
                 .iter()
@@ -257,10 +252,10 @@ fn resolve(snapshot: &Snapshot, who: &Who) -> Result<Resolved, Reply> {
             subject,
             plan,
         } => {
-            let plans = snapshot
-                .tenant_plans
-                .get(tenant)
-                .ok_or_else(|| unknown_tenant(tenant))?;
+            let plans = &snapshot
+                .tenant(tenant)
+                .ok_or_else(|| unknown_tenant(tenant))?
+                .plans;
             let p = plans.by_name.get(plan).ok_or_else(|| {
                 Reply::new(
                     404,

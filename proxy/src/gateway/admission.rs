@@ -31,6 +31,7 @@ impl Gateway {
         let req = session.req_header();
         let (tenant, host) = ctx.snapshot.find_tenant(req)?;
         ctx.routing.tenant = Some(tenant.id.clone());
+        ctx.routing.tenant_rt = Some(tenant.clone());
         ctx.routing.host = Some(host.clone());
         ctx.routing.tenant_caches = tenant.caches;
         if req.uri.path() == report::USAGE_PATH {
@@ -71,7 +72,8 @@ impl Gateway {
         }
         let tenant = ctx.routing.tenant.clone().unwrap_or_else(|| "".into());
         let since = ctx.clock.mark();
-        let keys = &ctx.snapshot.keys;
+        let no_keys = auth::KeyIndex::default();
+        let keys = ctx.routing.tenant_rt.as_ref().map_or(&no_keys, |t| &t.keys);
         let identity = auth::authenticate(
             &route.auth,
             &tenant,

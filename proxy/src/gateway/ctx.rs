@@ -50,6 +50,8 @@ pub struct RequestInfo {
 #[derive(Default)]
 pub struct Routing {
     pub tenant: Option<Arc<str>>,
+    /// The compiled tenant (its keys).
+    pub tenant_rt: Option<Arc<crate::snapshot::TenantRt>>,
     /// The host the tenant was found by, in normal form.
     pub host: Option<HeaderValue>,
     /// Some route of the tenant caches (unsafe methods then invalidate).

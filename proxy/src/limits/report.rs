@@ -8,7 +8,7 @@
 //! experiments).
 
 use super::enforce::{unix_now, Enforcer};
-use crate::auth::{self, KeyRt};
+use crate::auth::{self, KeyIndex, KeyRt};
 use crate::errors::Reply;
 use crate::snapshot::Snapshot;
 use http::{HeaderMap, Method};
@@ -48,7 +48,9 @@ pub fn authenticate(
         &auth,
         tenant,
         auth::presented_key(headers),
-        &snapshot.keys,
+        snapshot
+            .tenant(tenant)
+            .map_or(&KeyIndex::default(), |t| &t.keys),
         SystemTime::now(),
     )
 }

@@ -84,6 +84,12 @@ pub struct Metrics {
     /// `vantage_config_reload_seconds`: time to read, validate, compile and swap a
     /// configuration.
     pub reload_duration: prometheus::Histogram,
+    /// `vantage_config_tenants_compiled_total`: tenants compiled by reloads (an incremental
+    /// reload compiles the tenants that changed; the others are shared).
+    pub tenants_compiled: IntCounter,
+    /// `vantage_config_last_good_version`: the version last written to the last-good file
+    /// (`source: postgres`; written in the background after each reload).
+    pub last_good_version: IntGauge,
     /// `vantage_connections_open`: client connections held.
     pub connections_open: IntGauge,
     /// `vantage_connections_refused_total{reason}`: `max_connections` or
@@ -266,6 +272,16 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "Failed attempts to write a usage batch"
     )
     .expect("register vantage_usage_flush_errors_total"),
+    last_good_version: register_int_gauge!(
+        "vantage_config_last_good_version",
+        "Configuration version last written to the last-good file"
+    )
+    .expect("register vantage_config_last_good_version"),
+    tenants_compiled: register_int_counter!(
+        "vantage_config_tenants_compiled_total",
+        "Tenants compiled by configuration reloads"
+    )
+    .expect("register vantage_config_tenants_compiled_total"),
     reload_duration: prometheus::register_histogram!(
         "vantage_config_reload_seconds",
         "Time to read, validate, compile and swap a configuration",
