@@ -56,11 +56,13 @@ impl AppState {
         })
     }
 
-    /// Start a write of the proxies' configuration (see [`write::UnitOfWork::config`]).
+    /// Start a write of the proxies' configuration concerning tenant `scope` (see
+    /// [`write::UnitOfWork::config`]).
     pub async fn config_write<'c>(
         &self,
         client: &'c mut tokio_postgres::Client,
+        scope: uuid::Uuid,
     ) -> Result<write::UnitOfWork<'c, write::Candidate<'_>>, error::ApiError> {
-        write::UnitOfWork::config(client, &self.context, self.publisher.as_ref()).await
+        write::UnitOfWork::config(client, &self.context, self.publisher.as_ref(), Some(scope)).await
     }
 }

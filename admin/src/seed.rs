@@ -94,7 +94,7 @@ pub async fn seed(
         .map_err(|e| anyhow::anyhow!("base_domains / jwks_allowed_networks: {e}"))?;
     let fail = |e| anyhow::anyhow!("{e:?}");
     let mut client = crate::db::connect(url).await?;
-    let mut w = UnitOfWork::config(&mut client, &context, None)
+    let mut w = UnitOfWork::config(&mut client, &context, None, None)
         .await
         .map_err(fail)?;
     let cfg = w.candidate_mut();

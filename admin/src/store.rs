@@ -5,7 +5,7 @@ use crate::error::ApiError;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
-use tokio_postgres::Transaction;
+use tokio_postgres::{Client, Transaction};
 use uuid::Uuid;
 use vantage_model::{ApiKey, Config, JwtIssuer, Origin, Plan, Route, Tenant};
 
@@ -16,6 +16,45 @@ pub async fn load_config(tx: &Transaction<'_>) -> Result<Config, ApiError> {
     let cfg = v.get_mut("config").map(Value::take).unwrap_or_default();
     serde_json::from_value(cfg)
         .map_err(|e| ApiError::Internal(format!("vantage_config() does not parse: {e}")))
+}
+
+/// What a write concerning `scope` is checked against. With a tenant: every tenant row
+/// (subdomains, custom hosts and Clerk organisations are unique fleet-wide; the other
+/// tenants' plan bindings are left out, their plans being theirs) and that tenant's own
+/// origins, routes, API keys, JWT issuers and plans, read through the `tenant_id` indexes —
+/// so a write's cost grows with the tenant, not with the fleet. Without: everything.
+pub async fn load_config_for(
+    tx: &Transaction<'_>,
+    scope: Option<Uuid>,
+) -> Result<Config, ApiError> {
+    let Some(tenant) = scope else {
+        return load_config(tx).await;
+    };
+    let row = tx
+        .query_one(
+            "SELECT jsonb_build_object('tenants', COALESCE((
+                        SELECT jsonb_agg(CASE WHEN x.id = $1 THEN vantage_tenant_json(x)
+                                              ELSE vantage_tenant_json(x) - 'plan_id' END
+                                         ORDER BY x.created_at, x.id)
+                          FROM tenants x), '[]'))
+                    || (vantage_tenant_config($1) - 'tenants')",
+            &[&tenant],
+        )
+        .await?;
+    let v: Value = row.get(0);
+    serde_json::from_value(v)
+        .map_err(|e| ApiError::Internal(format!("vantage_tenant_config() does not parse: {e}")))
+}
+
+/// The tenant owning the `R` with `id`, if there is such a row.
+pub async fn owner_of<R: Table>(client: &Client, id: Uuid) -> Result<Option<Uuid>, ApiError> {
+    let row = client
+        .query_opt(
+            &format!("SELECT {} FROM {} WHERE id = $1", R::TENANT_COL, R::KIND),
+            &[&id],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
 }
 
 fn uuid_of(s: &str, path: &str) -> Result<Uuid, ApiError> {

@@ -18,7 +18,7 @@
 
 use crate::error::{ApiError, Field};
 use crate::publish::Publisher;
-use crate::store::{load_config, Resource, Table};
+use crate::store::{load_config_for, Resource, Table};
 use std::collections::HashSet;
 use tokio_postgres::{Client, Transaction};
 use uuid::Uuid;
@@ -89,19 +89,22 @@ impl<'c> UnitOfWork<'c, AdminData> {
 
 impl<'c, 's> UnitOfWork<'c, Candidate<'s>> {
     /// Start a write of the proxies' configuration: bump the version and load the current
-    /// configuration as the candidate. Candidates are validated for the fleet `context`;
-    /// the commit is announced through `announce` when there is one.
+    /// configuration as the candidate — for a write that concerns one tenant (`scope`),
+    /// every tenant row and that tenant's resources (see [`load_config_for`]); else all of
+    /// it. Candidates are validated for the fleet `context`; the commit is announced
+    /// through `announce` when there is one.
     pub async fn config(
         client: &'c mut Client,
         context: &'s ResourceContext,
         announce: Option<&'s Publisher>,
+        scope: Option<Uuid>,
     ) -> Result<Self, ApiError> {
         let tx = client.transaction().await?;
         let version: i64 = tx
             .query_one("SELECT vantage_bump_config_version()", &[])
             .await?
             .get(0);
-        let config = load_config(&tx).await?;
+        let config = load_config_for(&tx, scope).await?;
         Ok(UnitOfWork {
             tx,
             stage: Candidate {

@@ -7,7 +7,7 @@ use super::usage::rfc3339;
 use super::written;
 use crate::auth::{generate_api_key, sha256_hex, Principal};
 use crate::error::{parse, path_id, ApiError, ErrorBody, JsonObject, OptionalJsonObject};
-use crate::store::fetch_doc;
+use crate::store::{fetch_doc, owner_of};
 use crate::write::Change;
 use crate::AppState;
 use axum::extract::{Path, State};
@@ -181,7 +181,10 @@ pub async fn rotate(
     let body: RotateBody = parse(Value::Object(body))?;
     let id_s = id.to_string();
     let mut client = st.pool.get().await?;
-    let mut w = st.config_write(&mut client).await?;
+    let owner = owner_of::<ApiKey>(&client, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("API key"))?;
+    let mut w = st.config_write(&mut client, owner).await?;
     let idx = visible_key(w.candidate(), &id_s, &p)?;
     let old = w.candidate().api_keys[idx].clone();
     if old.status == KeyStatus::Revoked {
@@ -270,7 +273,10 @@ pub async fn revoke(
 ) -> Result<Response, ApiError> {
     let id = path_id(&raw, "API key")?;
     let mut client = st.pool.get().await?;
-    let mut w = st.config_write(&mut client).await?;
+    let owner = owner_of::<ApiKey>(&client, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("API key"))?;
+    let mut w = st.config_write(&mut client, owner).await?;
     let idx = visible_key(w.candidate(), &id.to_string(), &p)?;
     let key = &mut w.candidate_mut().api_keys[idx];
     key.status = KeyStatus::Revoked;

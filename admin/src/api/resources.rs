@@ -6,7 +6,7 @@
 use super::written;
 use crate::auth::Principal;
 use crate::error::{parse, path_id, ApiError, ApiQuery, JsonObject};
-use crate::store::{fetch_doc, list_docs, Resource, Table};
+use crate::store::{fetch_doc, list_docs, owner_of, Resource, Table};
 use crate::write::Change;
 use crate::AppState;
 use axum::extract::{Path, State};
@@ -224,8 +224,10 @@ fn fixed_fields<R: Resource>() -> Vec<&'static str> {
 /// insert, commit, announce. Returns (version, API representation).
 pub async fn insert_new<R: Resource>(st: &AppState, item: R) -> Result<(i64, Value), ApiError> {
     let id = Uuid::parse_str(item.id()).map_err(|_| ApiError::Internal("bad new id".into()))?;
+    let tenant = Uuid::parse_str(item.tenant_id())
+        .map_err(|_| ApiError::invalid_field("tenant_id", "must be a tenant's id"))?;
     let mut client = st.pool.get().await?;
-    let mut w = st.config_write(&mut client).await?;
+    let mut w = st.config_write(&mut client, tenant).await?;
     let items = R::items(w.candidate_mut());
     items.push(item.clone());
     let idx = items.len() - 1;
@@ -302,7 +304,10 @@ async fn update<R: Resource>(
 ) -> Result<Response, ApiError> {
     let id = path_id(&raw, R::NAME)?;
     let mut client = st.pool.get().await?;
-    let mut w = st.config_write(&mut client).await?;
+    let owner = owner_of::<R>(&client, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(R::NAME))?;
+    let mut w = st.config_write(&mut client, owner).await?;
     let idx = visible_index::<R>(w.candidate_mut(), &id.to_string(), &p)?;
     let current = match serde_json::to_value(&R::items(w.candidate_mut())[idx]) {
         Ok(Value::Object(m)) => m,
@@ -388,7 +393,10 @@ pub async fn delete<R: Resource>(
     let id = path_id(&raw, R::NAME)?;
     let id_s = id.to_string();
     let mut client = st.pool.get().await?;
-    let mut w = st.config_write(&mut client).await?;
+    let owner = owner_of::<R>(&client, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(R::NAME))?;
+    let mut w = st.config_write(&mut client, owner).await?;
     let idx = visible_index::<R>(w.candidate_mut(), &id_s, &p)?;
     let tenant = R::items(w.candidate_mut())[idx].tenant_id().to_string();
     R::items(w.candidate_mut()).remove(idx);
