@@ -135,12 +135,13 @@ impl Resource for Tenant {
         let plan = plan_of(&self.plan_id, "plan_id")?;
         tx.execute(
             "INSERT INTO tenants (id, name, subdomain, clerk_org_id, custom_hosts, access, rate_limits,
-                                  plan_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                                  plan_id, route_metrics)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, subdomain = EXCLUDED.subdomain,
                clerk_org_id = EXCLUDED.clerk_org_id, custom_hosts = EXCLUDED.custom_hosts,
                access = EXCLUDED.access, rate_limits = EXCLUDED.rate_limits,
-               plan_id = EXCLUDED.plan_id, updated_at = now()",
+               plan_id = EXCLUDED.plan_id, route_metrics = EXCLUDED.route_metrics,
+               updated_at = now()",
             &[
                 &id,
                 &self.name,
@@ -150,6 +151,7 @@ impl Resource for Tenant {
                 &json(&self.access),
                 &json(&self.rate_limits),
                 &plan,
+                &self.route_metrics,
             ],
         )
         .await?;
@@ -231,9 +233,9 @@ impl Resource for Route {
             "INSERT INTO routes (id, tenant_id, origin_id, path_pattern, methods, headers, priority,
                                  strip_prefix, rewrite, request_headers, response_headers, compression,
                                  auth_mode, auth_scopes, strip_authorization, rate_limits, access, cache,
-                                 quota)
+                                 quota, route_metrics)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-                     $19)
+                     $19, $20)
              ON CONFLICT (id) DO UPDATE SET origin_id = EXCLUDED.origin_id,
                path_pattern = EXCLUDED.path_pattern, methods = EXCLUDED.methods,
                headers = EXCLUDED.headers, priority = EXCLUDED.priority,
@@ -242,7 +244,7 @@ impl Resource for Route {
                compression = EXCLUDED.compression, auth_mode = EXCLUDED.auth_mode,
                auth_scopes = EXCLUDED.auth_scopes, strip_authorization = EXCLUDED.strip_authorization,
                rate_limits = EXCLUDED.rate_limits, access = EXCLUDED.access, cache = EXCLUDED.cache,
-               quota = EXCLUDED.quota, updated_at = now()",
+               quota = EXCLUDED.quota, route_metrics = EXCLUDED.route_metrics, updated_at = now()",
             &[
                 &id,
                 &tenant,
@@ -263,6 +265,7 @@ impl Resource for Route {
                 &json(&self.access),
                 &json(&self.cache),
                 &json(&self.quota),
+                &self.route_metrics,
             ],
         )
         .await?;

@@ -305,6 +305,49 @@ fn routes_patch_merges_and_put_replaces() {
 }
 
 #[test]
+fn route_metrics_of_tenants_and_routes_round_trip() {
+    let a = Admin::fresh();
+    let mut body = bodies::tenant("acme");
+    body["route_metrics"] = json!(true);
+    let t = a.create("/api/v1/tenants", body);
+    assert_eq!(t["route_metrics"], true);
+    let tid = id(&t);
+    let got = a.root("GET", &format!("/api/v1/tenants/{tid}"), None);
+    assert_eq!(got.body["route_metrics"], true, "{:?}", got.body);
+    // PUT without it: off, and (like every false flag) left out of the representation.
+    let put = a.root(
+        "PUT",
+        &format!("/api/v1/tenants/{tid}"),
+        Some(bodies::tenant("acme")),
+    );
+    assert_eq!(put.status, 200, "{:?}", put.body);
+    assert!(put.body.get("route_metrics").is_none(), "{:?}", put.body);
+
+    let oid = id(&a.create("/api/v1/origins", bodies::origin(&tid, 9001)));
+    let mut body = bodies::route(&tid, &oid, "/x");
+    body["route_metrics"] = json!(true);
+    let r = a.create("/api/v1/routes", body);
+    assert_eq!(r["route_metrics"], true);
+    let rid = id(&r);
+    let got = a.root("GET", &format!("/api/v1/routes/{rid}"), None);
+    assert_eq!(got.body["route_metrics"], true, "{:?}", got.body);
+    let mut body = bodies::route(&tid, &oid, "/y");
+    body["route_metrics"] = json!(true);
+    let put = a.root("PUT", &format!("/api/v1/routes/{rid}"), Some(body));
+    assert_eq!(put.status, 200, "{:?}", put.body);
+    assert_eq!(put.body["route_metrics"], true);
+    assert_eq!(put.body["path_pattern"], "/y");
+    let off = a.root(
+        "PATCH",
+        &format!("/api/v1/routes/{rid}"),
+        Some(json!({"route_metrics": false})),
+    );
+    assert_eq!(off.status, 200, "{:?}", off.body);
+    let got = a.root("GET", &format!("/api/v1/routes/{rid}"), None);
+    assert!(got.body.get("route_metrics").is_none(), "{:?}", got.body);
+}
+
+#[test]
 fn an_origin_in_use_cannot_be_deleted_and_once_unused_can() {
     let a = Admin::fresh();
     let (t, other, oid) = acme_globex_and_origin(&a);

@@ -202,6 +202,30 @@ pub struct ServerSettings {
     /// (private, link-local and other special ranges are refused otherwise; plain `http://`
     /// is only ever allowed to loopback). Example: `["127.0.0.0/8", "::1/128", "10.20.0.0/16"]`.
     pub jwks_allowed_networks: Vec<String>,
+    /// Bounds of the Prometheus metrics on the ops listener.
+    /// Example: `{max_series_per_family: 20000}`.
+    pub metrics: MetricsSettings,
+}
+
+/// How much the proxy's `/metrics` may hold. Per-tenant families
+/// (`vantage_requests_total`, `vantage_request_duration_seconds`, ...) hold one label set
+/// per tenant (and per route with `route_metrics`); past the cap, new label sets are
+/// counted under `tenant="_overflow"`, `route="_overflow"` (`origin="_overflow"` for
+/// upstream times) and in `vantage_metrics_overflow_total{family}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// Most label sets one per-tenant family holds (a histogram's label set counts once);
+    /// the `_overflow` label sets come on top. Example: `10000`.
+    pub max_series_per_family: usize,
+}
+
+impl Default for MetricsSettings {
+    fn default() -> Self {
+        MetricsSettings {
+            max_series_per_family: 10_000,
+        }
+    }
 }
 
 /// The rate-limit decision service of a proxy.
@@ -462,6 +486,7 @@ impl Default for ServerSettings {
             client_limits: ClientLimits::default(),
             allow_underscores_in_headers: false,
             jwks_allowed_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            metrics: MetricsSettings::default(),
         }
     }
 }

@@ -100,7 +100,7 @@ fn allow_overage_serves_past_the_limit() {
         );
     }
     assert_eq!(
-        p.metric(r#"vantage_quota_decisions_total{result="overage",route="r",tenant="t"}"#),
+        p.metric(r#"vantage_quota_decisions_total{result="overage",route="_tenant",tenant="t"}"#),
         3.0
     );
 }

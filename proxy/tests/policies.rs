@@ -205,7 +205,7 @@ fn token_bucket_burst_admits_the_burst_plus_the_refill() {
         .header("x-ratelimit-limit")
         .is_none());
     let m = p.metrics();
-    assert!(m.contains(&format!("vantage_ratelimit_decisions_total{{result=\"allowed\",route=\"limited\",tenant=\"t\"}} {admitted}")), "{m}");
+    assert!(m.contains(&format!("vantage_ratelimit_decisions_total{{result=\"allowed\",route=\"_tenant\",tenant=\"t\"}} {admitted}")), "{m}");
 }
 
 #[test]

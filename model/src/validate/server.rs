@@ -231,6 +231,12 @@ pub(super) fn check(c: &mut Collector, s: &ServerSettings) {
     }
     c.max_items("server.trusted_proxies", s.trusted_proxies.len(), b::CIDRS);
     check_client_limits(c, &s.client_limits);
+    c.range(
+        "server.metrics.max_series_per_family",
+        s.metrics.max_series_per_family,
+        1,
+        1_000_000,
+    );
     check_jwks_networks(c, "server.jwks_allowed_networks", &s.jwks_allowed_networks);
     for (i, v) in s.trusted_proxies.iter().enumerate() {
         if parse_cidr(v).is_none() {
@@ -320,6 +326,32 @@ fn check_client_limits(c: &mut Collector, l: &crate::ClientLimits) {
         l.max_connections.max(1),
     );
     c.range(format!("{p}.max_uri_bytes"), l.max_uri_bytes, 256, 1 << 20);
+}
+
+#[cfg(test)]
+mod metrics_tests {
+    use crate::Config;
+
+    #[test]
+    fn the_metrics_cap_is_bounded() {
+        let with = |extra: &str| {
+            let yaml = format!("server:\n  listen: [\"127.0.0.1:8080\"]\n{extra}");
+            Config::from_yaml(&yaml).unwrap().validate()
+        };
+        let cfg = Config::from_yaml("server: {listen: [\"127.0.0.1:8080\"]}").unwrap();
+        assert_eq!(cfg.server.metrics.max_series_per_family, 10_000);
+        assert!(with("  metrics: {max_series_per_family: 5}\n").is_ok());
+        for bad in [0, 1_000_001] {
+            let e = with(&format!("  metrics: {{max_series_per_family: {bad}}}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("server.metrics.max_series_per_family: must be between 1 and 1000000"),
+                "{e}"
+            );
+        }
+        assert!(Config::from_yaml("server: {metrics: {max_series: 5}}").is_err());
+    }
 }
 
 #[cfg(test)]

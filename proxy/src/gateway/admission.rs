@@ -8,6 +8,7 @@ use crate::errors::{self, Reply};
 use crate::limits::enforce::Subject;
 use crate::limits::report;
 use crate::telemetry::metrics::METRICS;
+use crate::telemetry::series::{self, DecisionSeries};
 use crate::telemetry::usage::{Violation, ViolationKind};
 use crate::{access, auth};
 use http::{HeaderName, HeaderValue};
@@ -40,6 +41,7 @@ impl Gateway {
         }
         let routed = tenant.find_route(req)?;
         ctx.routing.route = Some(routed.route.clone());
+        ctx.routing.series = Some(series::route_series(&tenant.id, routed.route));
         if routed.preflight.is_some() {
             ctx.routing.preflight = routed.preflight;
             return Ok(());
@@ -84,10 +86,7 @@ impl Gateway {
         )
         .await
         .inspect_err(|r| {
-            METRICS
-                .auth_failures
-                .with_label_values(&[&tenant, r.code])
-                .inc();
+            METRICS.auth_failures.inc(&[&tenant, r.code]);
             let v = Violation::refusal(ViolationKind::Auth, r.code);
             ctx.metering.violations.push(v);
         });
@@ -107,9 +106,13 @@ impl Gateway {
                 named: None,
             };
             let violations = &mut ctx.metering.violations;
+            let counted = match &ctx.routing.series {
+                Some(s) => DecisionSeries::Route(s),
+                None => DecisionSeries::Tenant(&tenant),
+            };
             let limited = self
                 .limiter
-                .enforce(&scope, &tenant, &subject, violations)
+                .enforce(&scope, &tenant, &subject, counted, violations)
                 .await;
             ctx.clock.phase("rate_limit", since);
             let admitted = limited.map_err(|r| r.reply)?;

@@ -8,6 +8,7 @@ use crate::limits::enforce::LimitHeaders;
 use crate::snapshot::{RouteRt, Snapshot};
 use crate::telemetry::metrics::METRICS;
 use crate::telemetry::otel::RequestSpans;
+use crate::telemetry::series::RouteSeries;
 use crate::telemetry::trace::TraceContext;
 use crate::telemetry::usage::Metering;
 use crate::telemetry::Summary;
@@ -57,6 +58,8 @@ pub struct Routing {
     /// Some route of the tenant caches (unsafe methods then invalidate).
     pub tenant_caches: bool,
     pub route: Option<Arc<RouteRt>>,
+    /// The metric series of the route.
+    pub series: Option<Arc<RouteSeries>>,
     /// A CORS preflight for this method.
     pub preflight: Option<Method>,
     /// Rate-limit fields for the response.
@@ -243,6 +246,7 @@ impl Ctx {
             error,
             tenant_id: self.routing.tenant.as_ref(),
             route_id: self.routing.route.as_ref().map(|r| &r.id),
+            series: self.routing.series.as_deref(),
             identity: self.request.identity.as_ref(),
             metering: &self.metering,
         }

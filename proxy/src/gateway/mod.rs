@@ -68,6 +68,7 @@ impl Gateway {
         settings: &vantage_model::ServerSettings,
         services: Services,
     ) -> Gateway {
+        crate::telemetry::metrics::configure(&settings.metrics);
         Gateway {
             state,
             head_limits: HeadLimits {
@@ -94,7 +95,9 @@ impl ProxyHttp for Gateway {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
-        Ctx::new(self.state.load_full())
+        let snapshot = self.state.load_full();
+        crate::telemetry::series::follow(&snapshot);
+        Ctx::new(snapshot)
     }
 
     /// Request id and trace → head checks → tenant → route → access, auth, rate limits.

@@ -20,6 +20,7 @@ use crate::errors::Reply;
 use crate::forwarding;
 use crate::snapshot::{PolicyRt, RouteRt};
 use crate::telemetry::metrics::METRICS;
+use crate::telemetry::series::{DecisionSeries, QuotaResult, RateResult};
 use crate::telemetry::usage::Violation;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::net::IpAddr;
@@ -74,7 +75,7 @@ impl From<Reply> for Refusal {
 /// What one request is counted against: a route's policies, or (for a decision asked of
 /// the decision service without a route) a quota group of the tenant's plans.
 pub struct Scope<'a> {
-    /// The route's id (the subject of `by: route` policies; metric label).
+    /// The route's id (the subject of `by: route` policies).
     pub route_id: &'a str,
     /// The route's and the tenant's rate-limit policies.
     pub limits: &'a [PolicyRt],
@@ -135,13 +136,14 @@ impl Enforcer {
     /// Every rate-limit policy of `scope` (the route's, its tenant's ceilings, and those of
     /// the plans the request is on) applies; the strictest enforced one decides. Then the
     /// plans' quotas that count the scope are charged its cost. Refusals, and would-be
-    /// refusals of shadow-mode policies, are added to `violations`. `Err` is the reply:
-    /// 429, or 503 when Redis fails under `deny`.
+    /// refusals of shadow-mode policies, are added to `violations`; the decisions are
+    /// counted in `counted`. `Err` is the reply: 429, or 503 when Redis fails under `deny`.
     pub async fn enforce(
         &self,
         scope: &Scope<'_>,
         tenant: &str,
         subject: &Subject<'_>,
+        counted: DecisionSeries<'_>,
         violations: &mut Vec<Violation>,
     ) -> Result<Admitted, Refusal> {
         let bound = if scope.exempt {
@@ -149,12 +151,13 @@ impl Enforcer {
         } else {
             plan::bound(scope.plans, subject.identity)
         };
-        self.enforce_bound(scope, &bound, tenant, subject, violations)
+        self.enforce_counted(scope, &bound, tenant, subject, counted, violations)
             .await
     }
 
     /// [`Enforcer::enforce`] with the plans given (`bound`) rather than found from the
-    /// request's identity: the decision service names them.
+    /// request's identity: the decision service names them. Its decisions count in the
+    /// tenant's series (`route="_tenant"`).
     pub async fn enforce_bound(
         &self,
         scope: &Scope<'_>,
@@ -163,8 +166,22 @@ impl Enforcer {
         subject: &Subject<'_>,
         violations: &mut Vec<Violation>,
     ) -> Result<Admitted, Refusal> {
+        let counted = DecisionSeries::Tenant(tenant);
+        self.enforce_counted(scope, bound, tenant, subject, counted, violations)
+            .await
+    }
+
+    async fn enforce_counted(
+        &self,
+        scope: &Scope<'_>,
+        bound: &[plan::Bound],
+        tenant: &str,
+        subject: &Subject<'_>,
+        counted_in: DecisionSeries<'_>,
+        violations: &mut Vec<Violation>,
+    ) -> Result<Admitted, Refusal> {
         let rate = self
-            .rate_limits(scope, bound, tenant, subject, violations)
+            .rate_limits(scope, bound, tenant, subject, counted_in, violations)
             .await?;
         let rate = rate.as_ref().map(|(n, d)| (&**n, d));
         let mut quotas = Vec::new();
@@ -188,8 +205,7 @@ impl Enforcer {
                 Charge::Counted(decisions) => decisions,
                 Charge::Refused(decisions, i) => {
                     return Err(quota_refusal(
-                        scope,
-                        tenant,
+                        counted_in,
                         &b.plan.name,
                         rate,
                         &counted,
@@ -223,11 +239,11 @@ impl Enforcer {
             }
         }
         if !quotas.is_empty() {
-            let result = if overage > 0 { "overage" } else { "counted" };
-            METRICS
-                .quota
-                .with_label_values(&[tenant, scope.route_id, result])
-                .inc();
+            counted_in.quota(if overage > 0 {
+                QuotaResult::Overage
+            } else {
+                QuotaResult::Counted
+            });
         }
         Ok(Admitted {
             headers: super::fields(rate, &quotas, now, None),
@@ -245,6 +261,7 @@ impl Enforcer {
         bound: &[plan::Bound],
         tenant: &str,
         subject: &Subject<'_>,
+        counted_in: DecisionSeries<'_>,
         violations: &mut Vec<Violation>,
     ) -> Result<Option<(Arc<str>, Decision)>, Refusal> {
         // A plan bound twice (a key on its tenant's own plan) applies its rate limits once.
@@ -296,11 +313,11 @@ impl Enforcer {
         let Some((p, d)) = chosen else {
             return Ok(None);
         };
-        let result = if d.allowed { "allowed" } else { "limited" };
-        METRICS
-            .ratelimit
-            .with_label_values(&[tenant, scope.route_id, result])
-            .inc();
+        counted_in.ratelimit(if d.allowed {
+            RateResult::Allowed
+        } else {
+            RateResult::Limited
+        });
         if d.allowed {
             return Ok(Some((p.name.clone(), d.clone())));
         }
@@ -405,8 +422,7 @@ fn key(policy: &PolicyRt, route_id: &str, s: &Subject<'_>) -> String {
 /// The 429 of a quota (`decisions[i]` refused; nothing was counted).
 #[allow(clippy::too_many_arguments)]
 fn quota_refusal(
-    scope: &Scope<'_>,
-    tenant: &str,
+    counted_in: DecisionSeries<'_>,
     plan: &str,
     rate: Option<(&str, &Decision)>,
     counted: &[&QuotaRt],
@@ -417,10 +433,7 @@ fn quota_refusal(
 ) -> Refusal {
     let d = &decisions[i];
     violations.push(Violation::quota(&d.name, EnforcementMode::Enforce));
-    METRICS
-        .quota
-        .with_label_values(&[tenant, scope.route_id, "exceeded"])
-        .inc();
+    counted_in.quota(QuotaResult::Exceeded);
     let left = d.window.seconds_left(now);
     let reset = UNIX_EPOCH + Duration::from_secs(d.window.end.max(0) as u64);
     let mut reply = Reply::new(

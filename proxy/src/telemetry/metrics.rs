@@ -1,5 +1,11 @@
 //! Prometheus metrics of the proxy (default registry, served on the ops listener).
+//!
+//! The families labelled by tenant, route or origin are [`Family`]s bounded by
+//! `server.metrics.max_series_per_family` ([`super::series`]); a route counts in its
+//! tenant's series (`route="_tenant"`) unless it or its tenant has `route_metrics`, and
+//! statuses are counted by class (`2xx`, ..., `000` when no response was sent).
 
+use super::series::{self, Family, NONE, STATUS_CLASSES, TENANT_ROUTE};
 use prometheus::{
     register_gauge_vec, register_histogram_vec, register_int_counter, register_int_counter_vec,
     register_int_gauge, register_int_gauge_vec, GaugeVec, HistogramVec, IntCounter, IntCounterVec,
@@ -7,18 +13,18 @@ use prometheus::{
 };
 use std::sync::LazyLock;
 
-const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+/// Buckets of the request and upstream times: eight bounds from a cache hit to a slow
+/// origin, with the 1 s of the latency alert among them.
+const LATENCY_BUCKETS: &[f64] = &[0.005, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
 /// All metrics, registered once.
 pub struct Metrics {
-    /// `vantage_requests_total{tenant,route,status}`.
-    pub requests: IntCounterVec,
+    /// `vantage_requests_total{tenant,route,status}`: `status` is the class (`2xx`).
+    pub requests: Family<IntCounterVec>,
     /// `vantage_request_duration_seconds{tenant,route}`: downstream request to last byte.
-    pub request_duration: HistogramVec,
+    pub request_duration: Family<HistogramVec>,
     /// `vantage_upstream_duration_seconds{origin}`: upstream connect to response end.
-    pub upstream_duration: HistogramVec,
+    pub upstream_duration: Family<HistogramVec>,
     /// `vantage_active_requests`: requests in flight.
     pub active_requests: IntGauge,
     /// `vantage_upstream_target_healthy{origin,target}`: 1 healthy, 0 down.
@@ -34,9 +40,9 @@ pub struct Metrics {
     /// `vantage_refused_requests_total{reason}`: refused before routing (smuggling, limits).
     pub refused: IntCounterVec,
     /// `vantage_ratelimit_decisions_total{tenant,route,result}`: `allowed` or `limited`.
-    pub ratelimit: IntCounterVec,
+    pub ratelimit: Family<IntCounterVec>,
     /// `vantage_auth_failures_total{tenant,code}`: 401/403 answers by error code.
-    pub auth_failures: IntCounterVec,
+    pub auth_failures: Family<IntCounterVec>,
     /// `vantage_redis_errors_total{op}`: Redis calls that failed or ran out of time.
     pub redis_errors: IntCounterVec,
     /// `vantage_ratelimit_fallbacks_total{mode}`: `allow`, `deny` or `local` after a Redis error.
@@ -68,7 +74,7 @@ pub struct Metrics {
     pub request_logs_dropped: IntCounterVec,
     /// `vantage_quota_decisions_total{tenant,route,result}`: `counted`, `overage` or
     /// `exceeded` (refused).
-    pub quota: IntCounterVec,
+    pub quota: Family<IntCounterVec>,
     /// `vantage_violations_total{kind,mode}`: refusals (and shadow would-be refusals) by a
     /// `rate_limit`, `quota`, `auth` or `ip` rule.
     pub violations: IntCounterVec,
@@ -98,214 +104,262 @@ pub struct Metrics {
     /// `vantage_client_timeouts_total{phase}`: clients too slow with the request `header`
     /// or `body` (answered 408, never counted against the origin).
     pub client_timeouts: IntCounterVec,
+    /// `vantage_metrics_overflow_total{family}`: recordings a full family put in its
+    /// `_overflow` series.
+    pub overflow: IntCounterVec,
 }
 
 /// The process-wide metrics.
-pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
-    requests: register_int_counter_vec!(
-        "vantage_requests_total",
-        "Requests answered, by tenant, route and status",
-        &["tenant", "route", "status"]
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    let overflow = register_int_counter_vec!(
+        "vantage_metrics_overflow_total",
+        "Recordings a full family (server.metrics.max_series_per_family) put in its _overflow series",
+        &["family"]
     )
-    .expect("register vantage_requests_total"),
-    request_duration: register_histogram_vec!(
-        "vantage_request_duration_seconds",
-        "Time from request to the end of the response",
-        &["tenant", "route"],
-        LATENCY_BUCKETS.to_vec()
-    )
-    .expect("register vantage_request_duration_seconds"),
-    upstream_duration: register_histogram_vec!(
-        "vantage_upstream_duration_seconds",
-        "Time spent on the upstream, by origin",
-        &["origin"],
-        LATENCY_BUCKETS.to_vec()
-    )
-    .expect("register vantage_upstream_duration_seconds"),
-    active_requests: register_int_gauge!("vantage_active_requests", "Requests in flight")
-        .expect("register vantage_active_requests"),
-    target_healthy: register_int_gauge_vec!(
-        "vantage_upstream_target_healthy",
-        "Health of each upstream target (1 healthy, 0 down)",
-        &["origin", "target"]
-    )
-    .expect("register vantage_upstream_target_healthy"),
-    breaker_open: register_gauge_vec!(
-        "vantage_upstream_breaker_open",
-        "1 while a target's circuit breaker is open",
-        &["origin", "target"]
-    )
-    .expect("register vantage_upstream_breaker_open"),
-    retries: register_int_counter_vec!(
-        "vantage_upstream_retries_total",
-        "Requests retried on another target",
-        &["origin"]
-    )
-    .expect("register vantage_upstream_retries_total"),
-    config_version: register_int_gauge!(
-        "vantage_config_version",
-        "Version of the configuration being served"
-    )
-    .expect("register vantage_config_version"),
-    reloads: register_int_counter_vec!(
-        "vantage_config_reloads_total",
-        "Configuration reloads by result",
-        &["result"]
-    )
-    .expect("register vantage_config_reloads_total"),
-    refused: register_int_counter_vec!(
-        "vantage_refused_requests_total",
-        "Requests refused before routing, by reason",
-        &["reason"]
-    )
-    .expect("register vantage_refused_requests_total"),
-    ratelimit: register_int_counter_vec!(
-        "vantage_ratelimit_decisions_total",
-        "Rate-limit decisions by tenant, route and result",
-        &["tenant", "route", "result"]
-    )
-    .expect("register vantage_ratelimit_decisions_total"),
-    auth_failures: register_int_counter_vec!(
-        "vantage_auth_failures_total",
-        "Requests refused by authentication, by tenant and error code",
-        &["tenant", "code"]
-    )
-    .expect("register vantage_auth_failures_total"),
-    redis_errors: register_int_counter_vec!(
-        "vantage_redis_errors_total",
-        "Redis calls that failed or ran out of time",
-        &["op"]
-    )
-    .expect("register vantage_redis_errors_total"),
-    ratelimit_fallbacks: register_int_counter_vec!(
-        "vantage_ratelimit_fallbacks_total",
-        "Rate-limit decisions made by a policy's on_redis_error",
-        &["mode"]
-    )
-    .expect("register vantage_ratelimit_fallbacks_total"),
-    cache_responses: register_int_counter_vec!(
-        "vantage_cache_responses_total",
-        "Responses of caching routes by cache result",
-        &["result"]
-    )
-    .expect("register vantage_cache_responses_total"),
-    cache_stores: register_int_counter_vec!(
-        "vantage_cache_stores_total",
-        "Cache entries written, by storage",
-        &["storage"]
-    )
-    .expect("register vantage_cache_stores_total"),
-    cache_evictions: register_int_counter!(
-        "vantage_cache_evictions_total",
-        "Memory cache entries evicted to stay under the byte bound"
-    )
-    .expect("register vantage_cache_evictions_total"),
-    cache_bytes: register_int_gauge_vec!(
-        "vantage_cache_bytes",
-        "Bytes held by the cache, by tier",
-        &["tier"]
-    )
-    .expect("register vantage_cache_bytes"),
-    cache_lock_waits: register_int_counter!(
-        "vantage_cache_lock_waits_total",
-        "Requests that waited on the cache lock for another request to fill the cache"
-    )
-    .expect("register vantage_cache_lock_waits_total"),
-    cache_purges: register_int_counter_vec!(
-        "vantage_cache_purges_total",
-        "Cache purges by kind",
-        &["kind"]
-    )
-    .expect("register vantage_cache_purges_total"),
-    config_source_up: register_int_gauge!(
-        "vantage_config_source_up",
-        "1 while the configuration source (Postgres) answers, 0 while it fails"
-    )
-    .expect("register vantage_config_source_up"),
-    config_notices: register_int_counter_vec!(
-        "vantage_config_notices_total",
-        "Config change announcements received, by result",
-        &["result"]
-    )
-    .expect("register vantage_config_notices_total"),
-    request_logs_written: register_int_counter!(
-        "vantage_request_logs_written_total",
-        "Request-log rows written to Postgres"
-    )
-    .expect("register vantage_request_logs_written_total"),
-    request_logs_dropped: register_int_counter_vec!(
-        "vantage_request_logs_dropped_total",
-        "Request-log records dropped, by reason",
-        &["reason"]
-    )
-    .expect("register vantage_request_logs_dropped_total"),
-    quota: register_int_counter_vec!(
-        "vantage_quota_decisions_total",
-        "Quota decisions by tenant, route and result",
-        &["tenant", "route", "result"]
-    )
-    .expect("register vantage_quota_decisions_total"),
-    violations: register_int_counter_vec!(
-        "vantage_violations_total",
-        "Refusals and shadow would-be refusals by kind and mode",
-        &["kind", "mode"]
-    )
-    .expect("register vantage_violations_total"),
-    usage_written: register_int_counter!(
-        "vantage_usage_requests_written_total",
-        "Requests whose usage is committed in Postgres"
-    )
-    .expect("register vantage_usage_requests_written_total"),
-    usage_dropped: register_int_counter_vec!(
-        "vantage_usage_dropped_requests_total",
-        "Requests whose usage was lost, by reason",
-        &["reason"]
-    )
-    .expect("register vantage_usage_dropped_requests_total"),
-    usage_spool: prometheus::register_int_gauge!(
-        "vantage_usage_spool_batches",
-        "Usage batches waiting for Postgres"
-    )
-    .expect("register vantage_usage_spool_batches"),
-    usage_flush_errors: register_int_counter!(
-        "vantage_usage_flush_errors_total",
-        "Failed attempts to write a usage batch"
-    )
-    .expect("register vantage_usage_flush_errors_total"),
-    last_good_version: register_int_gauge!(
-        "vantage_config_last_good_version",
-        "Configuration version last written to the last-good file"
-    )
-    .expect("register vantage_config_last_good_version"),
-    tenants_compiled: register_int_counter!(
-        "vantage_config_tenants_compiled_total",
-        "Tenants compiled by configuration reloads"
-    )
-    .expect("register vantage_config_tenants_compiled_total"),
-    reload_duration: prometheus::register_histogram!(
-        "vantage_config_reload_seconds",
-        "Time to read, validate, compile and swap a configuration",
-        vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]
-    )
-    .expect("register vantage_config_reload_seconds"),
-    connections_open: register_int_gauge!(
-        "vantage_connections_open",
-        "Client connections held open"
-    )
-    .expect("register vantage_connections_open"),
-    connections_refused: register_int_counter_vec!(
-        "vantage_connections_refused_total",
-        "Client connections refused by a connection cap",
-        &["reason"]
-    )
-    .expect("register vantage_connections_refused_total"),
-    client_timeouts: register_int_counter_vec!(
-        "vantage_client_timeouts_total",
-        "Requests ended because the client was too slow, by phase",
-        &["phase"]
-    )
-    .expect("register vantage_client_timeouts_total"),
+    .expect("register vantage_metrics_overflow_total");
+    Metrics {
+        requests: Family::new(
+            "vantage_requests_total",
+            register_int_counter_vec!(
+                "vantage_requests_total",
+                "Requests answered, by tenant, route and status class",
+                &["tenant", "route", "status"]
+            )
+            .expect("register vantage_requests_total"),
+            &[0, 1],
+            &overflow,
+        ),
+        request_duration: Family::new(
+            "vantage_request_duration_seconds",
+            register_histogram_vec!(
+                "vantage_request_duration_seconds",
+                "Time from request to the end of the response",
+                &["tenant", "route"],
+                LATENCY_BUCKETS.to_vec()
+            )
+            .expect("register vantage_request_duration_seconds"),
+            &[0, 1],
+            &overflow,
+        ),
+        upstream_duration: Family::new(
+            "vantage_upstream_duration_seconds",
+            register_histogram_vec!(
+                "vantage_upstream_duration_seconds",
+                "Time spent on the upstream, by origin",
+                &["origin"],
+                LATENCY_BUCKETS.to_vec()
+            )
+            .expect("register vantage_upstream_duration_seconds"),
+            &[0],
+            &overflow,
+        ),
+        active_requests: register_int_gauge!("vantage_active_requests", "Requests in flight")
+            .expect("register vantage_active_requests"),
+        target_healthy: register_int_gauge_vec!(
+            "vantage_upstream_target_healthy",
+            "Health of each upstream target (1 healthy, 0 down)",
+            &["origin", "target"]
+        )
+        .expect("register vantage_upstream_target_healthy"),
+        breaker_open: register_gauge_vec!(
+            "vantage_upstream_breaker_open",
+            "1 while a target's circuit breaker is open",
+            &["origin", "target"]
+        )
+        .expect("register vantage_upstream_breaker_open"),
+        retries: register_int_counter_vec!(
+            "vantage_upstream_retries_total",
+            "Requests retried on another target",
+            &["origin"]
+        )
+        .expect("register vantage_upstream_retries_total"),
+        config_version: register_int_gauge!(
+            "vantage_config_version",
+            "Version of the configuration being served"
+        )
+        .expect("register vantage_config_version"),
+        reloads: register_int_counter_vec!(
+            "vantage_config_reloads_total",
+            "Configuration reloads by result",
+            &["result"]
+        )
+        .expect("register vantage_config_reloads_total"),
+        refused: register_int_counter_vec!(
+            "vantage_refused_requests_total",
+            "Requests refused before routing, by reason",
+            &["reason"]
+        )
+        .expect("register vantage_refused_requests_total"),
+        ratelimit: Family::new(
+            "vantage_ratelimit_decisions_total",
+            register_int_counter_vec!(
+                "vantage_ratelimit_decisions_total",
+                "Rate-limit decisions by tenant, route and result",
+                &["tenant", "route", "result"]
+            )
+            .expect("register vantage_ratelimit_decisions_total"),
+            &[0, 1],
+            &overflow,
+        ),
+        auth_failures: Family::new(
+            "vantage_auth_failures_total",
+            register_int_counter_vec!(
+                "vantage_auth_failures_total",
+                "Requests refused by authentication, by tenant and error code",
+                &["tenant", "code"]
+            )
+            .expect("register vantage_auth_failures_total"),
+            &[0],
+            &overflow,
+        ),
+        redis_errors: register_int_counter_vec!(
+            "vantage_redis_errors_total",
+            "Redis calls that failed or ran out of time",
+            &["op"]
+        )
+        .expect("register vantage_redis_errors_total"),
+        ratelimit_fallbacks: register_int_counter_vec!(
+            "vantage_ratelimit_fallbacks_total",
+            "Rate-limit decisions made by a policy's on_redis_error",
+            &["mode"]
+        )
+        .expect("register vantage_ratelimit_fallbacks_total"),
+        cache_responses: register_int_counter_vec!(
+            "vantage_cache_responses_total",
+            "Responses of caching routes by cache result",
+            &["result"]
+        )
+        .expect("register vantage_cache_responses_total"),
+        cache_stores: register_int_counter_vec!(
+            "vantage_cache_stores_total",
+            "Cache entries written, by storage",
+            &["storage"]
+        )
+        .expect("register vantage_cache_stores_total"),
+        cache_evictions: register_int_counter!(
+            "vantage_cache_evictions_total",
+            "Memory cache entries evicted to stay under the byte bound"
+        )
+        .expect("register vantage_cache_evictions_total"),
+        cache_bytes: register_int_gauge_vec!(
+            "vantage_cache_bytes",
+            "Bytes held by the cache, by tier",
+            &["tier"]
+        )
+        .expect("register vantage_cache_bytes"),
+        cache_lock_waits: register_int_counter!(
+            "vantage_cache_lock_waits_total",
+            "Requests that waited on the cache lock for another request to fill the cache"
+        )
+        .expect("register vantage_cache_lock_waits_total"),
+        cache_purges: register_int_counter_vec!(
+            "vantage_cache_purges_total",
+            "Cache purges by kind",
+            &["kind"]
+        )
+        .expect("register vantage_cache_purges_total"),
+        config_source_up: register_int_gauge!(
+            "vantage_config_source_up",
+            "1 while the configuration source (Postgres) answers, 0 while it fails"
+        )
+        .expect("register vantage_config_source_up"),
+        config_notices: register_int_counter_vec!(
+            "vantage_config_notices_total",
+            "Config change announcements received, by result",
+            &["result"]
+        )
+        .expect("register vantage_config_notices_total"),
+        request_logs_written: register_int_counter!(
+            "vantage_request_logs_written_total",
+            "Request-log rows written to Postgres"
+        )
+        .expect("register vantage_request_logs_written_total"),
+        request_logs_dropped: register_int_counter_vec!(
+            "vantage_request_logs_dropped_total",
+            "Request-log records dropped, by reason",
+            &["reason"]
+        )
+        .expect("register vantage_request_logs_dropped_total"),
+        quota: Family::new(
+            "vantage_quota_decisions_total",
+            register_int_counter_vec!(
+                "vantage_quota_decisions_total",
+                "Quota decisions by tenant, route and result",
+                &["tenant", "route", "result"]
+            )
+            .expect("register vantage_quota_decisions_total"),
+            &[0, 1],
+            &overflow,
+        ),
+        violations: register_int_counter_vec!(
+            "vantage_violations_total",
+            "Refusals and shadow would-be refusals by kind and mode",
+            &["kind", "mode"]
+        )
+        .expect("register vantage_violations_total"),
+        usage_written: register_int_counter!(
+            "vantage_usage_requests_written_total",
+            "Requests whose usage is committed in Postgres"
+        )
+        .expect("register vantage_usage_requests_written_total"),
+        usage_dropped: register_int_counter_vec!(
+            "vantage_usage_dropped_requests_total",
+            "Requests whose usage was lost, by reason",
+            &["reason"]
+        )
+        .expect("register vantage_usage_dropped_requests_total"),
+        usage_spool: prometheus::register_int_gauge!(
+            "vantage_usage_spool_batches",
+            "Usage batches waiting for Postgres"
+        )
+        .expect("register vantage_usage_spool_batches"),
+        usage_flush_errors: register_int_counter!(
+            "vantage_usage_flush_errors_total",
+            "Failed attempts to write a usage batch"
+        )
+        .expect("register vantage_usage_flush_errors_total"),
+        last_good_version: register_int_gauge!(
+            "vantage_config_last_good_version",
+            "Configuration version last written to the last-good file"
+        )
+        .expect("register vantage_config_last_good_version"),
+        tenants_compiled: register_int_counter!(
+            "vantage_config_tenants_compiled_total",
+            "Tenants compiled by configuration reloads"
+        )
+        .expect("register vantage_config_tenants_compiled_total"),
+        reload_duration: prometheus::register_histogram!(
+            "vantage_config_reload_seconds",
+            "Time to read, validate, compile and swap a configuration",
+            vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]
+        )
+        .expect("register vantage_config_reload_seconds"),
+        connections_open: register_int_gauge!(
+            "vantage_connections_open",
+            "Client connections held open"
+        )
+        .expect("register vantage_connections_open"),
+        connections_refused: register_int_counter_vec!(
+            "vantage_connections_refused_total",
+            "Client connections refused by a connection cap",
+            &["reason"]
+        )
+        .expect("register vantage_connections_refused_total"),
+        client_timeouts: register_int_counter_vec!(
+            "vantage_client_timeouts_total",
+            "Requests ended because the client was too slow, by phase",
+            &["phase"]
+        )
+        .expect("register vantage_client_timeouts_total"),
+        overflow,
+    }
 });
+
+/// Apply `server.metrics` (at start).
+pub fn configure(settings: &vantage_model::MetricsSettings) {
+    series::set_max_series_per_family(settings.max_series_per_family);
+    LazyLock::force(&METRICS);
+}
 
 /// Text exposition of every registered metric.
 pub fn render() -> Vec<u8> {
@@ -334,23 +388,23 @@ impl super::Sink for RequestMetrics {
         if s.cache_lock_waited() {
             METRICS.cache_lock_waits.inc();
         }
-        let tenant = s.tenant.unwrap_or("-");
-        let route = s.route.unwrap_or("-");
-        let status = http::StatusCode::from_u16(s.status).ok();
-        let status = status.as_ref().map_or("000", |s| s.as_str());
-        METRICS
-            .requests
-            .with_label_values(&[tenant, route, status])
-            .inc();
-        METRICS
-            .request_duration
-            .with_label_values(&[tenant, route])
-            .observe(s.duration.as_secs_f64());
-        if let (Some(took), Some(origin)) = (s.upstream_duration, s.origin) {
+        if let Some(route) = s.series {
+            route.request(s.status, s.duration);
+            if let Some(took) = s.upstream_duration {
+                route.upstream(took);
+            }
+        } else {
+            // No route (unknown host, no matching route, refused before routing).
+            let tenant = s.tenant.unwrap_or(NONE);
+            let route = s.route.map_or(NONE, |_| TENANT_ROUTE);
+            let class = STATUS_CLASSES[series::status_class(s.status)];
+            METRICS.requests.inc(&[tenant, route, class]);
             METRICS
-                .upstream_duration
-                .with_label_values(&[origin])
-                .observe(took.as_secs_f64());
+                .request_duration
+                .observe(&[tenant, route], s.duration);
+            if let (Some(took), Some(origin)) = (s.upstream_duration, s.origin) {
+                METRICS.upstream_duration.observe(&[origin], took);
+            }
         }
         for v in &s.metering.violations {
             METRICS

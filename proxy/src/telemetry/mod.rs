@@ -1,4 +1,5 @@
-//! What the proxy tells about each request: Prometheus [`metrics`], W3C [`trace`] context
+//! What the proxy tells about each request: Prometheus [`metrics`] (bounded per-tenant
+//! families and each route's resolved [`series`]), W3C [`trace`] context
 //! and [`otel`] span export, [`request_log`] rows and [`usage`] metering in Postgres, and
 //! the JSON [`access_log`]; apart from requests, what the health checks see of each origin
 //! pool ([`pool_health`] reports in Postgres).
@@ -12,6 +13,7 @@ pub mod metrics;
 pub mod otel;
 pub mod pool_health;
 pub mod request_log;
+pub mod series;
 pub mod trace;
 pub mod usage;
 
@@ -102,6 +104,8 @@ pub struct Summary<'a> {
     /// The tenant and route as shared ids (for sinks that keep them).
     pub tenant_id: Option<&'a Arc<str>>,
     pub route_id: Option<&'a Arc<str>>,
+    /// The metric series of the route, resolved when the request was routed.
+    pub series: Option<&'a series::RouteSeries>,
     /// The verified API key or JWT.
     pub identity: Option<&'a Identity>,
     /// Quota units, overage and violations of the request.
