@@ -146,18 +146,23 @@ $$;
 -- `config` is the tenant's part (`vantage_tenant_config(T)`), null for a deleted tenant.
 -- Not `complete`: the log does not reach back to p_since; read everything instead.
 CREATE FUNCTION vantage_config_delta(p_since bigint) RETURNS jsonb
-LANGUAGE sql STABLE AS $$
-    SELECT jsonb_build_object(
-        'version', cv.version,
-        'complete', p_since >= cv.changes_from,
-        'tenants', CASE WHEN p_since >= cv.changes_from THEN COALESCE((
-            SELECT jsonb_agg(jsonb_build_object(
-                       'id', c.tenant_id::text,
-                       'config', CASE WHEN EXISTS (SELECT 1 FROM tenants t WHERE t.id = c.tenant_id)
-                                      THEN vantage_tenant_config(c.tenant_id) END)
-                       ORDER BY c.tenant_id)
-              FROM (SELECT DISTINCT tenant_id FROM config_changes
-                     WHERE version > p_since AND version <= cv.version) AS c), '[]')
-            ELSE '[]' END)
-      FROM config_version cv WHERE cv.id
-$$;
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    cv config_version;
+    parts jsonb;
+BEGIN
+    -- plpgsql: its plans are kept per connection (a proxy asks on every change).
+    SELECT * INTO cv FROM config_version WHERE id;
+    IF p_since < cv.changes_from THEN
+        RETURN jsonb_build_object('version', cv.version, 'complete', false, 'tenants', '[]'::jsonb);
+    END IF;
+    SELECT COALESCE(jsonb_agg(jsonb_build_object(
+               'id', c.tenant_id::text,
+               'config', CASE WHEN EXISTS (SELECT 1 FROM tenants t WHERE t.id = c.tenant_id)
+                              THEN vantage_tenant_config(c.tenant_id) END)
+               ORDER BY c.tenant_id), '[]')
+      INTO parts
+      FROM (SELECT DISTINCT tenant_id FROM config_changes
+             WHERE version > p_since AND version <= cv.version) AS c;
+    RETURN jsonb_build_object('version', cv.version, 'complete', true, 'tenants', parts);
+END $$;

@@ -9,17 +9,65 @@
 
 use http::HeaderValue;
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::sync::Arc;
 use vantage_model::Tenant;
+
+/// A tenant's host names, made once when the tenant compiles (so rebuilding the index
+/// after a change copies pointers, not names).
+#[derive(Default)]
+pub struct TenantHosts {
+    pub subdomain: Arc<str>,
+    /// `<subdomain>.<base>` for each base domain, in their order.
+    pub under_bases: Vec<HeaderValue>,
+    /// Custom hosts not under a base domain (those under one never match).
+    pub custom: Vec<(Arc<str>, HeaderValue)>,
+}
+
+impl TenantHosts {
+    /// The hosts of `t` under `bases`.
+    pub fn of(t: &Tenant, bases: &[String]) -> TenantHosts {
+        TenantHosts {
+            subdomain: t.subdomain.as_str().into(),
+            under_bases: bases
+                .iter()
+                .filter_map(|b| HeaderValue::from_str(&format!("{}.{b}", t.subdomain)).ok())
+                .collect(),
+            custom: t
+                .custom_hosts
+                .iter()
+                .filter(|h| under_base(bases, h).is_none())
+                .filter_map(|h| Some((h.as_str().into(), HeaderValue::from_str(h).ok()?)))
+                .collect(),
+        }
+    }
+}
+
+/// Which of a tenant's hosts a request named.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostRef {
+    /// Its subdomain under base domain `n`.
+    Base(usize),
+    /// Its `n`th custom host.
+    Custom(usize),
+}
+
+impl HostRef {
+    /// The host, in normal form, as a header value.
+    pub fn value(self, hosts: &TenantHosts) -> Option<&HeaderValue> {
+        match self {
+            HostRef::Base(b) => hosts.under_bases.get(b),
+            HostRef::Custom(c) => hosts.custom.get(c).map(|(_, v)| v),
+        }
+    }
+}
 
 /// The hosts of every tenant.
 #[derive(Default)]
 pub struct HostIndex {
-    /// Custom host → tenant index and the host as a header value.
-    custom: HashMap<String, (usize, HeaderValue)>,
-    /// Subdomain label → tenant index and its host under each base domain (same order as
-    /// `bases`).
-    subdomains: HashMap<String, (usize, Vec<HeaderValue>)>,
+    /// Custom host → tenant index and which of its custom hosts.
+    custom: foldhash::HashMap<Arc<str>, (usize, usize)>,
+    /// Subdomain label → tenant index.
+    subdomains: foldhash::HashMap<Arc<str>, usize>,
     bases: Vec<String>,
     claimed_twice: Vec<(usize, usize, String)>,
 }
@@ -44,32 +92,49 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
+/// The base domain `host` is at or under (the longest, when base domains nest): its
+/// index, and the rest before `.<base>` (empty for the base itself).
+fn under_base<'h>(bases: &[String], host: &'h str) -> Option<(usize, &'h str)> {
+    bases
+        .iter()
+        .enumerate()
+        .filter_map(|(i, base)| {
+            if host == base {
+                return Some((i, ""));
+            }
+            host.strip_suffix(base.as_str())
+                .and_then(|r| r.strip_suffix('.'))
+                .map(|label| (i, label))
+        })
+        .min_by_key(|(_, label)| label.len())
+}
+
 impl HostIndex {
-    /// Index `tenants` under `bases`. A host claimed twice goes to the later tenant and is
-    /// listed in [`HostIndex::claimed_twice`] (validation refuses such configurations; an
-    /// incremental reload checks it).
-    pub fn build<'a>(tenants: impl IntoIterator<Item = &'a Tenant>, bases: &[String]) -> HostIndex {
+    /// Index the tenants' hosts (made under `bases`). A host claimed twice goes to the
+    /// later tenant and is listed in [`HostIndex::claimed_twice`] (validation refuses such
+    /// configurations; an incremental reload checks it).
+    pub fn build<'a>(
+        tenants: impl ExactSizeIterator<Item = &'a TenantHosts>,
+        bases: &[String],
+    ) -> HostIndex {
         let mut index = HostIndex {
             bases: bases.to_vec(),
+            subdomains: foldhash::HashMap::with_capacity_and_hasher(
+                tenants.len(),
+                Default::default(),
+            ),
             ..HostIndex::default()
         };
-        for (i, t) in tenants.into_iter().enumerate() {
-            let hosts = bases
-                .iter()
-                .filter_map(|b| HeaderValue::from_str(&format!("{}.{b}", t.subdomain)).ok())
-                .collect();
-            if let Some((other, _)) = index.subdomains.insert(t.subdomain.clone(), (i, hosts)) {
-                index.claimed_twice.push((other, i, t.subdomain.clone()));
+        for (i, t) in tenants.enumerate() {
+            if let Some(other) = index.subdomains.insert(t.subdomain.clone(), i) {
+                index
+                    .claimed_twice
+                    .push((other, i, t.subdomain.to_string()));
             }
-            for h in &t.custom_hosts {
-                if index.under_base(h).is_some() {
-                    continue;
-                }
-                if let Ok(v) = HeaderValue::from_str(h) {
-                    if let Some((other, _)) = index.custom.insert(h.clone(), (i, v)) {
-                        if other != i {
-                            index.claimed_twice.push((other, i, h.clone()));
-                        }
+            for (c, (h, _)) in t.custom.iter().enumerate() {
+                if let Some((other, _)) = index.custom.insert(h.clone(), (i, c)) {
+                    if other != i {
+                        index.claimed_twice.push((other, i, h.to_string()));
                     }
                 }
             }
@@ -82,32 +147,15 @@ impl HostIndex {
         &self.claimed_twice
     }
 
-    /// The base domain `host` is at or under (the longest, when base domains nest): its
-    /// index, and the rest before `.<base>` (empty for the base itself).
-    fn under_base<'h>(&self, host: &'h str) -> Option<(usize, &'h str)> {
-        self.bases
-            .iter()
-            .enumerate()
-            .filter_map(|(i, base)| {
-                if host == base {
-                    return Some((i, ""));
-                }
-                host.strip_suffix(base.as_str())
-                    .and_then(|r| r.strip_suffix('.'))
-                    .map(|label| (i, label))
-            })
-            .min_by_key(|(_, label)| label.len())
-    }
-
-    /// The tenant index a raw `Host` (or `:authority`) names, and the host in normal form.
-    pub fn find(&self, raw: &str) -> Option<(usize, &HeaderValue)> {
+    /// The tenant index a raw `Host` (or `:authority`) names, and which of its hosts.
+    pub fn find(&self, raw: &str) -> Option<(usize, HostRef)> {
         let host = normalize(raw);
-        match self.under_base(&host) {
-            Some((b, label)) => {
-                let (i, hosts) = self.subdomains.get(label)?;
-                Some((*i, hosts.get(b)?))
-            }
-            None => self.custom.get(host.as_ref()).map(|(i, v)| (*i, v)),
+        match under_base(&self.bases, &host) {
+            Some((b, label)) => Some((*self.subdomains.get(label)?, HostRef::Base(b))),
+            None => self
+                .custom
+                .get(host.as_ref())
+                .map(|(i, c)| (*i, HostRef::Custom(*c))),
         }
     }
 }
@@ -124,12 +172,24 @@ mod tests {
         .unwrap()
     }
 
+    /// The index of `tenants` under `bases`, and a lookup giving (tenant index, host).
+    fn index(tenants: &[Tenant], bases: &[String]) -> impl Fn(&str) -> Option<(usize, String)> {
+        let hosts: Vec<TenantHosts> = tenants.iter().map(|t| TenantHosts::of(t, bases)).collect();
+        let idx = HostIndex::build(hosts.iter(), bases);
+        move |h: &str| {
+            idx.find(h).map(|(i, r)| {
+                let v = r.value(&hosts[i]).unwrap();
+                (i, v.to_str().unwrap().to_string())
+            })
+        }
+    }
+
     #[test]
     fn subdomains_win_under_base_domains() {
         let bases = vec!["vantage.localhost".to_string(), "edge.test".to_string()];
         // Tenant b's custom host names a's subdomain host (only a file that skipped
         // validation can say this): it never takes a's traffic.
-        let idx = HostIndex::build(
+        let find = index(
             &[
                 tenant("a", "acme", &["api.acme.test"]),
                 tenant(
@@ -140,10 +200,6 @@ mod tests {
             ],
             &bases,
         );
-        let find = |h: &str| {
-            idx.find(h)
-                .map(|(i, v)| (i, v.to_str().unwrap().to_string()))
-        };
         assert_eq!(find("acme.edge.test"), Some((0, "acme.edge.test".into())));
         assert_eq!(
             find("ACME.Vantage.Localhost.:8080"),
@@ -163,14 +219,17 @@ mod tests {
         assert_eq!(find("vantage.localhost"), None);
         assert_eq!(find("acme.other.test"), None);
         // Nested base domains: the longest one decides.
-        let nested = HostIndex::build(
+        let nested = index(
             &[tenant("a", "acme", &[])],
             &["example.com".to_string(), "edge.example.com".to_string()],
         );
         assert_eq!(
-            nested.find("acme.edge.example.com").map(|(i, _)| i),
-            Some(0)
+            nested("acme.edge.example.com"),
+            Some((0, "acme.edge.example.com".into()))
         );
-        assert_eq!(nested.find("acme.example.com").map(|(i, _)| i), Some(0));
+        assert_eq!(
+            nested("acme.example.com"),
+            Some((0, "acme.example.com".into()))
+        );
     }
 }

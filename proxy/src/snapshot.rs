@@ -6,7 +6,7 @@
 use crate::access::AccessRt;
 use crate::auth::{KeyIndex, TenantAuth};
 use crate::errors::Reply;
-use crate::hosts::HostIndex;
+use crate::hosts::{HostIndex, TenantHosts};
 use crate::jwt::IssuerRt;
 use crate::limits::plan::{self, TenantPlans};
 use crate::router::{Conditions, Router};
@@ -85,6 +85,8 @@ pub struct TenantRt {
     pub router: Router<Arc<RouteRt>>,
     /// The tenant's part of the configuration (see [`Config::split_tenants`]).
     pub spec: Config,
+    /// Its host names under the base domains it was compiled for.
+    pub hosts: TenantHosts,
     /// The tenant's API keys by hash.
     pub keys: KeyIndex,
     /// The tenant's plans.
@@ -184,7 +186,7 @@ pub struct Snapshot {
     pub server: ServerSettings,
     /// In configuration order (the order decides nothing a validated configuration can see).
     tenants: Vec<Arc<TenantRt>>,
-    by_id: HashMap<Arc<str>, usize>,
+    by_id: foldhash::HashMap<Arc<str>, usize>,
     hosts: HostIndex,
     /// Which tenant an API key hash belongs to, for questions that name no tenant (the
     /// decision service). Persistent, so a reload changes only the keys of changed tenants.
@@ -201,15 +203,32 @@ pub struct Snapshot {
 /// A tenant's part of a configuration change: its new part, or None when it is gone.
 pub type TenantChange = (String, Option<Config>);
 
-/// Networks JWKS endpoints may be fetched from.
-fn jwks_allowed(server: &ServerSettings) -> Arc<Vec<ipnet::IpNet>> {
-    Arc::new(
-        server
-            .jwks_allowed_networks
-            .iter()
-            .filter_map(|n| parse_cidr(n))
-            .collect(),
-    )
+/// What of the server settings a tenant compiles with: the networks JWKS endpoints may be
+/// fetched from and the base domains (a change of either recompiles every tenant).
+#[derive(Clone)]
+pub struct Shared {
+    jwks_allowed: Arc<Vec<ipnet::IpNet>>,
+    base_domains: Arc<Vec<String>>,
+}
+
+impl Shared {
+    fn of(server: &ServerSettings) -> Shared {
+        Shared {
+            jwks_allowed: Arc::new(
+                server
+                    .jwks_allowed_networks
+                    .iter()
+                    .filter_map(|n| parse_cidr(n))
+                    .collect(),
+            ),
+            base_domains: Arc::new(server.base_domains.clone()),
+        }
+    }
+
+    /// Tenants compiled under `a` need no recompiling under `b`.
+    fn same(a: &ServerSettings, b: &ServerSettings) -> bool {
+        a.jwks_allowed_networks == b.jwks_allowed_networks && a.base_domains == b.base_domains
+    }
 }
 
 impl TenantRt {
@@ -219,10 +238,11 @@ impl TenantRt {
     /// they take traffic when `probe_new` is set.
     pub async fn build(
         spec: Config,
-        jwks_allowed: Arc<Vec<ipnet::IpNet>>,
+        server: Shared,
         previous: Option<&TenantRt>,
         probe_new: bool,
     ) -> Result<TenantRt, BuildError> {
+        let jwks_allowed = server.jwks_allowed.clone();
         let Some(tenant) = spec.sole_tenant() else {
             return Err(BuildError::Tenant(
                 "a tenant's part names exactly one tenant".into(),
@@ -360,6 +380,7 @@ impl TenantRt {
         }
         let keys = KeyIndex::build(&spec.api_keys, &plans, &id).map_err(BuildError::Keys)?;
         Ok(TenantRt {
+            hosts: TenantHosts::of(tenant, &server.base_domains),
             id,
             caches,
             router,
@@ -390,10 +411,10 @@ impl Snapshot {
         probe_new: bool,
     ) -> Result<Snapshot, BuildError> {
         let (server, parts) = config.split_tenants();
-        let allowed = jwks_allowed(&server);
-        // Issuers depend on the JWKS allow-list: a changed list recompiles every tenant.
-        let previous_same_server =
-            previous.filter(|p| p.server.jwks_allowed_networks == server.jwks_allowed_networks);
+        let allowed = Shared::of(&server);
+        // Issuers depend on the JWKS allow-list, hosts on the base domains: a change of
+        // either recompiles every tenant.
+        let previous_same_server = previous.filter(|p| Shared::same(&p.server, &server));
         let mut tenants = Vec::with_capacity(parts.len());
         let mut building = Vec::new();
         for spec in parts {
@@ -420,12 +441,12 @@ impl Snapshot {
     /// several workers compiles a large fleet in parallel).
     async fn build_parts(
         building: Vec<(usize, Config, Option<Arc<TenantRt>>)>,
-        allowed: &Arc<Vec<ipnet::IpNet>>,
+        allowed: &Shared,
         probe_new: bool,
     ) -> Result<Vec<(usize, Arc<TenantRt>)>, BuildError> {
         async fn chunk(
             parts: Vec<(usize, Config, Option<Arc<TenantRt>>)>,
-            allowed: Arc<Vec<ipnet::IpNet>>,
+            allowed: Shared,
             probe_new: bool,
         ) -> Result<Vec<(usize, Arc<TenantRt>)>, BuildError> {
             let jobs = parts.into_iter().map(|(i, spec, prev)| {
@@ -466,7 +487,7 @@ impl Snapshot {
         version: u64,
         probe_new: bool,
     ) -> Result<Snapshot, BuildError> {
-        let allowed = jwks_allowed(&self.server);
+        let allowed = Shared::of(&self.server);
         let mut tenants: Vec<Option<Arc<TenantRt>>> =
             self.tenants.iter().cloned().map(Some).collect();
         let mut building = Vec::new();
@@ -525,15 +546,12 @@ impl Snapshot {
         tenants: Vec<Arc<TenantRt>>,
         previous: Option<&Snapshot>,
     ) -> Result<Snapshot, BuildError> {
-        let by_id: HashMap<Arc<str>, usize> = tenants
+        let by_id: foldhash::HashMap<Arc<str>, usize> = tenants
             .iter()
             .enumerate()
             .map(|(i, t)| (t.id.clone(), i))
             .collect();
-        let hosts = HostIndex::build(
-            tenants.iter().filter_map(|t| t.spec.sole_tenant()),
-            &server.base_domains,
-        );
+        let hosts = HostIndex::build(tenants.iter().map(|t| &t.hosts), &server.base_domains);
         let mut key_owners = previous.map(|p| p.key_owners.clone()).unwrap_or_default();
         if let Some(prev) = previous {
             for old in &prev.tenants {
@@ -599,8 +617,9 @@ impl Snapshot {
     /// The tenant a Host header (or `:authority`) belongs to, and the host in normal form
     /// (see [`crate::hosts`]).
     pub fn tenant_for_host(&self, host: &str) -> Option<(&Arc<TenantRt>, &HeaderValue)> {
-        let (i, host) = self.hosts.find(host)?;
-        Some((self.tenants.get(i)?, host))
+        let (i, which) = self.hosts.find(host)?;
+        let tenant = self.tenants.get(i)?;
+        Some((tenant, which.value(&tenant.hosts)?))
     }
 
     /// The tenant a request is for, by its absolute-form authority or `Host`, and the host
