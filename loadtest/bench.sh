@@ -4,7 +4,8 @@
 #   (b) nginx as a plain reverse proxy  (keepalive to the upstream, access log off)
 #   (c) bare Pingora                    (loadtest/bare-pingora: one pool, no filters)
 #   (d) vantage-proxy, 1 tenant, 1 route
-#   (e) vantage-proxy, 1,000 tenants and 10,000 routes loaded
+#   (e) vantage-proxy, 10,000 tenants, 100,000 routes and 1,000,000 API keys loaded
+#       (loadtest/bigconfig.py; BIG_TENANTS and BIG_KEYS per tenant make it smaller)
 #   (d') as (d) without X-Forwarded-* headers (shows what those header inserts cost)
 #   (f) as (d) with API-key auth and a local rate limit that never refuses
 #   (g) as (d) with JWT auth (RS256, static public key)
@@ -100,22 +101,10 @@ EOF
 sed -e "s/$VP1/$VP1NF/g; s/19083/19085/; s/  access_log: false/  access_log: false\n  forwarded_headers: false/" "$work/vp1.yaml" >"$work/vp1nf.yaml"
 {
   server_yaml $VP1K 19084
-  echo "tenants:"
-  for t in $(seq 0 999); do echo "  - {id: t$t, name: T$t, subdomain: t$t}"; done
-  echo "origins:"
-  for t in $(seq 0 999); do
-    echo "  - {id: o$t, tenant_id: t$t, targets: [{url: \"http://127.0.0.1:$UP\"}], circuit_breaker: {enabled: false}}"
-  done
-  echo "routes:"
-  for t in $(seq 0 999); do
-    for s in $(seq 0 4); do
-      echo "  - {id: t$t-svc$s-item, tenant_id: t$t, path_pattern: \"/svc$s/items/:id\", methods: [GET], origin_id: o$t}"
-      echo "  - {id: t$t-svc$s-all, tenant_id: t$t, path_pattern: \"/svc$s/*\", origin_id: o$t}"
-    done
-  done
+  python3 loadtest/bigconfig.py yaml "${BIG_TENANTS:-10000}" 10 "${BIG_KEYS:-100}" "$UP"
 } >"$work/vp1k.yaml"
-# (e) hits /svc5/... which only exists in (d)'s catch-all; give tenant t500 its route too.
-sed -i "s|^routes:|routes:\n  - {id: t500-svc5, tenant_id: t500, path_pattern: \"/svc5/items/:id\", origin_id: o500}|" "$work/vp1k.yaml"
+# (e) hits /svc5/... which only exists in (d)'s catch-all; give tenant scale500 its route too.
+sed -i "s|^routes:|routes:\n  - {id: scale500-svc5, tenant_id: scale500, path_pattern: \"/svc5/items/:id\", origin_id: scale500-o}|" "$work/vp1k.yaml"
 "$BIN/vantage-proxy" --config "$work/vp1k.yaml" --check >&2
 
 # (f) API key + local limit; (g) JWT; (h) Redis limit — all variants of (d).
@@ -152,15 +141,15 @@ taskset -c "$PROXY_CPU" "$BIN/vantage-proxy" --config "$work/vpjwt.yaml" >"$work
 taskset -c "$PROXY_CPU" "$BIN/vantage-proxy" --config "$work/vpred.yaml" >"$work/vpred.log" 2>&1 & pids+=($!)
 taskset -c "$PROXY_CPU" "$BIN/vantage-proxy" --config "$work/vpcache.yaml" >"$work/vpcache.log" 2>&1 & pids+=($!)
 taskset -c "$PROXY_CPU" "$BIN/vantage-proxy" --config "$work/vpmet.yaml" >"$work/vpmet.log" 2>&1 & pids+=($!)
-for p in $REDIS $UP $NGX $BARE $VP1 $VP1K $VP1NF $VPKEY $VPJWT $VPRED $NGXC $VPCACHE $VPMET; do wait_port "$p"; done
+for p in $REDIS $UP $NGX $BARE $VP1 $VP1K $VP1NF $VPKEY $VPJWT $VPRED $NGXC $VPCACHE $VPMET; do wait_port "$p" 3000; done
 for ops in 19088; do
   for _ in $(seq 1 100); do curl -s "http://127.0.0.1:$ops/readyz" | grep -q '"redis":"connected"' && break; sleep 0.1; done
 done
 
-names=(upstream nginx bare-pingora vantage-1route vantage-10k-routes vantage-1route-no-xff vantage-apikey-limit vantage-jwt vantage-redis-limit nginx-cache-hit vantage-cache-hit vantage-metering)
-labels=("(a) upstream directly" "(b) nginx reverse proxy" "(c) bare Pingora" "(d) vantage-proxy, 1 tenant / 1 route" "(e) vantage-proxy, 1,000 tenants / 10,000 routes" "(d′) as (d), \`forwarded_headers: false\`" "(f) as (d) + API key + local limit" "(g) as (d) + JWT (RS256)" "(h) as (d) + Redis limit" "(i) nginx proxy_cache hit" "(j) as (d), memory cache hit" "(k) as (d) + usage metering")
+names=(upstream nginx bare-pingora vantage-1route vantage-100k-routes-1m-keys vantage-1route-no-xff vantage-apikey-limit vantage-jwt vantage-redis-limit nginx-cache-hit vantage-cache-hit vantage-metering)
+labels=("(a) upstream directly" "(b) nginx reverse proxy" "(c) bare Pingora" "(d) vantage-proxy, 1 tenant / 1 route" "(e) vantage-proxy, 10,000 tenants / 100,000 routes / 1M keys" "(d′) as (d), \`forwarded_headers: false\`" "(f) as (d) + API key + local limit" "(g) as (d) + JWT (RS256)" "(h) as (d) + Redis limit" "(i) nginx proxy_cache hit" "(j) as (d), memory cache hit" "(k) as (d) + usage metering")
 ports=($UP $NGX $BARE $VP1 $VP1K $VP1NF $VPKEY $VPJWT $VPRED $NGXC $VPCACHE $VPMET)
-hosts=(up.bench.local up.bench.local up.bench.local t5.bench.local t500.bench.local t5.bench.local t5.bench.local t5.bench.local t5.bench.local up.bench.local t5.bench.local t5.bench.local)
+hosts=(up.bench.local up.bench.local up.bench.local t5.bench.local scale500.bench.local t5.bench.local t5.bench.local t5.bench.local t5.bench.local up.bench.local t5.bench.local t5.bench.local)
 extra=("" "" "" "" "" "" "X-API-Key: $API_KEY" "Authorization: Bearer $JWT" "" "" "" "")
 # pids[0] is redis-server; the nginx proxy process serves (b) and (i).
 pidof_target=("${pids[1]}" "${pids[2]}" "${pids[3]}" "${pids[4]}" "${pids[5]}" "${pids[6]}" "${pids[7]}" "${pids[8]}" "${pids[9]}" "${pids[2]}" "${pids[10]}" "${pids[11]}")

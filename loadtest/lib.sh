@@ -1,8 +1,8 @@
 # Shared by the loadtest scripts (sourced after `cd` to the repository root).
 
-# Wait until something listens on 127.0.0.1:$1 (10 s at most).
+# Wait until something listens on 127.0.0.1:$1 ($2 tries 50 ms apart; 10 s by default).
 wait_port() {
-  for _ in $(seq 1 200); do
+  for _ in $(seq 1 "${2:-200}"); do
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
     sleep 0.05
   done
