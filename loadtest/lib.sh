@@ -85,3 +85,25 @@ server:
   upgrade_sock: $work/vp-$1.sock
 EOF
 }
+
+# A loopback port free now (for the scripts' own servers).
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# The control plane of a fleet benchmark, with $BIN's binaries: database $DB created and
+# migrated, a private redis-server, `vantage-admin serve` and a demo origin named $1, each
+# on a free port, their pids in pids[]; sets DATABASE_URL, REDIS, REDIS_URL, ADMIN, ORIGIN
+# and TOKEN (a superadmin's), exports VANTAGE_NOTIFY_SECRET=$SECRET, and defines
+# `api METHOD PATH [BODY]` for the admin API.
+start_control_plane() {
+  psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $DB" >/dev/null
+  export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB"
+  REDIS=$(free_port); ADMIN=$(free_port); ORIGIN=$(free_port)
+  redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no >"$work/redis.log" 2>&1 & pids+=($!)
+  export REDIS_URL="redis://127.0.0.1:$REDIS" VANTAGE_NOTIFY_SECRET="$SECRET"
+  "$BIN/vantage-admin" migrate >"$work/migrate.log" 2>&1
+  TOKEN=$("$BIN/vantage-admin" create-token --role superadmin --name bench 2>/dev/null | awk 'length($0) >= 20 {print $NF}' | tail -1)
+  "$BIN/vantage-admin" serve --listen "127.0.0.1:$ADMIN" >"$work/admin.log" 2>&1 & pids+=($!)
+  "$BIN/vantage-proxy" demo-origin --listen "127.0.0.1:$ORIGIN" --name "$1" >/dev/null 2>&1 & pids+=($!)
+  wait_port "$REDIS"; wait_port "$ADMIN"; wait_port "$ORIGIN"
+  api() { curl -sf -X "$1" -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' "http://127.0.0.1:$ADMIN$2" ${3:+-d "$3"}; }
+}

@@ -2,8 +2,9 @@
 # Control-plane benchmark (issue 5): on this machine, with real Postgres, Redis, vantage-admin
 # and a fleet of three vantage-proxy processes in `source: postgres` mode:
 #   1. propagation: the time from the admin's 2xx to every proxy serving the change, over
-#      CHANGES (default 200) route creations while traffic flows (oha at a fixed rate against
-#      every proxy), as p50/p99/max;
+#      CHANGES (default 200) route creations 300 ms apart (more than the proxies'
+#      min_reload_interval_ms, which back-to-back changes would measure) while traffic flows
+#      (oha at a fixed rate against every proxy), as p50/p99/max;
 #   2. reload cost with 1,000 tenants / 10,000 routes: time to fetch, validate, compile and
 #      swap the snapshot (the proxy's own vantage_config_reload_seconds), RSS before and
 #      after, and failed requests during the reload (must be 0).
@@ -33,20 +34,7 @@ cleanup() {
   [ -n "${KEEP_WORK:-}" ] || rm -rf "$work"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $DB" >/dev/null
-export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB"
-REDIS=$(free_port); ADMIN=$(free_port); ORIGIN=$(free_port)
-redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no >"$work/redis.log" 2>&1 & pids+=($!)
-export REDIS_URL="redis://127.0.0.1:$REDIS" VANTAGE_NOTIFY_SECRET="$SECRET"
-"$BIN/vantage-admin" migrate >"$work/migrate.log" 2>&1
-TOKEN=$("$BIN/vantage-admin" create-token --role superadmin --name bench 2>/dev/null | awk 'length($0) >= 20 {print $NF}' | tail -1)
-"$BIN/vantage-admin" serve --listen "127.0.0.1:$ADMIN" >"$work/admin.log" 2>&1 & pids+=($!)
-"$BIN/vantage-proxy" demo-origin --listen "127.0.0.1:$ORIGIN" --name bench >/dev/null 2>&1 & pids+=($!)
-wait_port "$REDIS"; wait_port "$ADMIN"; wait_port "$ORIGIN"
-
-api() { curl -sf -X "$1" -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' "http://127.0.0.1:$ADMIN$2" ${3:+-d "$3"}; }
+start_control_plane bench
 TENANT=$(api POST /api/v1/tenants '{"name":"Bench","subdomain":"bench"}' | jq -r .id)
 ORIGIN_ID=$(api POST /api/v1/origins "{\"tenant_id\":\"$TENANT\",\"targets\":[{\"url\":\"http://127.0.0.1:$ORIGIN\"}],\"circuit_breaker\":{\"enabled\":false}}" | jq -r .id)
 api POST /api/v1/routes "{\"tenant_id\":\"$TENANT\",\"path_pattern\":\"/steady\",\"origin_id\":\"$ORIGIN_ID\"}" >/dev/null
@@ -79,7 +67,7 @@ done
 for p in "${PROXY_PORTS[@]}"; do
   "$OHA" -z 3600s -q "$RATE" -c 8 --no-tui -H "Host: bench.bench.local" "http://127.0.0.1:$p/steady" >"$work/oha-$p.txt" 2>&1 & pids+=($!)
 done
-PROP=$(python3 loadtest/propagation.py "$ADMIN" "$TOKEN" "$TENANT" "$ORIGIN_ID" "$CHANGES" "$(IFS=,; echo "${PROXY_PORTS[*]}")" bench.bench.local)
+PROP=$(python3 loadtest/propagation.py "$ADMIN" "$TOKEN" "$TENANT" "$ORIGIN_ID" "$CHANGES" "$(IFS=,; echo "${PROXY_PORTS[*]}")" bench.bench.local 300)
 echo "propagation: $PROP" >&2
 
 # Reload cost: 1,000 tenants / 10,000 routes added in one transaction of plain SQL (the

@@ -35,20 +35,8 @@ start_work scale
 DB="vantage_scale_$$"
 psql_db() { psql -h 127.0.0.1 -U postgres -d "$DB" -v ON_ERROR_STOP=1 "$@"; }
 trap '_stop_work; psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true' EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ms_now() { date +%s%3N; }
-
-psql -h 127.0.0.1 -U postgres -qc "CREATE DATABASE $DB" >/dev/null
-export DATABASE_URL="postgres://postgres@127.0.0.1:5432/$DB"
-REDIS=$(free_port); ADMIN=$(free_port); ORIGIN=$(free_port)
-redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no >"$work/redis.log" 2>&1 & pids+=($!)
-export REDIS_URL="redis://127.0.0.1:$REDIS" VANTAGE_NOTIFY_SECRET="$SECRET"
-"$BIN/vantage-admin" migrate >"$work/migrate.log" 2>&1
-TOKEN=$("$BIN/vantage-admin" create-token --role superadmin --name bench 2>/dev/null | awk 'length($0) >= 20 {print $NF}' | tail -1)
-"$BIN/vantage-admin" serve --listen "127.0.0.1:$ADMIN" >"$work/admin.log" 2>&1 & pids+=($!)
-"$BIN/vantage-proxy" demo-origin --listen "127.0.0.1:$ORIGIN" --name scale >/dev/null 2>&1 & pids+=($!)
-wait_port "$REDIS"; wait_port "$ADMIN"; wait_port "$ORIGIN"
-api() { curl -sf -X "$1" -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' "http://127.0.0.1:$ADMIN$2" ${3:+-d "$3"}; }
+start_control_plane scale
 
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 version_of() { curl -s "http://127.0.0.1:$1/config/version" | jq -r '.version // 0' 2>/dev/null || echo 0; }

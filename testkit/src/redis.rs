@@ -58,12 +58,7 @@ impl Redis {
 
     /// Run redis-cli against this server.
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        redis_cli(&["-p", &self.port.to_string()], args)
     }
 }
 
@@ -289,23 +284,13 @@ impl RedisCluster {
 
     /// Run redis-cli against the node on `port` (no redirections followed).
     pub fn cli(&self, port: u16, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-p", &port.to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        redis_cli(&["-p", &port.to_string()], args)
     }
 
     /// Run redis-cli in cluster mode (`-c`: follows redirections) on a live node.
     pub fn cli_any(&self, args: &[&str]) -> String {
         let port = self.live_ports()[0];
-        let out = Command::new("redis-cli")
-            .args(["-c", "-p", &port.to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        redis_cli(&["-c", "-p", &port.to_string()], args)
     }
 
     /// The cluster as the node on `port` sees it.
@@ -679,12 +664,7 @@ impl RedisSentinel {
 
     /// Run redis-cli against `port` (a data node or the Sentinel).
     pub fn cli(&self, port: u16, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-p", &port.to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        redis_cli(&["-p", &port.to_string()], args)
     }
 
     /// Run redis-cli against the Sentinel.
@@ -786,4 +766,14 @@ impl Drop for RedisSentinel {
         self.data.clear();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// `redis-cli <options> <args>`: its standard output.
+fn redis_cli(options: &[&str], args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(options)
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
