@@ -609,11 +609,6 @@ impl Snapshot {
         self.tenant(owner)
     }
 
-    /// The configuration it was compiled from (tenants' parts put back together).
-    pub fn config(&self) -> Config {
-        Config::join(self.server.clone(), self.tenants.iter().map(|t| &t.spec))
-    }
-
     /// The tenant a Host header (or `:authority`) belongs to, and the host in normal form
     /// (see [`crate::hosts`]).
     pub fn tenant_for_host(&self, host: &str) -> Option<(&Arc<TenantRt>, &HeaderValue)> {

@@ -1,6 +1,7 @@
-//! `source: postgres`: the configuration (tenants, origins, routes, API keys, JWT issuers)
-//! read from Postgres with one statement, `SELECT vantage_config()` (see `migrations/`), and
-//! the last good copy kept on local disk for a proxy that starts while Postgres is down.
+//! `source: postgres`: the configuration (tenants, origins, routes, API keys, JWT issuers,
+//! plans) read from Postgres — whole, one row per object in one repeatable-read transaction,
+//! or as the tenants changed since a version (`vantage_config_delta`, see `migrations/`) —
+//! and the last good copy kept on local disk for a proxy that starts while Postgres is down.
 //!
 //! The proxy never needs Postgres to serve a request: this is only read when a change is
 //! announced, when the version poll sees a newer version, and at start.
@@ -214,13 +215,6 @@ impl PgSource {
             serde_json::from_value(doc).map_err(|e| SourceError::Parse(e.to_string()))
         })
         .await
-    }
-
-    /// Keep `v` as the last good configuration.
-    pub fn write_last_good(&self, v: &Versioned) -> Result<(), SourceError> {
-        self.write_last_good_doc(v)?;
-        self.mark_held(v.version);
-        Ok(())
     }
 
     fn mark_held(&self, version: u64) {
@@ -445,24 +439,6 @@ async fn read_keys(
     Ok(())
 }
 
-/// Parse the `{"version": N, "config": {...}}` document of `vantage_config()`.
-pub fn parse_document(doc: serde_json::Value) -> Result<Versioned, SourceError> {
-    let version = doc
-        .get("version")
-        .and_then(|v| v.as_i64())
-        .ok_or_else(|| SourceError::Parse("no version".into()))?;
-    let config = doc
-        .get("config")
-        .cloned()
-        .ok_or_else(|| SourceError::Parse("no config".into()))?;
-    let config: Config =
-        serde_json::from_value(config).map_err(|e| SourceError::Parse(e.to_string()))?;
-    Ok(Versioned {
-        version: version.max(0) as u64,
-        config,
-    })
-}
-
 /// Read a last-good file.
 pub fn read_last_good(path: &Path) -> Result<Versioned, SourceError> {
     let err = |reason: String| SourceError::LastGood {
@@ -487,22 +463,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_the_vantage_config_document() {
-        let doc = serde_json::json!({
-            "version": 7,
-            "config": {
-                "tenants": [{"id": "t", "name": "T", "subdomain": "t"}],
-                "origins": [], "routes": [], "api_keys": [], "jwt_issuers": []
-            }
-        });
-        let v = parse_document(doc).unwrap();
-        assert_eq!(v.version, 7);
-        assert_eq!(v.config.tenants[0].id, "t");
-        assert!(parse_document(serde_json::json!({"version": 1})).is_err());
-        assert!(parse_document(serde_json::json!({"version": 1, "config": {"bogus": 1}})).is_err());
-    }
-
-    #[test]
     fn last_good_round_trip() {
         let dir = std::env::temp_dir().join(format!("vantage-lg-{}", std::process::id()));
         let path = dir.join("sub/last-good.json");
@@ -524,10 +484,10 @@ mod tests {
             version: 3,
             config: Config::default(),
         };
-        src.write_last_good(&v).unwrap();
+        src.write_last_good_doc(&v).unwrap();
         assert_eq!(src.read_last_good().unwrap().version, 3);
         // Secrets inside: owner-only, also when rewritten.
-        src.write_last_good(&v).unwrap();
+        src.write_last_good_doc(&v).unwrap();
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "{mode:o}");
