@@ -181,14 +181,15 @@ impl Reloader {
                 pool.start_health_checks();
             }
         }
+        // Counted before the swap: whoever sees the new version sees them counted.
+        METRICS.reloads.with_label_values(&["ok"]).inc();
+        METRICS.tenants_compiled.inc_by(compiled);
         self.state.store(snap.clone());
         current.retire_pools(&snap);
         if let Source::Postgres { pg, .. } = &self.source {
             pg.keep(snap.clone());
         }
         let v = snap.version;
-        METRICS.reloads.with_label_values(&["ok"]).inc();
-        METRICS.tenants_compiled.inc_by(compiled);
         METRICS.config_version.set(v as i64);
         let took = started.elapsed();
         METRICS.reload_duration.observe(took.as_secs_f64());
