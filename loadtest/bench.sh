@@ -13,6 +13,8 @@
 #   (i) nginx proxy_cache, every request a hit
 #   (j) as (d) with the route's memory cache, every request a hit
 #   (k) as (d) with usage metering into Postgres (a database of its own, dropped after)
+#   (l) pingap 0.13.1, one location (the nearest Pingora-based peer; its own release
+#       profile: Pingora 0.8, fat LTO, codegen-units 1, panic abort)
 # Layout (see ../shared/reference/benchmarking.md): the proxy under test alone on CPU 0 with
 # one worker; upstream and load generator on CPU 1. Saturation with wrk (closed loop, 64
 # keep-alive connections); latency with oha at a fixed rate (open loop). Rounds interleave
@@ -36,6 +38,7 @@ LOAD_CPU=${LOAD_CPU:-1}
 PATH_UNDER_TEST=/svc5/items/42
 
 ensure_oha
+ensure_pingap
 cargo build --release -q -p vantage-proxy -p bare-pingora
 BIN=target/release
 
@@ -44,7 +47,7 @@ start_work bench
 mkdir -p "$work/nginx-cache" "$work/nginx-temp"
 chmod 777 "$work/nginx-cache" "$work/nginx-temp"
 
-UP=18080 NGX=18081 BARE=18082 VP1=18083 VP1K=18084 VP1NF=18085 VPKEY=18086 VPJWT=18087 VPRED=18088 REDIS=18089 NGXC=18090 VPCACHE=18091 VPMET=18092
+UP=18080 NGX=18081 BARE=18082 VP1=18083 VP1K=18084 VP1NF=18085 VPKEY=18086 VPJWT=18087 VPRED=18088 REDIS=18089 NGXC=18090 VPCACHE=18091 VPMET=18092 PINGAPP=18093
 
 # (k)'s database: the schema applied with psql, dropped when the run ends.
 DB=vantage_bench_$$
@@ -129,6 +132,21 @@ variant $VPMET 19090 "" \
   "  postgres: {url: \"postgres://postgres@127.0.0.1:5432/$DB\", request_logs: {enabled: false}, usage: {flush_interval_ms: 1000}}" >"$work/vpmet.yaml"
 for f in vpkey vpjwt vpred vpcache vpmet; do "$BIN/vantage-proxy" --config "$work/$f.yaml" --check >&2; done
 
+cat >"$work/pingap.toml" <<EOF
+[basic]
+threads = 1
+
+[upstreams.up]
+addrs = ["127.0.0.1:$UP"]
+
+[locations.lo]
+upstream = "up"
+
+[servers.s]
+addr = "127.0.0.1:$PINGAPP"
+locations = ["lo"]
+EOF
+
 taskset -c "$LOAD_CPU" redis-server --port $REDIS --bind 127.0.0.1 --save "" --appendonly no >"$work/redis.log" 2>&1 & pids+=($!)
 taskset -c "$LOAD_CPU" nginx -c "$work/upstream.conf" -p "$work" & pids+=($!)
 taskset -c "$PROXY_CPU" nginx -c "$work/nginx-proxy.conf" -p "$work" & pids+=($!)
@@ -141,18 +159,19 @@ taskset -c "$PROXY_CPU" "$BIN/vantage-proxy" --config "$work/vpjwt.yaml" >"$work
 taskset -c "$PROXY_CPU" "$BIN/vantage-proxy" --config "$work/vpred.yaml" >"$work/vpred.log" 2>&1 & pids+=($!)
 taskset -c "$PROXY_CPU" "$BIN/vantage-proxy" --config "$work/vpcache.yaml" >"$work/vpcache.log" 2>&1 & pids+=($!)
 taskset -c "$PROXY_CPU" "$BIN/vantage-proxy" --config "$work/vpmet.yaml" >"$work/vpmet.log" 2>&1 & pids+=($!)
-for p in $REDIS $UP $NGX $BARE $VP1 $VP1K $VP1NF $VPKEY $VPJWT $VPRED $NGXC $VPCACHE $VPMET; do wait_port "$p" 3000; done
+taskset -c "$PROXY_CPU" "$PINGAP" -c "$work/pingap.toml" >"$work/pingap.log" 2>&1 & pids+=($!)
+for p in $REDIS $UP $NGX $BARE $VP1 $VP1K $VP1NF $VPKEY $VPJWT $VPRED $NGXC $VPCACHE $VPMET $PINGAPP; do wait_port "$p" 3000; done
 for ops in 19088; do
   for _ in $(seq 1 100); do curl -s "http://127.0.0.1:$ops/readyz" | grep -q '"redis":"connected"' && break; sleep 0.1; done
 done
 
-names=(upstream nginx bare-pingora vantage-1route vantage-100k-routes-1m-keys vantage-1route-no-xff vantage-apikey-limit vantage-jwt vantage-redis-limit nginx-cache-hit vantage-cache-hit vantage-metering)
-labels=("(a) upstream directly" "(b) nginx reverse proxy" "(c) bare Pingora" "(d) vantage-proxy, 1 tenant / 1 route" "(e) vantage-proxy, 10,000 tenants / 100,000 routes / 1M keys" "(d′) as (d), \`forwarded_headers: false\`" "(f) as (d) + API key + local limit" "(g) as (d) + JWT (RS256)" "(h) as (d) + Redis limit" "(i) nginx proxy_cache hit" "(j) as (d), memory cache hit" "(k) as (d) + usage metering")
-ports=($UP $NGX $BARE $VP1 $VP1K $VP1NF $VPKEY $VPJWT $VPRED $NGXC $VPCACHE $VPMET)
-hosts=(up.bench.local up.bench.local up.bench.local t5.bench.local scale500.bench.local t5.bench.local t5.bench.local t5.bench.local t5.bench.local up.bench.local t5.bench.local t5.bench.local)
-extra=("" "" "" "" "" "" "X-API-Key: $API_KEY" "Authorization: Bearer $JWT" "" "" "" "")
+names=(upstream nginx bare-pingora vantage-1route vantage-100k-routes-1m-keys vantage-1route-no-xff vantage-apikey-limit vantage-jwt vantage-redis-limit nginx-cache-hit vantage-cache-hit vantage-metering pingap)
+labels=("(a) upstream directly" "(b) nginx reverse proxy" "(c) bare Pingora" "(d) vantage-proxy, 1 tenant / 1 route" "(e) vantage-proxy, 10,000 tenants / 100,000 routes / 1M keys" "(d′) as (d), \`forwarded_headers: false\`" "(f) as (d) + API key + local limit" "(g) as (d) + JWT (RS256)" "(h) as (d) + Redis limit" "(i) nginx proxy_cache hit" "(j) as (d), memory cache hit" "(k) as (d) + usage metering" "(l) pingap 0.13.1, one location")
+ports=($UP $NGX $BARE $VP1 $VP1K $VP1NF $VPKEY $VPJWT $VPRED $NGXC $VPCACHE $VPMET $PINGAPP)
+hosts=(up.bench.local up.bench.local up.bench.local t5.bench.local scale500.bench.local t5.bench.local t5.bench.local t5.bench.local t5.bench.local up.bench.local t5.bench.local t5.bench.local up.bench.local)
+extra=("" "" "" "" "" "" "X-API-Key: $API_KEY" "Authorization: Bearer $JWT" "" "" "" "" "")
 # pids[0] is redis-server; the nginx proxy process serves (b) and (i).
-pidof_target=("${pids[1]}" "${pids[2]}" "${pids[3]}" "${pids[4]}" "${pids[5]}" "${pids[6]}" "${pids[7]}" "${pids[8]}" "${pids[9]}" "${pids[2]}" "${pids[10]}" "${pids[11]}")
+pidof_target=("${pids[1]}" "${pids[2]}" "${pids[3]}" "${pids[4]}" "${pids[5]}" "${pids[6]}" "${pids[7]}" "${pids[8]}" "${pids[9]}" "${pids[2]}" "${pids[10]}" "${pids[11]}" "${pids[12]}")
 hdrs() { # the -H arguments for target $1
   H=(-H "Host: ${hosts[$1]}")
   if [ -n "${extra[$1]}" ]; then H+=(-H "${extra[$1]}"); fi
@@ -256,6 +275,17 @@ mkdir -p loadtest/results
   echo
   echo "Usage metering (k) ÷ plain proxying (d), CPU per request: $(awk -v c="$(cpu_us 11)" -v cd="$(cpu_us 3)" 'BEGIN { printf "%.3f", c / cd }')"
   echo "(goal ≤ 1.05); (k) wrote $METERED requests into usage_minute during the run."
+  echo
+  ratio() { awk -v a="$(cpu_us "$1")" -v b="$(cpu_us "$2")" 'BEGIN { printf "%.2f", a / b }'; }
+  echo "The targets of issue 14, CPU per request in this run:"
+  echo
+  echo "| ratio | value | target |"
+  echo "| --- | ---: | ---: |"
+  echo "| (d) vantage ÷ (l) pingap | $(ratio 3 12) | ≤ 1.00 |"
+  echo "| (d) vantage ÷ (c) bare Pingora | $(ratio 3 2) | < 1.10 |"
+  echo "| (e) 10,000 tenants / 100,000 routes / 1M keys ÷ (d) | $(ratio 4 3) | 1.00 within noise |"
+  echo "| (f) API key + local limit ÷ (d) | $(ratio 6 3) | ≤ 1.05 |"
+  echo "| (l) pingap ÷ (c) bare Pingora | $(ratio 12 2) | |"
   echo
   echo "Cache hits, same run: vantage's hit (j) against its own proxied miss path (d) and"
   echo "against nginx's proxy_cache hit (i) (below 1.00 = vantage uses less CPU per request):"

@@ -39,6 +39,17 @@ ensure_oha() {
   OHA=$(command -v oha || echo "$HOME/.cargo/bin/oha")
 }
 
+# pingap 0.13.1, the nearest Pingora-based peer (a reference of bench.sh): installed from
+# crates.io once (its build needs protoc; ~20 minutes on two cores). Sets PINGAP.
+ensure_pingap() {
+  if ! command -v pingap >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/pingap" ]; then
+    ensure_packages protoc:protobuf-compiler
+    echo "installing pingap 0.13.1 from crates.io (a long build, once)" >&2
+    cargo install pingap --version 0.13.1 --locked >/dev/null
+  fi
+  PINGAP=$(command -v pingap || echo "$HOME/.cargo/bin/pingap")
+}
+
 # An RS256 key pair in $1/jwt.key and $1/jwt.pub, and in JWT a token signed with it for
 # subject $2 and issuer https://issuer.$2, valid for a day.
 mint_jwt() {
