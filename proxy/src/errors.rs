@@ -225,9 +225,7 @@ pub fn raw(reply: &Reply, request_id: &str, head_only: bool) -> Vec<u8> {
 
 /// A new request id (a UUID v4).
 pub fn new_request_id() -> http::HeaderValue {
-    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
-    http::HeaderValue::from_str(id).unwrap_or(http::HeaderValue::from_static("-"))
+    crate::ids::request_id()
 }
 
 #[cfg(test)]

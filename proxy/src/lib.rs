@@ -19,6 +19,7 @@ pub mod errors;
 pub mod forwarding;
 pub mod gateway;
 pub mod hosts;
+pub mod ids;
 pub mod jwt;
 pub mod limits;
 pub mod ops;

@@ -8,11 +8,15 @@ pub struct AccessLog;
 
 impl Sink for AccessLog {
     fn record(&self, s: &Summary<'_>) {
+        let (trace_id, span_id) = (
+            s.trace.map(|t| t.trace_id_hex()),
+            s.trace.map(|t| t.span_id_hex()),
+        );
         tracing::info!(
             target: "access",
             request_id = s.request_id,
-            trace_id = s.trace.map(|t| t.trace_id.as_str()),
-            span_id = s.trace.map(|t| t.span_id.as_str()),
+            trace_id = trace_id.as_ref().map(|h| h.as_str()),
+            span_id = span_id.as_ref().map(|h| h.as_str()),
             client = s.peer().map(|ip| ip.to_string()),
             method = %s.req().method,
             version = ?s.req().version,

@@ -62,21 +62,16 @@ impl Otel {
         started: Instant,
     ) -> (RequestSpans, TraceContext) {
         let started_at = SystemTime::now() - started.elapsed();
-        let parsed = traceparent
-            .and_then(|v| v.to_str().ok())
-            .and_then(crate::telemetry::trace::parse);
+        let parsed = traceparent.and_then(|v| crate::telemetry::trace::parse(v.as_bytes()));
         let parent_cx = match &parsed {
             Some((trace, parent, flags)) => {
-                match (TraceId::from_hex(trace), SpanId::from_hex(parent)) {
-                    (Ok(t), Ok(s)) => Context::new().with_remote_span_context(SpanContext::new(
-                        t,
-                        s,
-                        TraceFlags::new(*flags),
-                        true,
-                        TraceState::default(),
-                    )),
-                    _ => Context::new(),
-                }
+                Context::new().with_remote_span_context(SpanContext::new(
+                    TraceId::from_bytes(*trace),
+                    SpanId::from_bytes(*parent),
+                    TraceFlags::new(*flags),
+                    true,
+                    TraceState::default(),
+                ))
             }
             None => Context::new(),
         };
@@ -88,8 +83,8 @@ impl Otel {
             .start_with_context(&self.tracer, &parent_cx);
         let sc = root.span_context().clone();
         let trace = TraceContext {
-            trace_id: sc.trace_id().to_string(),
-            span_id: sc.span_id().to_string(),
+            trace_id: sc.trace_id().to_bytes(),
+            span_id: sc.span_id().to_bytes(),
             parent_id: parsed.map(|p| p.1),
             flags: sc.trace_flags().to_u8(),
         };
