@@ -10,7 +10,7 @@
 use crate::errors::Reply;
 use crate::jwt::{self, IssuerRt};
 use crate::limits::plan::PlanRt;
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -26,7 +26,7 @@ pub struct TenantAuth {
     pub clerk_org_id: Option<String>,
     /// Every header the issuers' `claim_headers` set (lower-case): removed from every
     /// incoming request so a client cannot pose as a user.
-    pub claim_header_names: Vec<String>,
+    pub claim_header_names: Vec<HeaderName>,
 }
 
 impl TenantAuth {
@@ -397,10 +397,11 @@ pub async fn authenticate(
 }
 
 /// Sent to the origin: the id of the API key that authenticated the request.
-pub const X_API_KEY_ID: &str = "x-api-key-id";
+pub static X_API_KEY_ID: HeaderName = HeaderName::from_static("x-api-key-id");
 /// Sent to the origin: the JWT's `sub` and `org_id`.
-pub const X_USER_ID: &str = "x-user-id";
-pub const X_ORG_ID: &str = "x-org-id";
+pub static X_USER_ID: HeaderName = HeaderName::from_static("x-user-id");
+pub static X_ORG_ID: HeaderName = HeaderName::from_static("x-org-id");
+static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
 /// A header value from claim or id text (control characters make it "-").
 fn header_value(s: &str) -> HeaderValue {
@@ -418,9 +419,9 @@ pub fn forward_identity(
     tenant: &TenantAuth,
     identity: Option<&Identity>,
 ) -> pingora::Result<()> {
-    for name in [X_API_KEY_ID, X_USER_ID, X_ORG_ID]
+    for name in [&X_API_KEY_ID, &X_USER_ID, &X_ORG_ID]
         .into_iter()
-        .chain(tenant.claim_header_names.iter().map(String::as_str))
+        .chain(tenant.claim_header_names.iter())
     {
         if upstream.headers.contains_key(name) {
             upstream.remove_header(name);
@@ -428,7 +429,7 @@ pub fn forward_identity(
     }
     if auth.strip_authorization {
         upstream.remove_header(&http::header::AUTHORIZATION);
-        upstream.remove_header("x-api-key");
+        upstream.remove_header(&X_API_KEY);
         if let Some(Identity::User(u)) = identity {
             if let Some(name) = &u.cookie {
                 match cookie_without(&upstream.headers, name) {
@@ -442,12 +443,12 @@ pub fn forward_identity(
     }
     match identity {
         Some(Identity::Key(key)) => {
-            upstream.insert_header(X_API_KEY_ID, header_value(&key.id))?;
+            upstream.insert_header(X_API_KEY_ID.as_str(), header_value(&key.id))?;
         }
         Some(Identity::User(user)) => {
-            upstream.insert_header(X_USER_ID, header_value(&user.sub))?;
+            upstream.insert_header(X_USER_ID.as_str(), header_value(&user.sub))?;
             if let Some(org) = &user.org_id {
-                upstream.insert_header(X_ORG_ID, header_value(org))?;
+                upstream.insert_header(X_ORG_ID.as_str(), header_value(org))?;
             }
             for (claim, header) in &user.issuer.spec.claim_headers {
                 let value = match user.claims.get(claim) {

@@ -10,15 +10,17 @@
 //! - Header names with `_`: dropped unless `allow_underscores_in_headers` (CGI and WSGI
 //!   servers read `X_User_Id` as `X-User-Id`, a name only the gateway may set).
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 use std::net::IpAddr;
 
-pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
-pub const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
-pub const X_FORWARDED_HOST: &str = "x-forwarded-host";
-pub const X_REAL_IP: &str = "x-real-ip";
-pub const FORWARDED: &str = "forwarded";
+// Names built once: a lookup by `&str` parses the name on every call. Inserts pass
+// `.as_str()`, which Pingora keeps as the wire spelling without copying.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+pub static FORWARDED: HeaderName = http::header::FORWARDED;
 
 /// This hop, as the gateway sees it.
 pub struct Hop<'a> {
@@ -77,30 +79,30 @@ pub fn push_ip(out: &mut String, ip: IpAddr) {
 pub fn apply(req: &mut RequestHeader, hop: &Hop<'_>) -> pingora::Result<()> {
     if let Some(peer) = hop.peer {
         let mut xff = String::with_capacity(48);
-        for prev in req.headers.get_all(X_FORWARDED_FOR) {
+        for prev in req.headers.get_all(&X_FORWARDED_FOR) {
             if let Ok(prev) = prev.to_str() {
                 xff.push_str(prev);
                 xff.push_str(", ");
             }
         }
         push_ip(&mut xff, peer);
-        req.insert_header(X_FORWARDED_FOR, xff)?;
+        req.insert_header(X_FORWARDED_FOR.as_str(), xff)?;
     }
     if !hop.peer_trusted {
-        for name in [FORWARDED, X_REAL_IP] {
+        for name in [&FORWARDED, &X_REAL_IP] {
             if req.headers.contains_key(name) {
                 req.remove_header(name);
             }
         }
     }
     req.insert_header(
-        X_FORWARDED_PROTO,
+        X_FORWARDED_PROTO.as_str(),
         HeaderValue::from_static(if hop.tls { "https" } else { "http" }),
     )?;
     match hop.host {
-        Some(host) => req.insert_header(X_FORWARDED_HOST, host.clone())?,
+        Some(host) => req.insert_header(X_FORWARDED_HOST.as_str(), host.clone())?,
         None => {
-            req.remove_header(X_FORWARDED_HOST);
+            req.remove_header(&X_FORWARDED_HOST);
         }
     }
     Ok(())

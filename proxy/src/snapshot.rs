@@ -297,7 +297,8 @@ impl TenantRt {
                 .jwt_issuers
                 .iter()
                 .flat_map(|j| j.claim_headers.values())
-                .map(|h| h.to_ascii_lowercase())
+                // Validated names (a name that is not one could not be sent either).
+                .filter_map(|h| http::HeaderName::from_bytes(h.as_bytes()).ok())
                 .collect(),
         });
 

@@ -16,6 +16,7 @@ pub const TARGETED: [&str; 2] = ["vantage-cache-control", "cdn-cache-control"];
 
 /// Our own targeted field, removed from what clients receive.
 pub const OWN_FIELD: &str = "vantage-cache-control";
+static OWN_FIELD_NAME: http::HeaderName = http::HeaderName::from_static(OWN_FIELD);
 
 /// Directives of one response.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -128,8 +129,8 @@ fn targeted(resp: &ResponseHeader, name: &str) -> Option<Directives> {
 
 /// Remove this gateway's own targeted field from a response to a client.
 pub fn strip_own(resp: &mut ResponseHeader) {
-    if resp.headers.contains_key(OWN_FIELD) {
-        resp.remove_header(OWN_FIELD);
+    if resp.headers.contains_key(&OWN_FIELD_NAME) {
+        resp.remove_header(&OWN_FIELD_NAME);
     }
 }
 

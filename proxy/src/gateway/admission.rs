@@ -150,7 +150,7 @@ pub(super) async fn answer_preflight(
     for (n, v) in headers {
         resp.append_header(n, v)?;
     }
-    resp.insert_header(X_REQUEST_ID, ctx.request.id.clone())?;
+    resp.insert_header(X_REQUEST_ID.as_str(), ctx.request.id.clone())?;
     resp.insert_header(http::header::CONTENT_LENGTH, "0")?;
     session.write_response_header(Box::new(resp), true).await
 }

@@ -13,7 +13,7 @@ use crate::telemetry::trace::TraceContext;
 use crate::telemetry::usage::Metering;
 use crate::telemetry::Summary;
 use crate::upstream::Attempts;
-use http::{HeaderValue, Method};
+use http::{HeaderName, HeaderValue, Method};
 use pingora::http::ResponseHeader;
 use pingora::protocols::l4::socket::SocketAddr;
 use pingora::proxy::Session;
@@ -137,8 +137,9 @@ impl Clock {
     }
 }
 
-pub const X_REQUEST_ID: &str = "x-request-id";
-pub const TRACEPARENT: &str = "traceparent";
+// Built once (a lookup by `&str` parses the name each time); inserts pass `.as_str()`.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 fn valid_request_id(v: &[u8]) -> bool {
     !v.is_empty() && v.len() <= 128 && v.iter().all(|b| b.is_ascii_graphic())
@@ -196,7 +197,7 @@ impl Ctx {
         trace: TraceContext,
         spans: Option<Box<RequestSpans>>,
     ) {
-        self.request.id = request_id(session.req_header().headers.get(X_REQUEST_ID));
+        self.request.id = request_id(session.req_header().headers.get(&X_REQUEST_ID));
         self.request.trace = Some(trace);
         self.clock.spans = spans;
     }

@@ -33,6 +33,8 @@ use pingora::ErrorSource;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+static KEEP_ALIVE: http::HeaderName = http::HeaderName::from_static("keep-alive");
+
 /// The gateway: reads the current snapshot for every request.
 pub struct Gateway {
     state: Arc<ArcSwap<Snapshot>>,
@@ -102,7 +104,7 @@ impl ProxyHttp for Gateway {
 
     /// Request id and trace → head checks → tenant → route → access, auth, rate limits.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> pingora::Result<bool> {
-        let traceparent = session.req_header().headers.get(TRACEPARENT);
+        let traceparent = session.req_header().headers.get(&TRACEPARENT);
         let (trace, spans) = self.telemetry.start(traceparent, ctx.clock.started);
         ctx.begin(session, trace, spans);
         let routed = safety::check_session(session, self.head_limits)
@@ -221,7 +223,7 @@ impl ProxyHttp for Gateway {
         }
         // Hop-by-hop: how long the origin keeps our connection says nothing about the
         // client's.
-        if let Some(v) = resp.remove_header("keep-alive") {
+        if let Some(v) = resp.remove_header(&KEEP_ALIVE) {
             if let Some(a) = &ctx.upstream.current {
                 a.target.note_keep_alive(v.as_bytes());
             }
@@ -319,7 +321,7 @@ impl ProxyHttp for Gateway {
             return Ok(());
         };
         route.path.rewrite(upstream)?;
-        upstream.insert_header(X_REQUEST_ID, ctx.request.id.clone())?;
+        upstream.insert_header(X_REQUEST_ID.as_str(), ctx.request.id.clone())?;
         if self.forwarded_headers {
             let hop = forwarding::Hop::new(
                 peer(session),
@@ -333,7 +335,7 @@ impl ProxyHttp for Gateway {
             forwarding::drop_underscored(upstream);
         }
         if let Some(t) = &ctx.request.trace {
-            upstream.insert_header(TRACEPARENT, t.header())?;
+            upstream.insert_header(TRACEPARENT.as_str(), t.header())?;
         }
         // Never a spelling of the host the cache key does not hold.
         if let Some(host) = ctx
@@ -369,7 +371,7 @@ impl ProxyHttp for Gateway {
         for (n, v) in ctx.routing.limit_headers.drain(..) {
             resp.insert_header(n, v)?;
         }
-        resp.insert_header(X_REQUEST_ID, ctx.request.id.clone())?;
+        resp.insert_header(X_REQUEST_ID.as_str(), ctx.request.id.clone())?;
         cache::directives::strip_own(resp);
         if ctx
             .routing
