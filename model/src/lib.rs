@@ -198,6 +198,8 @@ pub struct ServerSettings {
     /// WSGI origins read `X_User_Id` as `X-User-Id`, a name the gateway controls.
     /// Example: `false`.
     pub allow_underscores_in_headers: bool,
+    /// Which rate-limit fields responses of limited routes carry. Example: `draft`.
+    pub rate_limit_headers: RateLimitHeaders,
     /// Networks a `jwt_issuers[].jwks_url` may point into besides public addresses
     /// (private, link-local and other special ranges are refused otherwise; plain `http://`
     /// is only ever allowed to loopback). Example: `["127.0.0.0/8", "::1/128", "10.20.0.0/16"]`.
@@ -306,6 +308,21 @@ fn default_service_name() -> String {
 }
 fn default_sample_ratio() -> f64 {
     1.0
+}
+
+/// Which rate-limit fields a response of a limited route carries (`server.rate_limit_headers`).
+/// `Retry-After` comes with every refusal whatever this says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitHeaders {
+    /// `RateLimit-Policy` and `RateLimit` (IETF draft) and `X-RateLimit-Limit`,
+    /// `-Remaining`, `-Reset` (what Kong, Tyk and most clients read).
+    #[default]
+    All,
+    /// Only `RateLimit-Policy` and `RateLimit`: three fields fewer to build and send.
+    Draft,
+    /// None (clients learn of a limit by its 429 and `Retry-After`).
+    None,
 }
 
 /// Where the proxy's tenants, origins and routes come from.
@@ -485,6 +502,7 @@ impl Default for ServerSettings {
             tracing: None,
             client_limits: ClientLimits::default(),
             allow_underscores_in_headers: false,
+            rate_limit_headers: RateLimitHeaders::All,
             jwks_allowed_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
             metrics: MetricsSettings::default(),
         }

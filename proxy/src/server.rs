@@ -386,7 +386,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             otel,
         },
     ));
-    let limiter = Arc::new(Enforcer::new(redis.clone()));
+    let limiter = Arc::new(Enforcer::new(redis.clone()).with_fields(settings.rate_limit_headers));
     if let Some(d) = &settings.decision {
         let decider = Arc::new(Decider::new(state.clone(), limiter.clone(), meter.clone()));
         server.add_service(background_service(

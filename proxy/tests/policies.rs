@@ -209,6 +209,57 @@ fn token_bucket_burst_admits_the_burst_plus_the_refill() {
 }
 
 #[test]
+fn rate_limit_fields_follow_the_server_setting() {
+    let o = Origin::start("o");
+    let config = limited(
+        &o,
+        "{name: two, algorithm: {type: sliding_window, limit: 2, period_s: 60}, subject: {by: route}}",
+        "",
+    );
+    let legacy = [
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+    ];
+    // draft: the IETF fields only, on admitted and refused responses alike.
+    let p = Proxy::start_with(&config, "  rate_limit_headers: draft\n");
+    let admitted = p.get("t.test.local", "/limited/1");
+    assert_eq!(admitted.status, 200);
+    assert!(admitted
+        .header("ratelimit")
+        .is_some_and(|v| v.starts_with("\"two\";r=1;t=")));
+    assert_eq!(
+        admitted.header("ratelimit-policy"),
+        Some("\"two\";q=2;w=60")
+    );
+    assert_eq!(p.get("t.test.local", "/limited/2").status, 200);
+    let refused = p.get("t.test.local", "/limited/3");
+    refused.assert_error(429, "rate_limited");
+    assert!(refused.header("retry-after").is_some());
+    assert!(refused
+        .header("ratelimit")
+        .is_some_and(|v| v.starts_with("\"two\";r=0;t=")));
+    for r in [&admitted, &refused] {
+        for n in legacy {
+            assert!(r.header(n).is_none(), "{n} sent with draft");
+        }
+    }
+    // none: no fields, but a refusal still says when to come back.
+    let p = Proxy::start_with(&config, "  rate_limit_headers: none\n");
+    let admitted = p.get("t.test.local", "/limited/1");
+    assert_eq!(admitted.status, 200);
+    p.get("t.test.local", "/limited/2");
+    let refused = p.get("t.test.local", "/limited/3");
+    refused.assert_error(429, "rate_limited");
+    assert!(refused.header("retry-after").is_some());
+    for r in [&admitted, &refused] {
+        for n in legacy.iter().chain(&["ratelimit", "ratelimit-policy"]) {
+            assert!(r.header(n).is_none(), "{n} sent with none");
+        }
+    }
+}
+
+#[test]
 fn the_strictest_policy_decides_and_subjects_are_separate() {
     let o = Origin::start("o");
     let p = Proxy::start(&limited(

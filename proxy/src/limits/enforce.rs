@@ -14,7 +14,7 @@ use super::plan::{self, QuotaRt, TenantPlans};
 use super::quota::QuotaDecision;
 use super::quota::{Charge, QuotaCounter};
 use super::redis::RedisLimiter;
-use super::{headers, Decision, Store, Verdict};
+use super::{Decision, Store, Verdict};
 use crate::auth::Identity;
 use crate::errors::Reply;
 use crate::forwarding;
@@ -22,11 +22,13 @@ use crate::snapshot::{PolicyRt, RouteRt};
 use crate::telemetry::metrics::METRICS;
 use crate::telemetry::series::{DecisionSeries, QuotaResult, RateResult};
 use crate::telemetry::usage::Violation;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderValue};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use vantage_model::{EnforcementMode, LimitBackend, LimitSubject, OnRedisError, Overage};
+use vantage_model::{
+    EnforcementMode, LimitBackend, LimitSubject, OnRedisError, Overage, RateLimitHeaders,
+};
 
 /// Who a request is, for the policies' subjects.
 pub struct Subject<'a> {
@@ -41,7 +43,7 @@ pub struct Subject<'a> {
 }
 
 /// Response fields of an admitted request (`RateLimit-*` of the strictest policy).
-pub type LimitHeaders = Vec<(HeaderName, HeaderValue)>;
+pub type LimitHeaders = Vec<(&'static str, HeaderValue)>;
 
 /// What the limits said of an admitted request.
 #[derive(Default)]
@@ -115,6 +117,8 @@ pub struct Enforcer {
     local: Store,
     redis: Option<Arc<RedisLimiter>>,
     pub quotas: QuotaCounter,
+    /// Which rate-limit fields responses carry (`server.rate_limit_headers`).
+    fields: RateLimitHeaders,
 }
 
 /// Unix seconds now.
@@ -130,7 +134,14 @@ impl Enforcer {
             local: Store::default(),
             quotas: QuotaCounter::new(redis.clone()),
             redis,
+            fields: RateLimitHeaders::All,
         }
+    }
+
+    /// Responses carry the rate-limit fields `which` names.
+    pub fn with_fields(mut self, which: RateLimitHeaders) -> Enforcer {
+        self.fields = which;
+        self
     }
 
     /// Every rate-limit policy of `scope` (the route's, its tenant's ceilings, and those of
@@ -213,6 +224,7 @@ impl Enforcer {
                         i,
                         violations,
                         now,
+                        self.fields,
                     ));
                 }
                 Charge::Unavailable => {
@@ -246,7 +258,7 @@ impl Enforcer {
             });
         }
         Ok(Admitted {
-            headers: super::fields(rate, &quotas, now, None),
+            headers: super::fields(self.fields, rate, &quotas, now, None),
             units: if quotas.is_empty() { 0 } else { scope.cost },
             overage,
             verdict: super::verdict(rate, &quotas, now, None),
@@ -330,7 +342,7 @@ impl Enforcer {
                 p.name, d.retry_after_s
             ),
         );
-        reply.headers = headers(&p.name, d);
+        reply.headers = super::named(super::fields(self.fields, Some((&p.name, d)), &[], 0, None));
         Err(Refusal {
             reply,
             verdict: super::verdict(Some((&p.name, d)), &[], 0, None),
@@ -430,6 +442,7 @@ fn quota_refusal(
     i: usize,
     violations: &mut Vec<Violation>,
     now: i64,
+    which: RateLimitHeaders,
 ) -> Refusal {
     let d = &decisions[i];
     violations.push(Violation::quota(&d.name, EnforcementMode::Enforce));
@@ -452,7 +465,7 @@ fn quota_refusal(
         .filter(|(q, _)| q.mode == EnforcementMode::Enforce)
         .map(|(_, d)| d)
         .collect();
-    reply.headers = super::fields(rate, &shown, now, Some(left));
+    reply.headers = super::named(super::fields(which, rate, &shown, now, Some(left)));
     Refusal {
         reply,
         verdict: super::verdict(None, std::slice::from_ref(&refusing), now, Some(left)),

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::time::Duration;
-use vantage_model::LimitAlgorithm;
+use vantage_model::{LimitAlgorithm, RateLimitHeaders};
 
 const SHARDS: usize = 32;
 /// A shard is swept for idle subjects when it reaches this size (then twice what is left).
@@ -274,10 +274,12 @@ fn decide(state: Option<State>, algorithm: &LimitAlgorithm, now: u64) -> (Decisi
     }
 }
 
-/// `RateLimit-Policy` and `RateLimit` (IETF draft) plus the `X-RateLimit-*` fields for the
-/// decision that is closest to refusing.
-pub fn headers(name: &str, d: &Decision) -> Vec<(HeaderName, HeaderValue)> {
-    fields(Some((name, d)), &[], 0, None)
+/// Fields with their names as [`HeaderName`]s (for a [`crate::errors::Reply`]).
+pub fn named(fields: Vec<(&'static str, HeaderValue)>) -> Vec<(HeaderName, HeaderValue)> {
+    fields
+        .into_iter()
+        .map(|(n, v)| (HeaderName::from_static(n), v))
+        .collect()
 }
 
 /// The policy closest to refusing a request (or the one that refused it), as the
@@ -338,59 +340,73 @@ pub fn verdict(
 /// length in seconds and `t` the seconds to the period's end; `X-RateLimit-*` give the
 /// [`verdict`]. `Retry-After` comes with a refusal: `retry_after` seconds.
 pub fn fields(
+    which: RateLimitHeaders,
     rate: Option<(&str, &Decision)>,
     quotas: &[quota::QuotaDecision],
     now: i64,
     retry_after: Option<u64>,
-) -> Vec<(HeaderName, HeaderValue)> {
+) -> Vec<(&'static str, HeaderValue)> {
     let Some(v) = verdict(rate, quotas, now, retry_after) else {
         return Vec::new();
     };
-    let mut h = vec![
-        (
-            HeaderName::from_static("x-ratelimit-limit"),
-            HeaderValue::from(v.limit),
-        ),
-        (
-            HeaderName::from_static("x-ratelimit-remaining"),
-            HeaderValue::from(v.remaining),
-        ),
-        (
-            HeaderName::from_static("x-ratelimit-reset"),
-            HeaderValue::from(v.reset_s),
-        ),
-    ];
-    // Policy and quota names are validated ids, so these are valid header values.
-    let mut policy = Vec::with_capacity(1 + quotas.len());
-    let mut state = Vec::with_capacity(1 + quotas.len());
+    // Names as static text: Pingora keeps that as the wire spelling without copying it.
+    let mut h = Vec::with_capacity(6);
+    if let Some(s) = v.retry_after_s {
+        h.push(("retry-after", HeaderValue::from(s)));
+    }
+    if which == RateLimitHeaders::None {
+        return h;
+    }
+    if which == RateLimitHeaders::All {
+        h.push(("x-ratelimit-limit", HeaderValue::from(v.limit)));
+        h.push(("x-ratelimit-remaining", HeaderValue::from(v.remaining)));
+        h.push(("x-ratelimit-reset", HeaderValue::from(v.reset_s)));
+    }
+    // Policy and quota names are validated ids, so these are valid header values. Written
+    // with itoa into one buffer per field: this runs for every limited request.
+    let mut policy = String::with_capacity(48 * (1 + quotas.len()));
+    let mut state = String::with_capacity(48 * (1 + quotas.len()));
     if let Some((name, d)) = rate {
-        policy.push(format!("\"{name}\";q={};w={}", d.quota, d.window_s));
-        state.push(format!("\"{name}\";r={};t={}", d.remaining, d.reset_s));
+        list_item(&mut policy, name, (";q=", d.quota), (";w=", d.window_s));
+        list_item(
+            &mut state,
+            name,
+            (";r=", u64::from(d.remaining)),
+            (";t=", d.reset_s),
+        );
     }
     for q in quotas {
-        policy.push(format!(
-            "\"{}\";q={};w={}",
-            q.name,
-            q.limit,
-            q.window.length()
-        ));
-        state.push(format!(
-            "\"{}\";r={};t={}",
-            q.name,
-            q.remaining(),
-            q.window.seconds_left(now)
-        ));
+        let limit = q.limit.max(0) as u64;
+        list_item(
+            &mut policy,
+            &q.name,
+            (";q=", limit),
+            (";w=", q.window.length()),
+        );
+        let left = (";t=", q.window.seconds_left(now));
+        list_item(&mut state, &q.name, (";r=", q.remaining() as u64), left);
     }
-    if let Ok(v) = HeaderValue::from_str(&policy.join(", ")) {
-        h.push((HeaderName::from_static("ratelimit-policy"), v));
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(policy)) {
+        h.push(("ratelimit-policy", v));
     }
-    if let Ok(v) = HeaderValue::from_str(&state.join(", ")) {
-        h.push((HeaderName::from_static("ratelimit"), v));
-    }
-    if let Some(s) = v.retry_after_s {
-        h.push((http::header::RETRY_AFTER, HeaderValue::from(s)));
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(state)) {
+        h.push(("ratelimit", v));
     }
     h
+}
+
+/// Append `"name";k1=v1;k2=v2` to a structured-field list.
+fn list_item(out: &mut String, name: &str, (k1, v1): (&str, u64), (k2, v2): (&str, u64)) {
+    if !out.is_empty() {
+        out.push_str(", ");
+    }
+    out.push('"');
+    out.push_str(name);
+    out.push('"');
+    out.push_str(k1);
+    out.push_str(itoa::Buffer::new().format(v1));
+    out.push_str(k2);
+    out.push_str(itoa::Buffer::new().format(v2));
 }
 
 /// Duration helper for tests and callers.
@@ -442,10 +458,10 @@ mod tests {
         let s = Store::default();
         let d = s.check("k", &BUCKET, secs(1.0));
         assert_eq!((d.limit, d.remaining, d.reset_s), (20, 19, 1));
-        let h = headers("per-key", &d);
+        let h = fields(RateLimitHeaders::All, Some(("per-key", &d)), &[], 0, None);
         let get = |n: &str| {
             h.iter()
-                .find(|(k, _)| k == n)
+                .find(|(k, _)| *k == n)
                 .map(|(_, v)| v.to_str().unwrap().to_string())
         };
         assert_eq!(
@@ -455,6 +471,35 @@ mod tests {
         assert_eq!(get("ratelimit").as_deref(), Some("\"per-key\";r=19;t=1"));
         assert_eq!(get("x-ratelimit-remaining").as_deref(), Some("19"));
         assert!(get("retry-after").is_none());
+    }
+
+    #[test]
+    fn the_setting_chooses_the_fields_and_a_refusal_keeps_retry_after() {
+        let s = Store::default();
+        let d = s.check("k", &BUCKET, secs(1.0));
+        let names = |which, retry| -> Vec<&'static str> {
+            fields(which, Some(("per-key", &d)), &[], 0, retry)
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect()
+        };
+        assert_eq!(
+            names(RateLimitHeaders::All, None),
+            [
+                "x-ratelimit-limit",
+                "x-ratelimit-remaining",
+                "x-ratelimit-reset",
+                "ratelimit-policy",
+                "ratelimit"
+            ]
+        );
+        assert_eq!(
+            names(RateLimitHeaders::Draft, None),
+            ["ratelimit-policy", "ratelimit"]
+        );
+        assert!(names(RateLimitHeaders::None, None).is_empty());
+        assert_eq!(names(RateLimitHeaders::None, Some(3)), ["retry-after"]);
+        assert_eq!(names(RateLimitHeaders::Draft, Some(3))[0], "retry-after");
     }
 
     #[test]
