@@ -15,6 +15,7 @@
 #   (k) as (d) with usage metering into Postgres (a database of its own, dropped after)
 #   (l) pingap 0.13.1, one location (the nearest Pingora-based peer; its own release
 #       profile: Pingora 0.8, fat LTO, codegen-units 1, panic abort)
+#   (f') as (f) with `rate_limit_headers: draft` (no X-RateLimit-* fields)
 # Layout (see ../shared/reference/benchmarking.md): the proxy under test alone on CPU 0 with
 # one worker; upstream and load generator on CPU 1. Saturation with wrk (closed loop, 64
 # keep-alive connections); latency with oha at a fixed rate (open loop). Rounds interleave
@@ -47,7 +48,7 @@ start_work bench
 mkdir -p "$work/nginx-cache" "$work/nginx-temp"
 chmod 777 "$work/nginx-cache" "$work/nginx-temp"
 
-UP=18080 NGX=18081 BARE=18082 VP1=18083 VP1K=18084 VP1NF=18085 VPKEY=18086 VPJWT=18087 VPRED=18088 REDIS=18089 NGXC=18090 VPCACHE=18091 VPMET=18092 PINGAPP=18093
+UP=18080 NGX=18081 BARE=18082 VP1=18083 VP1K=18084 VP1NF=18085 VPKEY=18086 VPJWT=18087 VPRED=18088 REDIS=18089 NGXC=18090 VPCACHE=18091 VPMET=18092 PINGAPP=18093 VPKEYD=18094
 
 # (k)'s database: the schema applied with psql, dropped when the run ends.
 DB=vantage_bench_$$
@@ -130,22 +131,10 @@ variant $VPRED 19088 ", rate_limits: [{name: shared, algorithm: {type: token_buc
 variant $VPCACHE 19089 ", cache: {enabled: true, default_ttl_seconds: 600}" "" >"$work/vpcache.yaml"
 variant $VPMET 19090 "" \
   "  postgres: {url: \"postgres://postgres@127.0.0.1:5432/$DB\", request_logs: {enabled: false}, usage: {flush_interval_ms: 1000}}" >"$work/vpmet.yaml"
-for f in vpkey vpjwt vpred vpcache vpmet; do "$BIN/vantage-proxy" --config "$work/$f.yaml" --check >&2; done
+sed -e "s/$VPKEY/$VPKEYD/g; s/19086/19091/; s|^  access_log: false|  access_log: false\n  rate_limit_headers: draft|" "$work/vpkey.yaml" >"$work/vpkeyd.yaml"
+for f in vpkey vpjwt vpred vpcache vpmet vpkeyd; do "$BIN/vantage-proxy" --config "$work/$f.yaml" --check >&2; done
 
-cat >"$work/pingap.toml" <<EOF
-[basic]
-threads = 1
-
-[upstreams.up]
-addrs = ["127.0.0.1:$UP"]
-
-[locations.lo]
-upstream = "up"
-
-[servers.s]
-addr = "127.0.0.1:$PINGAPP"
-locations = ["lo"]
-EOF
+pingap_conf "$work/pingap.toml" "$PINGAPP" "$UP"
 
 taskset -c "$LOAD_CPU" redis-server --port $REDIS --bind 127.0.0.1 --save "" --appendonly no >"$work/redis.log" 2>&1 & pids+=($!)
 taskset -c "$LOAD_CPU" nginx -c "$work/upstream.conf" -p "$work" & pids+=($!)
@@ -160,18 +149,19 @@ taskset -c "$PROXY_CPU" "$BIN/vantage-proxy" --config "$work/vpred.yaml" >"$work
 taskset -c "$PROXY_CPU" "$BIN/vantage-proxy" --config "$work/vpcache.yaml" >"$work/vpcache.log" 2>&1 & pids+=($!)
 taskset -c "$PROXY_CPU" "$BIN/vantage-proxy" --config "$work/vpmet.yaml" >"$work/vpmet.log" 2>&1 & pids+=($!)
 taskset -c "$PROXY_CPU" "$PINGAP" -c "$work/pingap.toml" >"$work/pingap.log" 2>&1 & pids+=($!)
-for p in $REDIS $UP $NGX $BARE $VP1 $VP1K $VP1NF $VPKEY $VPJWT $VPRED $NGXC $VPCACHE $VPMET $PINGAPP; do wait_port "$p" 3000; done
+taskset -c "$PROXY_CPU" "$BIN/vantage-proxy" --config "$work/vpkeyd.yaml" >"$work/vpkeyd.log" 2>&1 & pids+=($!)
+for p in $REDIS $UP $NGX $BARE $VP1 $VP1K $VP1NF $VPKEY $VPJWT $VPRED $NGXC $VPCACHE $VPMET $PINGAPP $VPKEYD; do wait_port "$p" 3000; done
 for ops in 19088; do
   for _ in $(seq 1 100); do curl -s "http://127.0.0.1:$ops/readyz" | grep -q '"redis":"connected"' && break; sleep 0.1; done
 done
 
-names=(upstream nginx bare-pingora vantage-1route vantage-100k-routes-1m-keys vantage-1route-no-xff vantage-apikey-limit vantage-jwt vantage-redis-limit nginx-cache-hit vantage-cache-hit vantage-metering pingap)
-labels=("(a) upstream directly" "(b) nginx reverse proxy" "(c) bare Pingora" "(d) vantage-proxy, 1 tenant / 1 route" "(e) vantage-proxy, 10,000 tenants / 100,000 routes / 1M keys" "(d′) as (d), \`forwarded_headers: false\`" "(f) as (d) + API key + local limit" "(g) as (d) + JWT (RS256)" "(h) as (d) + Redis limit" "(i) nginx proxy_cache hit" "(j) as (d), memory cache hit" "(k) as (d) + usage metering" "(l) pingap 0.13.1, one location")
-ports=($UP $NGX $BARE $VP1 $VP1K $VP1NF $VPKEY $VPJWT $VPRED $NGXC $VPCACHE $VPMET $PINGAPP)
-hosts=(up.bench.local up.bench.local up.bench.local t5.bench.local scale500.bench.local t5.bench.local t5.bench.local t5.bench.local t5.bench.local up.bench.local t5.bench.local t5.bench.local up.bench.local)
-extra=("" "" "" "" "" "" "X-API-Key: $API_KEY" "Authorization: Bearer $JWT" "" "" "" "" "")
+names=(upstream nginx bare-pingora vantage-1route vantage-100k-routes-1m-keys vantage-1route-no-xff vantage-apikey-limit vantage-jwt vantage-redis-limit nginx-cache-hit vantage-cache-hit vantage-metering pingap vantage-apikey-limit-draft)
+labels=("(a) upstream directly" "(b) nginx reverse proxy" "(c) bare Pingora" "(d) vantage-proxy, 1 tenant / 1 route" "(e) vantage-proxy, 10,000 tenants / 100,000 routes / 1M keys" "(d′) as (d), \`forwarded_headers: false\`" "(f) as (d) + API key + local limit" "(g) as (d) + JWT (RS256)" "(h) as (d) + Redis limit" "(i) nginx proxy_cache hit" "(j) as (d), memory cache hit" "(k) as (d) + usage metering" "(l) pingap 0.13.1, one location" "(f′) as (f), \`rate_limit_headers: draft\`")
+ports=($UP $NGX $BARE $VP1 $VP1K $VP1NF $VPKEY $VPJWT $VPRED $NGXC $VPCACHE $VPMET $PINGAPP $VPKEYD)
+hosts=(up.bench.local up.bench.local up.bench.local t5.bench.local scale500.bench.local t5.bench.local t5.bench.local t5.bench.local t5.bench.local up.bench.local t5.bench.local t5.bench.local up.bench.local t5.bench.local)
+extra=("" "" "" "" "" "" "X-API-Key: $API_KEY" "Authorization: Bearer $JWT" "" "" "" "" "" "X-API-Key: $API_KEY")
 # pids[0] is redis-server; the nginx proxy process serves (b) and (i).
-pidof_target=("${pids[1]}" "${pids[2]}" "${pids[3]}" "${pids[4]}" "${pids[5]}" "${pids[6]}" "${pids[7]}" "${pids[8]}" "${pids[9]}" "${pids[2]}" "${pids[10]}" "${pids[11]}" "${pids[12]}")
+pidof_target=("${pids[1]}" "${pids[2]}" "${pids[3]}" "${pids[4]}" "${pids[5]}" "${pids[6]}" "${pids[7]}" "${pids[8]}" "${pids[9]}" "${pids[2]}" "${pids[10]}" "${pids[11]}" "${pids[12]}" "${pids[13]}")
 hdrs() { # the -H arguments for target $1
   H=(-H "Host: ${hosts[$1]}")
   if [ -n "${extra[$1]}" ]; then H+=(-H "${extra[$1]}"); fi
@@ -268,7 +258,7 @@ mkdir -p loadtest/results
   echo
   echo "| target | req/s ÷ (d) | CPU/req ÷ (d) | p50 − p50(d) ms |"
   echo "| --- | ---: | ---: | ---: |"
-  for i in 6 7 8 10 11; do
+  for i in 6 13 7 8 10 11; do
     awk -v n="${reqs[$i]}" -v nd="${reqs[3]}" -v c="$(cpu_us "$i")" -v cd="$(cpu_us 3)" -v p="${p50[$i]}" -v pd="${p50[3]}" -v l="${labels[$i]}" \
       'BEGIN { printf "| %s | %.2f | %.2f | %+.3f |\n", l, n / nd, c / cd, p - pd }'
   done
@@ -285,6 +275,7 @@ mkdir -p loadtest/results
   echo "| (d) vantage ÷ (c) bare Pingora | $(ratio 3 2) | < 1.10 |"
   echo "| (e) 10,000 tenants / 100,000 routes / 1M keys ÷ (d) | $(ratio 4 3) | 1.00 within noise |"
   echo "| (f) API key + local limit ÷ (d) | $(ratio 6 3) | ≤ 1.05 |"
+  echo "| (f′) the same, \`rate_limit_headers: draft\`, ÷ (d) | $(ratio 13 3) | |"
   echo "| (l) pingap ÷ (c) bare Pingora | $(ratio 12 2) | |"
   echo
   echo "Cache hits, same run: vantage's hit (j) against its own proxied miss path (d) and"

@@ -50,6 +50,31 @@ ensure_pingap() {
   PINGAP=$(command -v pingap || echo "$HOME/.cargo/bin/pingap")
 }
 
+# Is pingap installed (without installing it)? Sets PINGAP when it is.
+pingap_installed() {
+  PINGAP=$(command -v pingap || echo "$HOME/.cargo/bin/pingap")
+  [ -x "$PINGAP" ]
+}
+
+# pingap's configuration in $1: one worker, one location on 127.0.0.1:$2 proxying to the
+# upstream on 127.0.0.1:$3.
+pingap_conf() {
+  cat >"$1" <<EOF
+[basic]
+threads = 1
+
+[upstreams.up]
+addrs = ["127.0.0.1:$3"]
+
+[locations.lo]
+upstream = "up"
+
+[servers.s]
+addr = "127.0.0.1:$2"
+locations = ["lo"]
+EOF
+}
+
 # An RS256 key pair in $1/jwt.key and $1/jwt.pub, and in JWT a token signed with it for
 # subject $2 and issuer https://issuer.$2, valid for a day.
 mint_jwt() {
