@@ -56,6 +56,25 @@ pingap_installed() {
   [ -x "$PINGAP" ]
 }
 
+# A fleet proxy's configuration on stdout: number $1, listener $2, ops $3, base domain $4,
+# reading Postgres ($DATABASE_URL; $5 adds settings to server.postgres, e.g. "timeout_ms: 5000,
+# ") and Redis ($REDIS_URL) with notices signed by $SECRET; files in $work.
+fleet_proxy_yaml() {
+  cat <<YAML
+server:
+  listen: ["127.0.0.1:$2"]
+  ops_listen: "127.0.0.1:$3"
+  threads: 1
+  base_domains: [$4]
+  access_log: false
+  pid_file: $work/p$1.pid
+  upgrade_sock: $work/p$1.sock
+  source: postgres
+  postgres: {url: "$DATABASE_URL", poll_interval_ms: 1000, ${5:-}last_good_file: "$work/last-good-$1.json", notify_secret: "$SECRET", request_logs: {enabled: false}}
+  redis: {url: "$REDIS_URL", key_prefix: vantage, timeout_ms: 50}
+YAML
+}
+
 # pingap's configuration in $1: one worker, one location on 127.0.0.1:$2 proxying to the
 # upstream on 127.0.0.1:$3.
 pingap_conf() {

@@ -42,19 +42,7 @@ api POST /api/v1/routes "{\"tenant_id\":\"$TENANT\",\"path_pattern\":\"/steady\"
 PROXY_PORTS=(); OPS_PORTS=(); PROXY_PIDS=()
 for n in 1 2 3; do
   port=$(free_port); ops=$(free_port)
-  cat >"$work/proxy$n.yaml" <<YAML
-server:
-  listen: ["127.0.0.1:$port"]
-  ops_listen: "127.0.0.1:$ops"
-  threads: 1
-  base_domains: [bench.local]
-  access_log: false
-  pid_file: $work/p$n.pid
-  upgrade_sock: $work/p$n.sock
-  source: postgres
-  postgres: {url: "$DATABASE_URL", poll_interval_ms: 1000, last_good_file: "$work/last-good-$n.json", notify_secret: "$SECRET", request_logs: {enabled: false}}
-  redis: {url: "$REDIS_URL", key_prefix: vantage, timeout_ms: 50}
-YAML
+  fleet_proxy_yaml "$n" "$port" "$ops" bench.local >"$work/proxy$n.yaml"
   "$BIN/vantage-proxy" --config "$work/proxy$n.yaml" >"$work/proxy$n.log" 2>&1 & pids+=($!); PROXY_PIDS+=($!)
   PROXY_PORTS+=("$port"); OPS_PORTS+=("$ops")
 done

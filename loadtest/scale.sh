@@ -47,19 +47,7 @@ db_version() { psql_db -tAc "SELECT vantage_config_version()"; }
 start_proxy() {
   local n=$1 port ops
   port=$(free_port); ops=$(free_port)
-  cat >"$work/proxy$n.yaml" <<YAML
-server:
-  listen: ["127.0.0.1:$port"]
-  ops_listen: "127.0.0.1:$ops"
-  threads: 1
-  base_domains: [scale.local]
-  access_log: false
-  pid_file: $work/p$n.pid
-  upgrade_sock: $work/p$n.sock
-  source: postgres
-  postgres: {url: "$DATABASE_URL", poll_interval_ms: 1000, timeout_ms: 5000, last_good_file: "$work/last-good-$n.json", notify_secret: "$SECRET", request_logs: {enabled: false}}
-  redis: {url: "$REDIS_URL", key_prefix: vantage, timeout_ms: 50}
-YAML
+  fleet_proxy_yaml "$n" "$port" "$ops" scale.local "timeout_ms: 5000, " >"$work/proxy$n.yaml"
   local want t0
   want=$(db_version)
   t0=$(ms_now)
