@@ -265,6 +265,32 @@ impl Drop for Acme {
 }
 
 #[test]
+fn a_client_cannot_pose_as_another_user_or_key_through_identity_headers() {
+    let a = Acme::start("jwt-spoof");
+    // A valid user sends the identity fields of someone else: the origin sees only what the
+    // token says (the claim header from the token, no key id at all).
+    let r = a.p.send(
+        "GET",
+        "acme.test.local",
+        "/me",
+        &[
+            ("Authorization", &format!("Bearer {}", a.good())),
+            ("X-User-Email", "ceo@acme.test"),
+            ("X-User-Id", "user_admin"),
+            ("X-Api-Key-Id", "k1"),
+            ("X-Org-Id", "org_globex"),
+        ],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let h = &r.json()["headers"];
+    assert_eq!(h["x-user-email"], "ada@acme.test");
+    assert_eq!(h["x-user-id"], "user_1");
+    assert_eq!(h["x-org-id"], "org_acme");
+    assert!(h.get("x-api-key-id").is_none(), "{h}");
+}
+
+#[test]
 fn rs256_and_es256_tokens_pass_with_identity_headers_from_header_or_cookie() {
     let a = Acme::start("jwt-valid");
     // Valid RS256 and ES256 tokens; identity headers for the origin.
