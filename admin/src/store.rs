@@ -233,9 +233,9 @@ impl Resource for Route {
             "INSERT INTO routes (id, tenant_id, origin_id, path_pattern, methods, headers, priority,
                                  strip_prefix, rewrite, request_headers, response_headers, compression,
                                  auth_mode, auth_scopes, strip_authorization, rate_limits, access, cache,
-                                 quota, route_metrics)
+                                 quota, route_metrics, traffic)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-                     $19, $20)
+                     $19, $20, $21)
              ON CONFLICT (id) DO UPDATE SET origin_id = EXCLUDED.origin_id,
                path_pattern = EXCLUDED.path_pattern, methods = EXCLUDED.methods,
                headers = EXCLUDED.headers, priority = EXCLUDED.priority,
@@ -244,7 +244,8 @@ impl Resource for Route {
                compression = EXCLUDED.compression, auth_mode = EXCLUDED.auth_mode,
                auth_scopes = EXCLUDED.auth_scopes, strip_authorization = EXCLUDED.strip_authorization,
                rate_limits = EXCLUDED.rate_limits, access = EXCLUDED.access, cache = EXCLUDED.cache,
-               quota = EXCLUDED.quota, route_metrics = EXCLUDED.route_metrics, updated_at = now()",
+               quota = EXCLUDED.quota, route_metrics = EXCLUDED.route_metrics,
+               traffic = EXCLUDED.traffic, updated_at = now()",
             &[
                 &id,
                 &tenant,
@@ -266,6 +267,7 @@ impl Resource for Route {
                 &json(&self.cache),
                 &json(&self.quota),
                 &self.route_metrics,
+                &json(&self.traffic),
             ],
         )
         .await?;

@@ -20,6 +20,7 @@ mod pattern;
 mod plan;
 mod policy;
 mod slices;
+pub mod traffic;
 mod validate;
 
 pub use pattern::{PathPattern, PatternError, Segment};
@@ -31,6 +32,9 @@ pub use policy::{
     Access, ApiKey, AuthMode, CacheBypass, CacheKeyPattern, CachePolicy, CacheStorageKind, Cors,
     IpRules, JwtIssuer, KeyStatus, LimitAlgorithm, LimitBackend, LimitSubject, OnRedisError,
     RateLimitPolicy, RouteAuth, SecurityHeaders,
+};
+pub use traffic::{
+    AcceptParam, ApiVersion, Fallback, Mirror, Split, SplitRule, StickyBy, Traffic, WeightedOrigin,
 };
 pub use validate::{
     parse_cidr, validate_resources, validate_server, ErrorKind, FieldError, ResourceContext,
@@ -923,6 +927,10 @@ pub struct Route {
     /// Example: `true`.
     #[serde(default, skip_serializing_if = "is_false")]
     pub route_metrics: bool,
+    /// Weighted splits, mirroring, API version and fallback answer
+    /// ([docs](../docs/traffic.md)). Example: `{fallback: {status: 200, body: "[]"}}`.
+    #[serde(default, skip_serializing_if = "Traffic::is_default")]
+    pub traffic: Traffic,
 }
 
 /// A header condition of a route.

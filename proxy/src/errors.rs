@@ -163,6 +163,27 @@ pub async fn respond(
     respond_with(session, reply, body, request_id).await
 }
 
+/// Write a configured answer (a route's fallback): `body` of `content_type`, with the
+/// headers of the gateway's own answers and the reply's.
+pub async fn respond_as(
+    session: &mut Session,
+    reply: &Reply,
+    content_type: &HeaderValue,
+    body: Bytes,
+    request_id: &str,
+) -> pingora::Result<()> {
+    let mut resp = response_header(reply, body.len(), request_id)?;
+    resp.insert_header(http::header::CONTENT_TYPE, content_type.clone())?;
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session
+        .write_response_header(Box::new(resp), head_only)
+        .await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
 /// Write a gateway answer that is not an error (the key holder's usage report): `value` as
 /// JSON with the headers of the gateway's own answers.
 pub async fn respond_json(

@@ -33,3 +33,4 @@ pub mod source;
 pub mod telemetry;
 pub mod transform;
 pub mod upstream;
+pub mod versions;

@@ -23,6 +23,8 @@ pub struct Conditions {
     pub methods: Vec<Method>,
     /// Header name and optional exact value.
     pub headers: Vec<(HeaderName, Option<HeaderValue>)>,
+    /// A media-type parameter `Accept` must carry (an API version's): name and value.
+    pub accept: Option<(String, String)>,
 }
 
 impl Conditions {
@@ -32,10 +34,16 @@ impl Conditions {
                 None => headers.contains_key(name),
                 Some(v) => headers.get_all(name).iter().any(|h| h == v),
             })
+            && self
+                .accept
+                .as_ref()
+                .is_none_or(|(p, v)| crate::versions::accepts(headers, p, v))
     }
 
     fn count(&self) -> usize {
-        usize::from(!self.methods.is_empty()) + self.headers.len()
+        usize::from(!self.methods.is_empty())
+            + self.headers.len()
+            + usize::from(self.accept.is_some())
     }
 }
 
@@ -198,6 +206,7 @@ mod tests {
                         )
                     })
                     .collect(),
+                accept: None,
             };
             r.insert(&PathPattern::parse(pat).unwrap(), *prio, conditions, i);
         }

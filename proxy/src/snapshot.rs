@@ -11,7 +11,11 @@ use crate::jwt::IssuerRt;
 use crate::limits::plan::{self, TenantPlans};
 use crate::router::{Conditions, Router};
 use crate::transform::{HeaderOps, PathOps};
+use crate::upstream::fallback::FallbackRt;
+use crate::upstream::mirror::MirrorRt;
+use crate::upstream::split::SplitRt;
 use crate::upstream::{Pool, PoolError};
+use crate::versions::VersionRt;
 use http::{HeaderName, HeaderValue, Method};
 use pingora::http::RequestHeader;
 use std::collections::HashMap;
@@ -74,6 +78,46 @@ pub struct RouteRt {
     /// Metric series of its own (`route_metrics` on the route or its tenant); otherwise
     /// the route's requests count in its tenant's series.
     pub metrics_detail: bool,
+    /// Splits, mirroring, API version and fallback answer.
+    pub traffic: RouteTraffic,
+}
+
+/// A route's compiled traffic management (see [`vantage_model::Traffic`]).
+#[derive(Default)]
+pub struct RouteTraffic {
+    pub split: Option<SplitRt>,
+    pub mirror: Option<Arc<MirrorRt>>,
+    pub version: Option<VersionRt>,
+    pub fallback: Option<FallbackRt>,
+}
+
+impl RouteTraffic {
+    fn compile(
+        r: &vantage_model::Route,
+        primary: &Arc<Pool>,
+        pools: &HashMap<String, Arc<Pool>>,
+    ) -> Result<RouteTraffic, String> {
+        let t = &r.traffic;
+        let pool = |id: &str| pools.get(id).cloned();
+        Ok(RouteTraffic {
+            split: t
+                .split
+                .as_ref()
+                .map(|s| SplitRt::compile(&r.id, s, primary, pool))
+                .transpose()
+                .map_err(|e| e.to_string())?,
+            mirror: match &t.mirror {
+                Some(m) => {
+                    let p = pool(&m.origin_id)
+                        .ok_or_else(|| format!("unknown mirror origin '{}'", m.origin_id))?;
+                    Some(Arc::new(MirrorRt::compile(m, p)))
+                }
+                None => None,
+            },
+            version: t.version.as_ref().map(VersionRt::compile).transpose()?,
+            fallback: t.fallback.as_ref().map(FallbackRt::compile).transpose()?,
+        })
+    }
 }
 
 /// A compiled tenant: everything of one tenant a request needs. Incremental reloads
@@ -339,6 +383,12 @@ impl TenantRt {
                         Ok((name, value))
                     })
                     .collect::<Result<_, BuildError>>()?,
+                accept: r
+                    .traffic
+                    .version
+                    .as_ref()
+                    .and_then(|v| v.accept.as_ref())
+                    .map(|a| (a.param.clone(), a.value.clone())),
             };
             let limits = r
                 .rate_limits
@@ -373,6 +423,7 @@ impl TenantRt {
                 quota: r.quota.clone(),
                 plans: tenant_plans.clone(),
                 metrics_detail: r.route_metrics || tenant.route_metrics,
+                traffic: RouteTraffic::compile(r, pool, &pools).map_err(err)?,
             };
             caches |= r.cache.enabled;
             let rt = Arc::new(rt);

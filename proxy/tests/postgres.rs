@@ -557,3 +557,73 @@ fn a_change_log_that_does_not_reach_back_is_caught_up_by_a_full_read() {
     p.wait_version(v);
     assert_eq!(p.get("globex.test.local", "/").status, 200);
 }
+
+#[test]
+fn a_split_version_and_fallback_written_through_the_admin_are_served_from_postgres() {
+    let db = Database::migrated();
+    let admin = AdminSetup::fresh().database(&db).start();
+    let (stable, canary) = (Origin::start("pg-stable"), Origin::start("pg-canary"));
+    let t = id(&admin.create("/api/v1/tenants", bodies::tenant("acme")));
+    let other = id(&admin.create("/api/v1/tenants", bodies::tenant("globex")));
+    let origin = |tenant: &str, o: &Origin| {
+        let body = json!({"tenant_id": tenant, "targets": [{"url": o.url()}]});
+        id(&admin.create("/api/v1/origins", body))
+    };
+    let (s, c, foreign) = (
+        origin(&t, &stable),
+        origin(&t, &canary),
+        origin(&other, &canary),
+    );
+    let traffic = json!({
+        "split": {
+            "origins": [{"origin_id": s, "weight": 100}, {"origin_id": c, "weight": 0}],
+            "rules": [{"header": "X-Canary", "value": "1", "origin_id": c}],
+        },
+        "version": {"name": "v1", "deprecated_at": "2026-01-01T00:00:00Z", "successor": "/v2/"},
+        "fallback": {"status": 200, "content_type": "application/json", "body": "[]"},
+    });
+    let body = json!({"tenant_id": t, "origin_id": s, "path_pattern": "/*", "traffic": traffic});
+    let r = admin.root("POST", "/api/v1/routes", Some(body));
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    assert_eq!(r.body["traffic"], traffic);
+    let rid = id(&r.body);
+    let got = admin.root("GET", &format!("/api/v1/routes/{rid}"), None);
+    assert_eq!(got.body["traffic"], traffic);
+
+    let p = Proxy::start_with("", &pg_server(&db.url(), None, "pg-split", false));
+    p.wait_version(admin.version() as u64);
+    let r = p.get("acme.test.local", "/x");
+    assert_eq!((r.status, r.origin()), (200, "pg-stable".to_string()));
+    assert_eq!(r.header("deprecation"), Some("@1767225600"));
+    let r = p.send("GET", "acme.test.local", "/x", &[("X-Canary", "1")], b"");
+    assert_eq!(r.origin(), "pg-canary");
+
+    // Another tenant's origin in a split, and bad fields, are refused with their paths.
+    let mut bad = traffic.clone();
+    bad["split"]["origins"][1]["origin_id"] = json!(foreign);
+    bad["version"]["sunset_at"] = json!("soon");
+    let r = admin.root(
+        "PATCH",
+        &format!("/api/v1/routes/{rid}"),
+        Some(json!({"traffic": bad})),
+    );
+    assert_eq!(r.status, 422, "{:?}", r.body);
+    let mut f = r.fields();
+    f.sort();
+    assert_eq!(
+        f,
+        [
+            "traffic.split.origins[1].origin_id",
+            "traffic.split.rules[0].origin_id",
+            "traffic.version.sunset_at"
+        ]
+    );
+    // An origin a split still names cannot be deleted.
+    let d = admin.root("DELETE", &format!("/api/v1/origins/{c}"), None);
+    assert_eq!((d.status, d.code()), (409, "conflict"), "{:?}", d.body);
+    assert_eq!(
+        p.send("GET", "acme.test.local", "/x", &[("X-Canary", "1")], b"")
+            .origin(),
+        "pg-canary"
+    );
+}

@@ -22,6 +22,7 @@ mod server;
 mod tenants;
 #[cfg(test)]
 mod tests;
+mod traffic;
 
 pub use rules::parse_cidr;
 pub(crate) use rules::valid_host;

@@ -161,6 +161,7 @@ pub(super) fn check(
             }
         }
         check_cache(c, &format!("{p}.cache"), &r.cache, ctx.has_redis);
+        super::traffic::check(c, &p, r, origin_owners);
         if let Some(l) = r.compression.level {
             if !(1..=9).contains(&l) {
                 c.err(format!("{p}.compression.level"), "must be between 1 and 9");
@@ -175,12 +176,17 @@ pub(super) fn check(
                 .map(|h| format!("{}={:?}", h.name.to_ascii_lowercase(), h.value.as_deref()))
                 .collect();
             h.sort();
-            let sig = format!("{}|{}|{m:?}|{h:?}|{}", r.tenant_id, pat, r.priority);
+            let accept = r.traffic.version.as_ref().and_then(|v| v.accept.as_ref());
+            let accept = accept.map(|a| (a.param.to_ascii_lowercase(), &a.value));
+            let sig = format!(
+                "{}|{}|{m:?}|{h:?}|{accept:?}|{}",
+                r.tenant_id, pat, r.priority
+            );
             if let Some(j) = signatures.insert(sig, i) {
                 c.err(
                     format!("{p}.path_pattern"),
                     format!(
-                        "routes[{j}] already has the same pattern, methods, headers and priority; one of them could never match"
+                        "routes[{j}] already has the same pattern, methods, headers, Accept parameter and priority; one of them could never match"
                     ),
                 );
             }

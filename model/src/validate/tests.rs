@@ -588,3 +588,72 @@ fn ids_the_metric_labels_reserve_are_refused() {
         Vec::<String>::new()
     );
 }
+
+#[test]
+fn traffic_management_is_checked_with_field_paths() {
+    let with = |traffic: &str| {
+        GOOD.replace(
+            "  - {id: r1, tenant_id: acme, path_pattern: \"/api/*\", origin_id: acme-api}",
+            &format!(
+                "  - {{id: r1, tenant_id: acme, path_pattern: \"/api/*\", origin_id: acme-api, traffic: {traffic}}}"
+            ),
+        )
+    };
+    let good = with(
+        "{split: {origins: [{origin_id: acme-api, weight: 95}], sticky: {by: cookie, name: sid}, \
+         rules: [{header: X-Canary, value: '1', origin_id: acme-api}]}, \
+         version: {name: v1, accept: {param: version, value: '1'}, deprecated_at: '2026-01-01T00:00:00Z', \
+         sunset_at: '2027-01-01T00:00:00+01:00', successor: /v2/}, fallback: {status: 200, body: '[]'}}",
+    );
+    assert_eq!(errors(&good), Vec::<String>::new());
+    let bad = with(
+        "{split: {origins: [{origin_id: globex-api, weight: 20000}, {origin_id: nope, weight: 1}], \
+         rules: [{header: X-Canary, cookie: c, value: '1', origin_id: acme-api}]}, \
+         mirror: {origin_id: acme-api, percent: 150, timeout_ms: 0}, \
+         version: {name: 'v 1', deprecated_at: 'tomorrow', sunset_at: '2020-01-01T00:00:00Z', successor: 'java script:'}, \
+         fallback: {status: 99, content_type: ''}}",
+    );
+    let errs = errors(&bad);
+    for path in [
+        "routes[0].traffic.split.origins[0].origin_id: origin 'globex-api' belongs to tenant 'globex'",
+        "routes[0].traffic.split.origins[0].weight: must be between 0 and 10000",
+        "routes[0].traffic.split.origins[1].origin_id: no origin has id 'nope'",
+        "routes[0].traffic.split.origins: must include the route's origin 'acme-api'",
+        "routes[0].traffic.split.rules[0]: needs exactly one of header and cookie",
+        "routes[0].traffic.split.rules[0].origin_id: 'acme-api' is not one of the split's origins",
+        "routes[0].traffic.mirror.origin_id: must not be the origin that answers the route",
+        "routes[0].traffic.mirror.percent: must be between 0 and 100",
+        "routes[0].traffic.mirror.timeout_ms: must be between 1 and",
+        "routes[0].traffic.version.name: must be",
+        "routes[0].traffic.version.deprecated_at: 'tomorrow' is not an RFC 3339 time",
+        "routes[0].traffic.version.successor: must be a path",
+        "routes[0].traffic.fallback.status: must be between 200 and 599",
+        "routes[0].traffic.fallback.content_type: must be a media type",
+    ] {
+        assert!(
+            errs.iter().any(|e| e.starts_with(path)),
+            "no '{path}' in {errs:#?}"
+        );
+    }
+    // Sunset before deprecation; two routes told apart only by their Accept parameter are
+    // fine, the same parameter twice is a shadowed route.
+    let order = with("{version: {name: v1, deprecated_at: '2027-01-01T00:00:00Z', sunset_at: '2026-01-01T00:00:00Z'}}");
+    assert!(errors(&order)
+        .iter()
+        .any(|e| e.starts_with("routes[0].traffic.version.sunset_at: must not be before")));
+    let versions = |second: &str| {
+        GOOD.replace(
+            "  - {id: r1, tenant_id: acme, path_pattern: \"/api/*\", origin_id: acme-api}",
+            &format!(
+                "  - {{id: r1, tenant_id: acme, path_pattern: \"/api/*\", origin_id: acme-api, \
+                 traffic: {{version: {{name: v1, accept: {{param: version, value: '1'}}}}}}}}\n  \
+                 - {{id: r1b, tenant_id: acme, path_pattern: \"/api/*\", origin_id: acme-api, \
+                 traffic: {{version: {{name: v2, accept: {{param: Version, value: '{second}'}}}}}}}}"
+            ),
+        )
+    };
+    assert_eq!(errors(&versions("2")), Vec::<String>::new());
+    assert!(errors(&versions("1"))
+        .iter()
+        .any(|e| e.contains("could never match")));
+}

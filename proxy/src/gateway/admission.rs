@@ -46,8 +46,34 @@ impl Gateway {
             ctx.routing.preflight = routed.preflight;
             return Ok(());
         }
-        ctx.upstream.start(&routed.route.pool);
+        if let Some(version) = &routed.route.traffic.version {
+            version.admit(&tenant.id, SystemTime::now())?;
+        }
         routed.route.check_method(&req.method)
+    }
+
+    /// The origin of an admitted request (its split's choice, else the route's) and the
+    /// copy a mirroring route takes.
+    pub(super) fn direct(&self, session: &Session, ctx: &mut Ctx) {
+        let Some(route) = &ctx.routing.route else {
+            return;
+        };
+        let t = &route.traffic;
+        let pool = match &t.split {
+            None => route.pool.clone(),
+            Some(split) => {
+                let req = session.req_header();
+                let identity = ctx.request.identity.as_ref();
+                let client = || ctx.request.client.or_else(|| peer(session));
+                let pool = split.choose(req, identity, client).clone();
+                let tenant = ctx.routing.tenant.as_deref().unwrap_or_default();
+                METRICS.split.inc(&[tenant, &route.id, &pool.id]);
+                pool
+            }
+        };
+        ctx.routing.mirror = t.mirror.as_ref().and_then(|m| m.take());
+        ctx.upstream.start(&pool);
+        ctx.routing.pool = Some(pool);
     }
 
     /// Access policy, authentication and rate limits of the matched route.

@@ -12,7 +12,8 @@ use crate::telemetry::series::RouteSeries;
 use crate::telemetry::trace::TraceContext;
 use crate::telemetry::usage::Metering;
 use crate::telemetry::Summary;
-use crate::upstream::Attempts;
+use crate::upstream::mirror::Copy;
+use crate::upstream::{Attempts, Pool};
 use http::{HeaderName, HeaderValue, Method};
 use pingora::http::ResponseHeader;
 use pingora::protocols::l4::socket::SocketAddr;
@@ -58,6 +59,10 @@ pub struct Routing {
     /// Some route of the tenant caches (unsafe methods then invalidate).
     pub tenant_caches: bool,
     pub route: Option<Arc<RouteRt>>,
+    /// The origin the request goes to: the route's, or the one its split chose.
+    pub pool: Option<Arc<Pool>>,
+    /// The copy of the request a mirroring route sends after it.
+    pub mirror: Option<Copy>,
     /// The metric series of the route.
     pub series: Option<Arc<RouteSeries>>,
     /// A CORS preflight for this method.
@@ -232,7 +237,12 @@ impl Ctx {
             status: session.response_written().map_or(0, |r| r.status.as_u16()),
             tenant: self.routing.tenant.as_deref(),
             route: self.routing.route.as_ref().map(|r| &*r.id),
-            origin: self.routing.route.as_ref().map(|r| &*r.pool.id),
+            origin: self
+                .routing
+                .pool
+                .as_ref()
+                .or(self.routing.route.as_ref().map(|r| &r.pool))
+                .map(|p| &*p.id),
             upstream: self
                 .upstream
                 .current

@@ -20,6 +20,7 @@ use crate::telemetry::otel::Otel;
 use crate::telemetry::request_log::RequestLogger;
 use crate::telemetry::usage::Meter;
 use crate::telemetry::Telemetry;
+use crate::upstream::mirror;
 use crate::{auth, forwarding, transform, upstream};
 use admission::Admit;
 use arc_swap::ArcSwap;
@@ -114,7 +115,7 @@ impl ProxyHttp for Gateway {
             Err(e) => Err(e),
         };
         match decision {
-            Ok(Admit::Proxy) => {}
+            Ok(Admit::Proxy) => self.direct(session, ctx),
             Ok(Admit::Preflight(headers)) => {
                 admission::answer_preflight(session, headers, ctx).await?;
                 return Ok(true);
@@ -288,13 +289,11 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut Ctx,
     ) -> pingora::Result<Box<HttpPeer>> {
-        let Some(route) = ctx.routing.route.clone() else {
-            return Err(Error::explain(InternalError, "no route in context"));
+        let Some(pool) = ctx.routing.pool.clone() else {
+            return Err(Error::explain(InternalError, "no origin in context"));
         };
-        let key = upstream::hash_input(route.pool.hash_key(), session.req_header(), || {
-            peer(session)
-        });
-        match ctx.upstream.next(&route.pool, &key) {
+        let key = upstream::hash_input(pool.hash_key(), session.req_header(), || peer(session));
+        match ctx.upstream.next(&pool, &key) {
             Ok(peer) => {
                 ctx.clock.upstream.get_or_insert_with(Instant::now);
                 Ok(Box::new(peer))
@@ -317,7 +316,8 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> pingora::Result<()> {
-        let Some(route) = ctx.routing.route.clone() else {
+        let (Some(route), Some(pool)) = (ctx.routing.route.clone(), ctx.routing.pool.clone())
+        else {
             return Ok(());
         };
         route.path.rewrite(upstream)?;
@@ -338,15 +338,31 @@ impl ProxyHttp for Gateway {
             upstream.insert_header(TRACEPARENT.as_str(), t.header())?;
         }
         // Never a spelling of the host the cache key does not hold.
-        if let Some(host) = ctx
-            .upstream
-            .host_header(&route.pool, ctx.routing.host.as_ref())
-        {
+        if let Some(host) = ctx.upstream.host_header(&pool, ctx.routing.host.as_ref()) {
             upstream.insert_header(http::header::HOST, host)?;
         }
         let identity = ctx.request.identity.as_ref();
         auth::forward_identity(upstream, &route.auth, &route.tenant_auth, identity)?;
         route.request_headers.apply_request(upstream);
+        // Only the gateway's copies say they are copies.
+        upstream.remove_header(&mirror::X_VANTAGE_MIRROR);
+        if let Some(copy) = &mut ctx.routing.mirror {
+            copy.head(upstream);
+        }
+        Ok(())
+    }
+
+    /// A mirroring route's copy takes the body as it passes (up to its bound).
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        if let (Some(copy), Some(chunk)) = (&mut ctx.routing.mirror, body.as_ref()) {
+            copy.body(chunk);
+        }
         Ok(())
     }
 
@@ -361,6 +377,9 @@ impl ProxyHttp for Gateway {
         ctx.upstream.status = Some(resp.status.as_u16());
         let req = session.req_header();
         if let Some(route) = &ctx.routing.route {
+            if let Some(version) = &route.traffic.version {
+                version.apply(resp)?;
+            }
             route.response_headers.apply_response(resp);
             if !route.access.is_empty() {
                 route
@@ -398,10 +417,10 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        let retry = match &ctx.routing.route {
-            Some(route) => {
+        let retry = match &ctx.routing.pool {
+            Some(pool) => {
                 let method = &session.req_header().method;
-                ctx.upstream.connect_failed(&route.pool, method)
+                ctx.upstream.connect_failed(pool, method)
             }
             None => false,
         };
@@ -417,6 +436,28 @@ impl ProxyHttp for Gateway {
         }
         ctx.upstream.blame = Some(blame);
         let reply = ctx.upstream.reply.take().map(Reply::closing);
+        // No target could take it: the route's fallback answer, when it has one.
+        let route = ctx.routing.route.clone();
+        let fallback = route
+            .as_ref()
+            .and_then(|r| r.traffic.fallback.as_ref())
+            .filter(|_| {
+                reply
+                    .as_ref()
+                    .is_some_and(|r| r.code == "no_healthy_upstream")
+            });
+        if let Some(fallback) = fallback {
+            let tenant = ctx.routing.tenant.as_deref().unwrap_or_default();
+            if session.response_written().is_none() {
+                if let Err(err) = fallback.respond(session, tenant, ctx.request_id()).await {
+                    tracing::debug!("could not send fallback response: {err}");
+                }
+            }
+            return FailToProxy {
+                error_code: 503,
+                can_reuse_downstream: false,
+            };
+        }
         let mut code = 0;
         if let Some(reply) = reply.or_else(|| errors::proxy_failure(e, blame)) {
             code = reply.status;
@@ -434,8 +475,11 @@ impl ProxyHttp for Gateway {
 
     /// The breaker learns how the last attempt ended; the telemetry sinks get the summary.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        if let Some(route) = &ctx.routing.route {
-            ctx.upstream.settle(&route.pool, e);
+        if let Some(pool) = &ctx.routing.pool {
+            ctx.upstream.settle(pool, e);
+        }
+        if let Some(copy) = ctx.routing.mirror.take() {
+            copy.send(session.is_body_done());
         }
         let spans = ctx.finish_spans(session);
         self.telemetry.finish(&ctx.summary(session, e), spans);

@@ -104,6 +104,18 @@ pub struct Metrics {
     /// `vantage_client_timeouts_total{phase}`: clients too slow with the request `header`
     /// or `body` (answered 408, never counted against the origin).
     pub client_timeouts: IntCounterVec,
+    /// `vantage_split_requests_total{tenant,route,origin}`: requests of split routes by the
+    /// origin that took them.
+    pub split: Family<IntCounterVec>,
+    /// `vantage_api_version_requests_total{tenant,version,state}`: requests of versioned
+    /// routes; `state` is `current`, `deprecated` or `sunset`.
+    pub api_versions: Family<IntCounterVec>,
+    /// `vantage_mirror_requests_total{origin,result}`: copies by how they ended (`sent`,
+    /// `error`, `timeout`, `dropped_busy`, `dropped_body`).
+    pub mirror: Family<IntCounterVec>,
+    /// `vantage_fallback_responses_total{tenant,kind}`: `static` answers given
+    /// because no target could take the request.
+    pub fallbacks: Family<IntCounterVec>,
     /// `vantage_metrics_overflow_total{family}`: recordings a full family put in its
     /// `_overflow` series.
     pub overflow: IntCounterVec,
@@ -351,6 +363,50 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             &["phase"]
         )
         .expect("register vantage_client_timeouts_total"),
+        split: Family::new(
+            "vantage_split_requests_total",
+            register_int_counter_vec!(
+                "vantage_split_requests_total",
+                "Requests of split routes, by tenant, route and the origin that took them",
+                &["tenant", "route", "origin"]
+            )
+            .expect("register vantage_split_requests_total"),
+            &[0, 1, 2],
+            &overflow,
+        ),
+        api_versions: Family::new(
+            "vantage_api_version_requests_total",
+            register_int_counter_vec!(
+                "vantage_api_version_requests_total",
+                "Requests of versioned routes, by tenant, version and state (current, deprecated, sunset)",
+                &["tenant", "version", "state"]
+            )
+            .expect("register vantage_api_version_requests_total"),
+            &[0, 1],
+            &overflow,
+        ),
+        mirror: Family::new(
+            "vantage_mirror_requests_total",
+            register_int_counter_vec!(
+                "vantage_mirror_requests_total",
+                "Mirrored copies by origin and how they ended",
+                &["origin", "result"]
+            )
+            .expect("register vantage_mirror_requests_total"),
+            &[0],
+            &overflow,
+        ),
+        fallbacks: Family::new(
+            "vantage_fallback_responses_total",
+            register_int_counter_vec!(
+                "vantage_fallback_responses_total",
+                "Fallback answers given because no target could take the request, by tenant and kind",
+                &["tenant", "kind"]
+            )
+            .expect("register vantage_fallback_responses_total"),
+            &[0],
+            &overflow,
+        ),
         overflow,
     }
 });
@@ -390,8 +446,8 @@ impl super::Sink for RequestMetrics {
         }
         if let Some(route) = s.series {
             route.request(s.status, s.duration);
-            if let Some(took) = s.upstream_duration {
-                route.upstream(took);
+            if let (Some(took), Some(origin)) = (s.upstream_duration, s.origin) {
+                route.upstream(origin, took);
             }
         } else {
             // No route (unknown host, no matching route, refused before routing).

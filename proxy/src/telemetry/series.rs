@@ -380,9 +380,13 @@ impl RouteSeries {
         });
     }
 
-    /// Time spent on the route's origin.
-    pub fn upstream(&self, took: Duration) {
+    /// Time spent on `origin` (the route's, or another its split chose).
+    pub fn upstream(&self, origin: &str, took: Duration) {
         let m = &*super::metrics::METRICS;
+        if origin != &*self.origin {
+            m.upstream_duration.observe(&[origin], took);
+            return;
+        }
         record(&self.upstream, &m.upstream_duration, &[&self.origin], |h| {
             h.observe(took.as_secs_f64())
         });

@@ -6,7 +6,10 @@
 //! (in-flight count, breaker, peer settings) carried in each `Backend`'s extensions.
 
 pub mod breaker;
+pub mod fallback;
 mod health;
+pub mod mirror;
+pub mod split;
 
 use crate::errors::{Blame, Reply};
 use crate::telemetry::metrics::METRICS;

@@ -1,0 +1,229 @@
+//! Traffic management of a route: weighted splits between origins (sticky or random, with
+//! match-first rules), mirroring a share of requests to another origin, the API version a
+//! route serves (deprecation, sunset), and the answer when no target is available.
+
+use serde::{Deserialize, Serialize};
+use std::time::SystemTime;
+
+/// A route's traffic management. Every part is optional; an empty one changes nothing.
+/// Example: `{split: {origins: [{origin_id: api, weight: 95}, {origin_id: api-canary, weight: 5}]}}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields, default)]
+pub struct Traffic {
+    /// Send shares of the route's requests to several origins.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub split: Option<Split>,
+    /// Copy a share of the route's requests to another origin, discarding its answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<Mirror>,
+    /// The API version the route serves, with its deprecation and sunset dates.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<ApiVersion>,
+    /// What to answer when no target of the origin can take the request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<Fallback>,
+}
+
+impl Traffic {
+    /// True when the route has no traffic management.
+    pub fn is_default(&self) -> bool {
+        *self == Traffic::default()
+    }
+}
+
+/// A weighted split. The route's own `origin_id` must be one of `origins`; it also takes
+/// requests while every weight is 0.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Split {
+    /// Origins of the route's tenant and their relative weights, in a fixed order: a client
+    /// falls in the same place of the order whatever the weights, so raising one weight
+    /// moves only the clients that must move.
+    /// Example: `[{origin_id: api, weight: 95}, {origin_id: api-canary, weight: 5}]`.
+    pub origins: Vec<WeightedOrigin>,
+    /// What keeps a client on its origin. Absent: each request is drawn at random. A request
+    /// without the named credential, header or cookie is drawn at random too.
+    /// Example: `{by: api_key}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<StickyBy>,
+    /// Checked first, in order: a request matching one goes to its origin whatever the
+    /// weights. Example: `[{header: X-Canary, value: "1", origin_id: api-canary}]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<SplitRule>,
+}
+
+/// One origin of a split. Example: `{origin_id: api-canary, weight: 5}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct WeightedOrigin {
+    pub origin_id: String,
+    /// 0–10000, relative to the others. Example: `5`.
+    pub weight: u32,
+}
+
+/// What a sticky split hashes to place a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "by", rename_all = "snake_case", deny_unknown_fields)]
+pub enum StickyBy {
+    /// The verified API key's id. Example: `{by: api_key}`.
+    ApiKey,
+    /// The verified JWT's subject. Example: `{by: jwt_subject}`.
+    JwtSubject,
+    /// A request header's value. Example: `{by: header, name: X-User}`.
+    Header { name: String },
+    /// A cookie's value. Example: `{by: cookie, name: session}`.
+    Cookie { name: String },
+    /// The client's address (behind trusted proxies, from X-Forwarded-For).
+    /// Example: `{by: client_ip}`.
+    ClientIp,
+}
+
+/// A match-first rule of a split: a header or a cookie (exactly one) with this value.
+/// Example: `{cookie: canary, value: "always", origin_id: api-canary}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SplitRule {
+    /// Header name. Example: `X-Canary`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// Cookie name. Example: `canary`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+    /// Exact value. Example: `"1"`.
+    pub value: String,
+    /// One of the split's origins. Example: `api-canary`.
+    pub origin_id: String,
+}
+
+/// Mirroring: a copy of a share of the requests (method, path, headers and a bounded body,
+/// marked with `X-Vantage-Mirror: 1`) goes to another origin of the tenant; its answer is
+/// discarded and it never delays or fails the client's request.
+/// Example: `{origin_id: api-next, percent: 10}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Mirror {
+    pub origin_id: String,
+    /// Share of the requests copied, 0–100. Example: `10`.
+    #[serde(default = "hundred")]
+    pub percent: f64,
+    /// Requests with a larger body are not copied (counted as dropped). 0–1048576.
+    /// Example: `65536`.
+    #[serde(default = "mirror_body")]
+    pub max_body_bytes: usize,
+    /// Time the copy may take from connect to the end of its answer. Example: `2000`.
+    #[serde(default = "mirror_timeout")]
+    pub timeout_ms: u64,
+    /// Copies in flight at once per route; more are dropped and counted. 1–10000.
+    /// Example: `64`.
+    #[serde(default = "mirror_concurrency")]
+    pub max_in_flight: usize,
+}
+
+fn hundred() -> f64 {
+    100.0
+}
+fn mirror_body() -> usize {
+    64 * 1024
+}
+fn mirror_timeout() -> u64 {
+    2000
+}
+fn mirror_concurrency() -> usize {
+    64
+}
+
+/// Largest mirrored body.
+pub const MIRROR_BODY_MAX: usize = 1 << 20;
+
+/// The API version a route serves. Requests pick a version by the route's own conditions
+/// (a path prefix in `path_pattern`, a header in `headers`) or by a media-type parameter of
+/// `Accept` (`accept`). Example:
+/// `{name: v1, deprecated_at: "2026-06-01T00:00:00Z", sunset_at: "2027-01-01T00:00:00Z", successor: "/v2/"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ApiVersion {
+    /// Label of the version in metrics. Example: `v1`.
+    pub name: String,
+    /// The route matches only requests whose `Accept` carries this media-type parameter.
+    /// Example: `{param: version, value: "1"}` matches `Accept: application/json; version=1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accept: Option<AcceptParam>,
+    /// From then on (RFC 3339), responses carry `Deprecation` (RFC 9745); the field is sent
+    /// before the date too, announcing it. Example: `"2026-06-01T00:00:00Z"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deprecated_at: Option<String>,
+    /// Responses carry `Sunset` (RFC 8594); after it the gateway answers 410 unless
+    /// `serve_after_sunset`. Example: `"2027-01-01T00:00:00Z"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sunset_at: Option<String>,
+    /// URI of the version that replaces it, sent as `Link: <...>; rel="successor-version"`.
+    /// Example: `/v2/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub successor: Option<String>,
+    /// Keep serving after the sunset date (the fields are still sent). Example: `false`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub serve_after_sunset: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// A media-type parameter of `Accept`. Example: `{param: version, value: "2"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AcceptParam {
+    /// Parameter name, matched without regard to case. Example: `version`.
+    pub param: String,
+    /// Exact value (quotes around it in the request are removed). Example: `"2"`.
+    pub value: String,
+}
+
+/// The answer when no target of the chosen origin is healthy or every breaker is open,
+/// instead of the generic 503. It is marked `X-Vantage-Fallback: static`.
+/// Example: `{status: 200, content_type: application/json, body: '{"items": []}'}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Fallback {
+    /// 200–599. Example: `503`.
+    #[serde(default = "fallback_status")]
+    pub status: u16,
+    /// Example: `application/json`.
+    #[serde(default = "fallback_type")]
+    pub content_type: String,
+    /// At most 65536 bytes. Example: `'{"items": [], "degraded": true}'`.
+    #[serde(default)]
+    pub body: String,
+}
+
+fn fallback_status() -> u16 {
+    503
+}
+fn fallback_type() -> String {
+    "application/json".into()
+}
+
+/// Largest fallback body.
+pub const FALLBACK_BODY_MAX: usize = 64 * 1024;
+/// Largest weight of a split origin.
+pub const SPLIT_WEIGHT_MAX: u32 = 10_000;
+/// Origins of one split; rules of one split.
+pub const SPLIT_ORIGINS: usize = 16;
+pub const SPLIT_RULES: usize = 32;
+
+/// An RFC 3339 instant (`2027-01-01T00:00:00Z`, any offset).
+pub fn parse_instant(s: &str) -> Result<SystemTime, String> {
+    let ts: jiff::Timestamp = s
+        .parse()
+        .map_err(|e| format!("'{s}' is not an RFC 3339 time: {e}"))?;
+    Ok(SystemTime::from(ts))
+}

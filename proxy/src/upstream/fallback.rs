@@ -1,0 +1,52 @@
+//! A route's fallback answer: what the client gets instead of the generic 503 when no
+//! target of the chosen origin is healthy or every breaker is open.
+
+use crate::errors::{self, Reply};
+use crate::telemetry::metrics::METRICS;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use pingora::proxy::Session;
+use vantage_model::Fallback;
+
+/// Marks a fallback answer for clients and logs.
+pub static X_VANTAGE_FALLBACK: HeaderName = HeaderName::from_static("x-vantage-fallback");
+
+/// A compiled fallback.
+pub struct FallbackRt {
+    status: u16,
+    content_type: HeaderValue,
+    body: Bytes,
+}
+
+impl FallbackRt {
+    pub fn compile(spec: &Fallback) -> Result<FallbackRt, String> {
+        Ok(FallbackRt {
+            status: spec.status,
+            content_type: HeaderValue::from_str(&spec.content_type).map_err(|e| e.to_string())?,
+            body: Bytes::from(spec.body.clone()),
+        })
+    }
+
+    /// Answer with the fallback.
+    pub async fn respond(
+        &self,
+        session: &mut Session,
+        tenant: &str,
+        request_id: &str,
+    ) -> pingora::Result<()> {
+        METRICS.fallbacks.inc(&[tenant, "static"]);
+        let mut reply = Reply::new(self.status, "", "");
+        reply.headers.push((
+            X_VANTAGE_FALLBACK.clone(),
+            HeaderValue::from_static("static"),
+        ));
+        errors::respond_as(
+            session,
+            &reply,
+            &self.content_type,
+            self.body.clone(),
+            request_id,
+        )
+        .await
+    }
+}
