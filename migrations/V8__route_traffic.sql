@@ -1,10 +1,30 @@
 -- Traffic management of a route (vantage_model::Traffic): weighted splits, mirroring, the
--- API version it serves and its fallback answer. The JSON carries the field only when it is
+-- API version it serves and its fallback answer; and an origin's affinity cookie
+-- (vantage_model::CookieAffinity, NULL without one). The JSON carries the field only when it is
 -- set, as the model serializes it (`skip_serializing_if = Traffic::is_default`). The origins a
 -- split or mirror names are checked by the admin's validation of every write (a foreign key
 -- cannot reach into the document).
 
 ALTER TABLE routes ADD COLUMN traffic jsonb NOT NULL DEFAULT '{}';
+ALTER TABLE origins ADD COLUMN affinity jsonb;
+
+CREATE OR REPLACE FUNCTION vantage_origin_json(o origins) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_strip_nulls(jsonb_build_object(
+        'id', o.id::text,
+        'tenant_id', o.tenant_id::text,
+        'targets', o.targets,
+        'lb', o.lb,
+        'hash_key', o.hash_key,
+        'health_check', o.health_check,
+        'timeouts', o.timeouts,
+        'retries', o.retries,
+        'circuit_breaker', o.circuit_breaker,
+        'tls', o.tls,
+        'protocol', o.protocol,
+        'preserve_host', o.preserve_host,
+        'affinity', o.affinity))
+$$;
 
 CREATE OR REPLACE FUNCTION vantage_route_json(r routes) RETURNS jsonb
 LANGUAGE sql STABLE AS $$

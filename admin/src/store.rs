@@ -182,13 +182,14 @@ impl Resource for Origin {
             .map_err(|_| ApiError::invalid_field("retries", "is too large"))?;
         tx.execute(
             "INSERT INTO origins (id, tenant_id, targets, lb, hash_key, health_check, timeouts, retries,
-                                  circuit_breaker, tls, protocol, preserve_host)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                                  circuit_breaker, tls, protocol, preserve_host, affinity)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
              ON CONFLICT (id) DO UPDATE SET targets = EXCLUDED.targets, lb = EXCLUDED.lb,
                hash_key = EXCLUDED.hash_key, health_check = EXCLUDED.health_check,
                timeouts = EXCLUDED.timeouts, retries = EXCLUDED.retries,
                circuit_breaker = EXCLUDED.circuit_breaker, tls = EXCLUDED.tls,
-               protocol = EXCLUDED.protocol, preserve_host = EXCLUDED.preserve_host, updated_at = now()",
+               protocol = EXCLUDED.protocol, preserve_host = EXCLUDED.preserve_host,
+               affinity = EXCLUDED.affinity, updated_at = now()",
             &[
                 &id,
                 &tenant,
@@ -202,6 +203,7 @@ impl Resource for Origin {
                 &json(&self.tls),
                 &enum_str(&self.protocol),
                 &self.preserve_host,
+                &self.affinity.as_ref().map(json),
             ],
         )
         .await?;

@@ -34,7 +34,8 @@ pub use policy::{
     RateLimitPolicy, RouteAuth, SecurityHeaders,
 };
 pub use traffic::{
-    AcceptParam, ApiVersion, Fallback, Mirror, Split, SplitRule, StickyBy, Traffic, WeightedOrigin,
+    AcceptParam, ApiVersion, CookieAffinity, Fallback, Mirror, SameSite, Split, SplitRule,
+    StickyBy, Traffic, WeightedOrigin,
 };
 pub use validate::{
     parse_cidr, validate_resources, validate_server, ErrorKind, FieldError, ResourceContext,
@@ -737,6 +738,10 @@ pub struct Origin {
     /// target's own host (and the client's host in `X-Forwarded-Host`).
     #[serde(default)]
     pub preserve_host: bool,
+    /// Sticky sessions by the gateway's own cookie: a client keeps its target while that
+    /// target is available. Example: `{cookie: srv, ttl_seconds: 3600}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<CookieAffinity>,
 }
 
 fn default_retries() -> u32 {

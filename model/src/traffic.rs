@@ -212,6 +212,58 @@ fn fallback_type() -> String {
     "application/json".into()
 }
 
+/// An origin's affinity cookie: the gateway sets it to a token naming the target that
+/// served (never its address) and sends the next requests carrying it to that target while
+/// it is healthy; otherwise the client moves and the cookie is rewritten.
+/// Example: `{cookie: srv, ttl_seconds: 3600, same_site: strict}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CookieAffinity {
+    /// Cookie name. Example: `srv`.
+    #[serde(default = "affinity_cookie")]
+    pub cookie: String,
+    /// `Max-Age`; 0 makes a session cookie. At most a year. Example: `3600`.
+    #[serde(default)]
+    pub ttl_seconds: u64,
+    /// `Secure` (sent back over HTTPS only). Example: `true`.
+    #[serde(default = "yes")]
+    pub secure: bool,
+    /// `HttpOnly`. Example: `true`.
+    #[serde(default = "yes")]
+    pub http_only: bool,
+    /// `SameSite`. Example: `lax`.
+    #[serde(default)]
+    pub same_site: SameSite,
+    /// `Path`. Example: `/`.
+    #[serde(default = "root_path")]
+    pub path: String,
+}
+
+/// A cookie's `SameSite` attribute.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum SameSite {
+    Strict,
+    #[default]
+    Lax,
+    None,
+}
+
+fn affinity_cookie() -> String {
+    "vantage_affinity".into()
+}
+fn yes() -> bool {
+    true
+}
+fn root_path() -> String {
+    "/".into()
+}
+
+/// Largest affinity cookie lifetime (a year).
+pub const AFFINITY_TTL_MAX: u64 = 365 * 86_400;
+
 /// Largest fallback body.
 pub const FALLBACK_BODY_MAX: usize = 64 * 1024;
 /// Largest weight of a split origin.

@@ -395,3 +395,74 @@ fn a_route_without_a_healthy_target_answers_its_fallback() {
         2.0
     );
 }
+
+#[test]
+fn an_affinity_cookie_pins_a_client_and_is_rewritten_when_its_target_fails() {
+    let mut origins: Vec<Origin> = ["a", "b", "c"].into_iter().map(Origin::start).collect();
+    let targets: Vec<String> = origins
+        .iter()
+        .map(|o| format!("{{url: \"{}\"}}", o.url()))
+        .collect();
+    let body = format!(
+        r#"
+tenants: [{{id: t, name: T, subdomain: t}}]
+origins:
+  - {{id: pinned, tenant_id: t, lb: round_robin, retries: 2, targets: [{}], health_check: {{path: /healthz, interval_ms: 200, timeout_ms: 200, unhealthy_threshold: 1, healthy_threshold: 1}}, affinity: {{cookie: srv, ttl_seconds: 600}}}}
+routes:
+  - {{id: r, tenant_id: t, path_pattern: "/*", origin_id: pinned}}
+"#,
+        targets.join(", ")
+    );
+    let p = Proxy::start(&body);
+    let first = p.get("t.test.local", "/x");
+    let set = first
+        .header("set-cookie")
+        .expect("an affinity cookie")
+        .to_string();
+    let (pair, attributes) = set.split_once(';').unwrap();
+    assert_eq!(
+        attributes,
+        " Path=/; Max-Age=600; Secure; HttpOnly; SameSite=Lax"
+    );
+    let token = pair.strip_prefix("srv=").unwrap().to_string();
+    assert_eq!(token.len(), 16);
+    for o in &origins {
+        assert!(
+            !set.contains(&o.port.to_string()),
+            "the cookie names an address: {set}"
+        );
+    }
+    let home = first.origin();
+    let with = |cookie: &str| p.send("GET", "t.test.local", "/x", &[("Cookie", cookie)], b"");
+    // Round robin would spread them; the cookie keeps every one on its target, unrewritten.
+    for _ in 0..9 {
+        let r = with(&format!("other=1; srv={token}"));
+        assert_eq!(r.origin(), home);
+        assert_eq!(r.header("set-cookie"), None);
+    }
+    // A made-up token names no target: the client is placed and told where.
+    let r = with("srv=0000000000000000");
+    assert!(r
+        .header("set-cookie")
+        .is_some_and(|c| c.starts_with("srv=")));
+
+    // The pinned target goes down: the client moves, and its cookie is rewritten.
+    origins.iter_mut().find(|o| o.name == home).unwrap().stop();
+    let moved = with(&format!("srv={token}"));
+    assert_eq!(moved.status, 200, "{}", moved.text());
+    assert_ne!(moved.origin(), home);
+    let new = moved.header("set-cookie").expect("a rewritten cookie");
+    let new_token = new
+        .split_once(';')
+        .unwrap()
+        .0
+        .strip_prefix("srv=")
+        .unwrap()
+        .to_string();
+    assert_ne!(new_token, token);
+    let there = moved.origin();
+    for _ in 0..5 {
+        let r = with(&format!("srv={new_token}"));
+        assert_eq!((r.origin(), r.header("set-cookie")), (there.clone(), None));
+    }
+}

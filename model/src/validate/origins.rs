@@ -31,6 +31,31 @@ pub(super) fn check<'a>(
             }
         }
         c.tenant_ref(format!("{p}.tenant_id"), &o.tenant_id, tenant_ids);
+        if let Some(a) = &o.affinity {
+            if !valid_token(&a.cookie) {
+                c.err(format!("{p}.affinity.cookie"), "not a valid cookie name");
+            }
+            c.max_len(format!("{p}.affinity.cookie"), &a.cookie, b::TOKEN_BYTES);
+            c.range(
+                format!("{p}.affinity.ttl_seconds"),
+                a.ttl_seconds,
+                0,
+                crate::traffic::AFFINITY_TTL_MAX,
+            );
+            if !a.path.starts_with('/') || !valid_uri_path(&a.path) || a.path.contains(';') {
+                c.err(
+                    format!("{p}.affinity.path"),
+                    "must be a URI path without ';'",
+                );
+            }
+            c.max_len(format!("{p}.affinity.path"), &a.path, b::PATH_BYTES);
+            if a.same_site == crate::SameSite::None && !a.secure {
+                c.err(
+                    format!("{p}.affinity.secure"),
+                    "SameSite=None needs Secure (browsers drop the cookie otherwise)",
+                );
+            }
+        }
         if o.targets.is_empty() {
             c.err(format!("{p}.targets"), "at least one target is needed");
         }

@@ -657,3 +657,31 @@ fn traffic_management_is_checked_with_field_paths() {
         .iter()
         .any(|e| e.contains("could never match")));
 }
+
+#[test]
+fn affinity_cookies_are_checked_with_field_paths() {
+    let with = |affinity: &str| {
+        GOOD.replace(
+            "    lb: weighted\n",
+            &format!("    lb: weighted\n    affinity: {affinity}\n"),
+        )
+    };
+    assert_eq!(
+        errors(&with("{cookie: srv, ttl_seconds: 60, same_site: strict}")),
+        Vec::<String>::new()
+    );
+    let errs = errors(&with(
+        "{cookie: 'a b', ttl_seconds: 99999999, path: 'x;y', same_site: none, secure: false}",
+    ));
+    for path in [
+        "origins[0].affinity.cookie: not a valid cookie name",
+        "origins[0].affinity.ttl_seconds: must be between 0 and 31536000",
+        "origins[0].affinity.path: must be a URI path",
+        "origins[0].affinity.secure: SameSite=None needs Secure",
+    ] {
+        assert!(
+            errs.iter().any(|e| e.starts_with(path)),
+            "no '{path}' in {errs:#?}"
+        );
+    }
+}

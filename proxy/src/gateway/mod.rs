@@ -292,8 +292,13 @@ impl ProxyHttp for Gateway {
         let Some(pool) = ctx.routing.pool.clone() else {
             return Err(Error::explain(InternalError, "no origin in context"));
         };
-        let key = upstream::hash_input(pool.hash_key(), session.req_header(), || peer(session));
-        match ctx.upstream.next(&pool, &key) {
+        let req = session.req_header();
+        let key = upstream::hash_input(pool.hash_key(), req, || peer(session));
+        let pinned = pool
+            .affinity
+            .as_ref()
+            .and_then(|a| upstream::cookie(req, &a.cookie));
+        match ctx.upstream.next(&pool, &key, pinned) {
             Ok(peer) => {
                 ctx.clock.upstream.get_or_insert_with(Instant::now);
                 Ok(Box::new(peer))
@@ -389,6 +394,14 @@ impl ProxyHttp for Gateway {
         }
         for (n, v) in ctx.routing.limit_headers.drain(..) {
             resp.insert_header(n, v)?;
+        }
+        if let Some(cookie) = ctx
+            .routing
+            .pool
+            .as_ref()
+            .and_then(|p| ctx.upstream.affinity_cookie(p))
+        {
+            resp.append_header(http::header::SET_COOKIE, cookie)?;
         }
         resp.insert_header(X_REQUEST_ID.as_str(), ctx.request.id.clone())?;
         cache::directives::strip_own(resp);

@@ -5,6 +5,7 @@
 //! Pingora `LoadBalancer` (selection + health state) with per-target runtime state
 //! (in-flight count, breaker, peer settings) carried in each `Backend`'s extensions.
 
+pub mod affinity;
 pub mod breaker;
 pub mod fallback;
 mod health;
@@ -52,6 +53,8 @@ pub struct Attempts {
     pub reply: Option<Reply>,
     /// Who the failure `fail_to_proxy` answered is down to.
     pub blame: Option<Blame>,
+    /// The request's affinity cookie named the current target.
+    pinned_kept: bool,
 }
 
 impl Attempts {
@@ -63,11 +66,23 @@ impl Attempts {
     /// The peer of the next attempt: a healthy target whose breaker is closed and that
     /// this request has not tried. `Err` is the reply: 503 when no target is available at
     /// all, 502 when every target left was tried.
-    pub fn next(&mut self, pool: &Pool, key: &[u8]) -> Result<HttpPeer, Reply> {
+    /// `pinned` is the request's affinity cookie, when the pool has one: the target it
+    /// names is taken while it is available.
+    pub fn next(
+        &mut self,
+        pool: &Pool,
+        key: &[u8],
+        pinned: Option<&[u8]>,
+    ) -> Result<HttpPeer, Reply> {
         // Also called when Pingora retries on its own (a pooled keep-alive connection the
         // origin had closed): that is no failure of the target, so nothing is recorded.
         self.current = None;
-        match pool.select(key, &self.tried) {
+        let chosen = pinned
+            .and_then(|token| pool.select_pinned(token, &self.tried))
+            .map(|t| (t, true))
+            .unwrap_or_else(|| (pool.select(key, &self.tried), false));
+        self.pinned_kept = chosen.1;
+        match chosen.0 {
             Selection::Target(backend, state) => {
                 let peer = pool.peer(&backend, &state);
                 self.current = Some(Attempt {
@@ -97,6 +112,14 @@ impl Attempts {
             true => matched.cloned(),
             false => self.current.as_ref().map(|a| a.target.host_header.clone()),
         }
+    }
+
+    /// The affinity cookie to set on the response: when the pool has affinity and the
+    /// request did not already name the target that served.
+    pub fn affinity_cookie(&self, pool: &Pool) -> Option<HeaderValue> {
+        let affinity = pool.affinity.as_ref()?;
+        let attempt = self.current.as_ref()?;
+        (!self.pinned_kept).then(|| affinity.set_cookie(&attempt.target.affinity_token))?
     }
 
     /// The current attempt could not connect: it counts against the target's breaker, and
@@ -161,7 +184,7 @@ pub fn hash_input(
 }
 
 /// The value of cookie `name`, as bytes.
-fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a [u8]> {
+pub fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a [u8]> {
     req.headers
         .get_all(http::header::COOKIE)
         .iter()
@@ -204,6 +227,8 @@ pub struct TargetState {
     /// The idle time the target last announced (`Keep-Alive: timeout=N`), in milliseconds
     /// (`u64::MAX`: none announced).
     announced_idle_ms: AtomicU64,
+    /// What the pool's affinity cookie says to name this target (empty without affinity).
+    pub affinity_token: Box<str>,
 }
 
 impl TargetState {
@@ -270,6 +295,8 @@ pub struct Pool {
     cursor: AtomicUsize,
     health_started: AtomicBool,
     stop: watch::Sender<bool>,
+    /// The affinity cookie, when the origin has one.
+    pub affinity: Option<affinity::AffinityRt>,
 }
 
 impl Pool {
@@ -324,6 +351,10 @@ impl Pool {
                 ),
                 last_probe_ok: AtomicBool::new(true),
                 announced_idle_ms: AtomicU64::new(u64::MAX),
+                affinity_token: match &spec.affinity {
+                    Some(_) => affinity::token(&spec.id, &url.authority()).into(),
+                    None => "".into(),
+                },
             });
             backend.ext.insert(state.clone());
             set.insert(backend.clone());
@@ -353,6 +384,7 @@ impl Pool {
             cursor: AtomicUsize::new(0),
             health_started: AtomicBool::new(false),
             stop,
+            affinity: spec.affinity.as_ref().map(affinity::AffinityRt::compile),
         });
         for (_, s) in &pool.targets {
             METRICS
@@ -472,6 +504,17 @@ impl Pool {
             },
             None => Selection::NoneAvailable,
         }
+    }
+
+    /// The target an affinity token names, when it is healthy, its breaker allows and this
+    /// request has not tried it.
+    pub fn select_pinned(&self, token: &[u8], tried: &[usize]) -> Option<Selection> {
+        let (b, s) = self
+            .targets
+            .iter()
+            .find(|(_, s)| !s.affinity_token.is_empty() && s.affinity_token.as_bytes() == token)?;
+        let ok = self.is_healthy(b) && !tried.contains(&backend_id(b)) && s.breaker.allow(now_ms());
+        ok.then(|| Selection::Target(b.clone(), s.clone()))
     }
 
     fn least_loaded(&self, accept: &dyn Fn(&Backend, bool) -> bool) -> Option<Backend> {
