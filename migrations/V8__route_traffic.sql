@@ -1,12 +1,14 @@
 -- Traffic management of a route (vantage_model::Traffic): weighted splits, mirroring, the
--- API version it serves and its fallback answer; and an origin's affinity cookie
--- (vantage_model::CookieAffinity, NULL without one). The JSON carries the field only when it is
+-- API version it serves and its fallback answer; an origin's affinity cookie
+-- (vantage_model::CookieAffinity) and DNS discovery of its targets
+-- (vantage_model::Discovery), each NULL when the origin has none. The JSON carries the field only when it is
 -- set, as the model serializes it (`skip_serializing_if = Traffic::is_default`). The origins a
 -- split or mirror names are checked by the admin's validation of every write (a foreign key
 -- cannot reach into the document).
 
 ALTER TABLE routes ADD COLUMN traffic jsonb NOT NULL DEFAULT '{}';
 ALTER TABLE origins ADD COLUMN affinity jsonb;
+ALTER TABLE origins ADD COLUMN discovery jsonb;
 
 CREATE OR REPLACE FUNCTION vantage_origin_json(o origins) RETURNS jsonb
 LANGUAGE sql STABLE AS $$
@@ -23,7 +25,8 @@ LANGUAGE sql STABLE AS $$
         'tls', o.tls,
         'protocol', o.protocol,
         'preserve_host', o.preserve_host,
-        'affinity', o.affinity))
+        'affinity', o.affinity,
+        'discovery', o.discovery))
 $$;
 
 CREATE OR REPLACE FUNCTION vantage_route_json(r routes) RETURNS jsonb

@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/deps.sh
-ensure_packages redis-server:redis-server
+# dnsmasq (the executable only, no service) answers the DNS discovery tests.
+ensure_packages redis-server:redis-server dnsmasq:dnsmasq-base
 # The admin tests use the shared Postgres and Redis on loopback.
 ensure_postgres
 ensure_redis

@@ -182,14 +182,14 @@ impl Resource for Origin {
             .map_err(|_| ApiError::invalid_field("retries", "is too large"))?;
         tx.execute(
             "INSERT INTO origins (id, tenant_id, targets, lb, hash_key, health_check, timeouts, retries,
-                                  circuit_breaker, tls, protocol, preserve_host, affinity)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                                  circuit_breaker, tls, protocol, preserve_host, affinity, discovery)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
              ON CONFLICT (id) DO UPDATE SET targets = EXCLUDED.targets, lb = EXCLUDED.lb,
                hash_key = EXCLUDED.hash_key, health_check = EXCLUDED.health_check,
                timeouts = EXCLUDED.timeouts, retries = EXCLUDED.retries,
                circuit_breaker = EXCLUDED.circuit_breaker, tls = EXCLUDED.tls,
                protocol = EXCLUDED.protocol, preserve_host = EXCLUDED.preserve_host,
-               affinity = EXCLUDED.affinity, updated_at = now()",
+               affinity = EXCLUDED.affinity, discovery = EXCLUDED.discovery, updated_at = now()",
             &[
                 &id,
                 &tenant,
@@ -204,6 +204,7 @@ impl Resource for Origin {
                 &enum_str(&self.protocol),
                 &self.preserve_host,
                 &self.affinity.as_ref().map(json),
+                &self.discovery.as_ref().map(json),
             ],
         )
         .await?;

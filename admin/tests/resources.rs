@@ -467,3 +467,38 @@ fn users_crud_with_case_insensitive_unique_emails() {
         404
     );
 }
+
+#[test]
+fn origin_affinity_and_discovery_round_trip_and_are_validated() {
+    let a = Admin::fresh();
+    let t = id(&a.create("/api/v1/tenants", bodies::tenant("acme")));
+    let o = a.create(
+        "/api/v1/origins",
+        json!({"tenant_id": t, "targets": [], "discovery": {"srv": "_api._tcp.svc.internal"},
+               "affinity": {"cookie": "srv", "ttl_seconds": 600}}),
+    );
+    // Defaults filled in, the rest as written.
+    assert_eq!(o["discovery"], json!({"srv": "_api._tcp.svc.internal"}));
+    assert_eq!(
+        o["affinity"],
+        json!({"cookie": "srv", "ttl_seconds": 600, "secure": true, "http_only": true, "same_site": "lax", "path": "/"})
+    );
+    let got = a.root("GET", &format!("/api/v1/origins/{}", id(&o)), None);
+    assert_eq!(
+        (got.body["discovery"].clone(), got.body["affinity"].clone()),
+        (o["discovery"].clone(), o["affinity"].clone())
+    );
+    let bad = a.root(
+        "POST",
+        "/api/v1/origins",
+        Some(json!({"tenant_id": t, "targets": [{"url": "http://127.0.0.1:1"}], "discovery": {"name": "a.internal", "srv": "_b._tcp.internal"},
+                    "affinity": {"cookie": "a b", "same_site": "none", "secure": false}})),
+    );
+    assert_eq!(bad.status, 422, "{:?}", bad.body);
+    let mut f = bad.fields();
+    f.sort();
+    assert_eq!(
+        f,
+        ["affinity.cookie", "affinity.secure", "discovery", "targets"]
+    );
+}

@@ -34,8 +34,8 @@ pub use policy::{
     RateLimitPolicy, RouteAuth, SecurityHeaders,
 };
 pub use traffic::{
-    AcceptParam, ApiVersion, CookieAffinity, Fallback, Mirror, SameSite, Split, SplitRule,
-    StickyBy, Traffic, WeightedOrigin,
+    AcceptParam, ApiVersion, CookieAffinity, Discovery, DnsSettings, Fallback, Mirror, SameSite,
+    Split, SplitRule, StickyBy, Traffic, WeightedOrigin,
 };
 pub use validate::{
     parse_cidr, validate_resources, validate_server, ErrorKind, FieldError, ResourceContext,
@@ -212,6 +212,8 @@ pub struct ServerSettings {
     /// Bounds of the Prometheus metrics on the ops listener.
     /// Example: `{max_series_per_family: 20000}`.
     pub metrics: MetricsSettings,
+    /// The resolver of origins with DNS discovery. Example: `{nameservers: ["10.0.0.2:53"]}`.
+    pub dns: DnsSettings,
 }
 
 /// How much the proxy's `/metrics` may hold. Per-tenant families
@@ -510,6 +512,7 @@ impl Default for ServerSettings {
             rate_limit_headers: RateLimitHeaders::All,
             jwks_allowed_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
             metrics: MetricsSettings::default(),
+            dns: DnsSettings::default(),
         }
     }
 }
@@ -742,6 +745,10 @@ pub struct Origin {
     /// target is available. Example: `{cookie: srv, ttl_seconds: 3600}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity: Option<CookieAffinity>,
+    /// Targets found in DNS instead of `targets` (which must then be empty), re-resolved
+    /// on the records' TTL. Example: `{srv: _api._tcp.service.internal}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<Discovery>,
 }
 
 fn default_retries() -> u32 {

@@ -261,6 +261,56 @@ fn root_path() -> String {
     "/".into()
 }
 
+/// An origin's targets from DNS: the addresses of an A/AAAA name on one port, or the
+/// targets and ports of an SRV name (those of the lowest priority, weighted). Names are
+/// re-resolved when their records expire (within `server.dns`'s bounds); a new address
+/// takes traffic once it passes its first health check, a removed one drains.
+/// Example: `{name: api.service.internal, port: 8080}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Discovery {
+    /// A/AAAA name. Example: `api.service.internal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Port of the A/AAAA addresses (default 80, or 443 with `tls`). Example: `8080`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// SRV name. Example: `_api._tcp.service.internal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub srv: Option<String>,
+    /// The targets speak HTTPS (SNI and Host are the name). Example: `false`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub tls: bool,
+}
+
+/// The proxy's resolver for DNS discovery. Example:
+/// `{nameservers: ["10.0.0.2:53"], min_ttl_ms: 1000, max_ttl_ms: 300000}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsSettings {
+    /// `ip:port` of the name servers; empty: the system's (`/etc/resolv.conf`).
+    /// Example: `["127.0.0.1:53"]`.
+    pub nameservers: Vec<String>,
+    /// Re-resolve no sooner than this after an answer, whatever its TTL. Example: `1000`.
+    pub min_ttl_ms: u64,
+    /// Re-resolve at least this often, whatever the TTL. Example: `300000`.
+    pub max_ttl_ms: u64,
+    /// Time a query may take. Example: `2000`.
+    pub timeout_ms: u64,
+}
+
+impl Default for DnsSettings {
+    fn default() -> Self {
+        DnsSettings {
+            nameservers: Vec::new(),
+            min_ttl_ms: 1000,
+            max_ttl_ms: 300_000,
+            timeout_ms: 2000,
+        }
+    }
+}
+
 /// Largest affinity cookie lifetime (a year).
 pub const AFFINITY_TTL_MAX: u64 = 365 * 86_400;
 

@@ -463,6 +463,7 @@ impl Snapshot {
         probe_new: bool,
     ) -> Result<Snapshot, BuildError> {
         let (server, parts) = config.split_tenants();
+        crate::upstream::discovery::configure(&server.dns);
         let allowed = Shared::of(&server);
         // Issuers depend on the JWKS allow-list, hosts on the base domains: a change of
         // either recompiles every tenant.
@@ -721,13 +722,13 @@ impl Snapshot {
                     continue;
                 }
                 pool.stop_health_checks();
-                let live: std::collections::HashSet<&str> = successor
+                let live: std::collections::HashSet<String> = successor
                     .and_then(|t| t.pools.get(id))
-                    .map(|p| p.target_labels().collect())
+                    .map(|p| p.target_labels().into_iter().collect())
                     .unwrap_or_default();
                 for target in pool.target_labels() {
-                    if !live.contains(target) {
-                        crate::telemetry::metrics::forget_target(&pool.id, target);
+                    if !live.contains(&target) {
+                        crate::telemetry::metrics::forget_target(&pool.id, &target);
                     }
                 }
             }

@@ -24,6 +24,7 @@ pub mod admin;
 pub mod bins;
 pub mod calendar;
 pub mod collector;
+pub mod dns;
 pub mod http;
 pub mod origin;
 pub mod ports;
@@ -39,6 +40,7 @@ pub use admin::{admin_cli, bodies, id, Admin, AdminSetup, ApiResponse, SECRET};
 pub use bins::{admin_bin, check_config, hash_key, proxy_bin};
 pub use calendar::{steady_zone, unix_now};
 pub use collector::{contains, Collector};
+pub use dns::{Dns, Record as DnsRecord};
 pub use http::{
     exchange_while_sending, parse_response, raw_exchange, request, tally, try_request, Response,
 };

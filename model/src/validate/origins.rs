@@ -56,8 +56,39 @@ pub(super) fn check<'a>(
                 );
             }
         }
-        if o.targets.is_empty() {
-            c.err(format!("{p}.targets"), "at least one target is needed");
+        match &o.discovery {
+            None if o.targets.is_empty() => {
+                c.err(format!("{p}.targets"), "at least one target is needed");
+            }
+            None => {}
+            Some(d) => {
+                if !o.targets.is_empty() {
+                    c.err(
+                        format!("{p}.targets"),
+                        "must be empty: the targets come from discovery",
+                    );
+                }
+                let dp = format!("{p}.discovery");
+                match (&d.name, &d.srv) {
+                    (Some(n), None) => {
+                        if !valid_host(n) {
+                            c.err(format!("{dp}.name"), "not a valid lower-case host name");
+                        }
+                        if d.port == Some(0) {
+                            c.err(format!("{dp}.port"), "must be between 1 and 65535");
+                        }
+                    }
+                    (None, Some(n)) => {
+                        if !valid_host(n.trim_start_matches('_').replace("._", ".").as_str()) {
+                            c.err(format!("{dp}.srv"), "not a valid SRV name");
+                        }
+                        if d.port.is_some() {
+                            c.err(format!("{dp}.port"), "SRV records carry their ports");
+                        }
+                    }
+                    _ => c.err(dp.clone(), "needs exactly one of name and srv"),
+                }
+            }
         }
         c.max_items(format!("{p}.targets"), o.targets.len(), b::TARGETS);
         let mut seen = HashSet::new();

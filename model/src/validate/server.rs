@@ -238,6 +238,26 @@ pub(super) fn check(c: &mut Collector, s: &ServerSettings) {
         1_000_000,
     );
     check_jwks_networks(c, "server.jwks_allowed_networks", &s.jwks_allowed_networks);
+    c.max_items("server.dns.nameservers", s.dns.nameservers.len(), 8);
+    for (i, n) in s.dns.nameservers.iter().enumerate() {
+        if n.parse::<std::net::SocketAddr>().is_err() {
+            c.err(
+                format!("server.dns.nameservers[{i}]"),
+                format!("'{n}' is not ip:port"),
+            );
+        }
+    }
+    c.range(
+        "server.dns.min_ttl_ms",
+        s.dns.min_ttl_ms,
+        100,
+        b::TIMEOUT_MS,
+    );
+    c.range("server.dns.max_ttl_ms", s.dns.max_ttl_ms, 100, 86_400_000);
+    if s.dns.max_ttl_ms < s.dns.min_ttl_ms {
+        c.err("server.dns.max_ttl_ms", "must not be less than min_ttl_ms");
+    }
+    c.range("server.dns.timeout_ms", s.dns.timeout_ms, 10, 60_000);
     for (i, v) in s.trusted_proxies.iter().enumerate() {
         if parse_cidr(v).is_none() {
             c.err(

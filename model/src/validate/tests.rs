@@ -685,3 +685,77 @@ fn affinity_cookies_are_checked_with_field_paths() {
         );
     }
 }
+
+#[test]
+fn discovery_and_the_resolver_are_checked_with_field_paths() {
+    let origin = |discovery: &str, targets: &str| {
+        GOOD.replace(
+            "    lb: weighted\n    targets:\n      - {url: \"http://127.0.0.1:9001\", weight: 3}\n      - {url: \"http://127.0.0.1:9002\"}\n",
+            &format!("    lb: weighted\n    targets: {targets}\n    discovery: {discovery}\n"),
+        )
+    };
+    assert_eq!(
+        errors(&origin("{srv: _api._tcp.svc.internal}", "[]")),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        errors(&origin(
+            "{name: api.svc.internal, port: 8080, tls: true}",
+            "[]"
+        )),
+        Vec::<String>::new()
+    );
+    let cases = [
+        (
+            "{name: api.svc.internal}",
+            "[{url: \"http://127.0.0.1:1\"}]",
+            "origins[0].targets: must be empty",
+        ),
+        (
+            "{name: API_bad}",
+            "[]",
+            "origins[0].discovery.name: not a valid",
+        ),
+        (
+            "{srv: _api._tcp.svc.internal, port: 80}",
+            "[]",
+            "origins[0].discovery.port: SRV records carry their ports",
+        ),
+        (
+            "{name: a.internal, srv: _b._tcp.internal}",
+            "[]",
+            "origins[0].discovery: needs exactly one of name and srv",
+        ),
+    ];
+    for (discovery, targets, want) in cases {
+        let errs = errors(&origin(discovery, targets));
+        assert!(
+            errs.iter().any(|e| e.starts_with(want)),
+            "no '{want}' in {errs:#?}"
+        );
+    }
+    let server = |dns: &str| {
+        GOOD.replace(
+            "  base_domains: [vantage.localhost]\n",
+            &format!("  base_domains: [vantage.localhost]\n  dns: {dns}\n"),
+        )
+    };
+    assert_eq!(
+        errors(&server(
+            "{nameservers: [\"127.0.0.1:5353\"], min_ttl_ms: 500}"
+        )),
+        Vec::<String>::new()
+    );
+    let errs = errors(&server(
+        "{nameservers: [\"resolver.internal\"], min_ttl_ms: 5000, max_ttl_ms: 1000}",
+    ));
+    for want in [
+        "server.dns.nameservers[0]: 'resolver.internal' is not ip:port",
+        "server.dns.max_ttl_ms: must not be less than min_ttl_ms",
+    ] {
+        assert!(
+            errs.iter().any(|e| e.starts_with(want)),
+            "no '{want}' in {errs:#?}"
+        );
+    }
+}

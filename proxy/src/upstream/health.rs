@@ -17,20 +17,16 @@ pub struct Probe {
     inner: HttpHealthCheck,
 }
 
-/// Build the probe for an origin's health-check settings.
+/// Build the probe for an origin's health-check settings; `host` and `use_tls` are those
+/// of the origin's (first) target.
 pub fn probe(
     origin: &str,
     hc: &vantage_model::HealthCheck,
     tls: &UpstreamTls,
-    targets: &[(Backend, Arc<TargetState>)],
+    host: &str,
+    use_tls: bool,
 ) -> Box<Probe> {
-    let first = targets.first().map(|(_, s)| s.as_ref());
-    let host = hc
-        .host
-        .clone()
-        .or_else(|| first.map(|s| s.host.clone()))
-        .unwrap_or_default();
-    let use_tls = first.is_some_and(|s| s.tls);
+    let host = hc.host.clone().unwrap_or_else(|| host.to_string());
     let mut inner = HttpHealthCheck::new(&host, use_tls);
     if use_tls {
         if let Some(sni) = &tls.sni {

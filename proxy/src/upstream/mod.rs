@@ -7,6 +7,7 @@
 
 pub mod affinity;
 pub mod breaker;
+pub mod discovery;
 pub mod fallback;
 mod health;
 pub mod mirror;
@@ -269,6 +270,9 @@ impl Drop for InflightGuard {
     }
 }
 
+/// A pool's targets and their runtime state (replaced whole when discovery changes them).
+pub type Targets = Arc<arc_swap::ArcSwap<Vec<(Backend, Arc<TargetState>)>>>;
+
 enum Selector {
     RoundRobin(Arc<LoadBalancer<RoundRobin>>),
     Random(Arc<LoadBalancer<Random>>),
@@ -290,7 +294,9 @@ pub struct Pool {
     /// Origin id (metrics label).
     pub id: Arc<str>,
     selector: Selector,
-    targets: Vec<(Backend, Arc<TargetState>)>,
+    targets: Targets,
+    /// Milliseconds until DNS discovery asks again (discovered pools only).
+    rediscover_ms: Option<Arc<AtomicU64>>,
     least_connections: bool,
     cursor: AtomicUsize,
     health_started: AtomicBool,
@@ -330,48 +336,49 @@ impl Pool {
             let weight = if weighted { t.weight as usize } else { 1 };
             let mut backend = Backend::new_with_weight(&addr.to_string(), weight)
                 .map_err(|e| err(e.to_string()))?;
-            let state = Arc::new(TargetState {
-                label: url.authority(),
-                host: url.host.clone(),
-                tls: url.tls,
-                host_header: http::HeaderValue::from_str(&match (
-                    url.port == if url.tls { 443 } else { 80 },
-                    url.host.contains(':'),
-                ) {
-                    (true, false) => url.host.clone(),
-                    (true, true) => format!("[{}]", url.host),
-                    (false, _) => url.authority(),
-                })
-                .map_err(|e| err(e.to_string()))?,
-                inflight: AtomicUsize::new(0),
-                breaker: Breaker::new(
-                    spec.circuit_breaker.enabled,
-                    spec.circuit_breaker.failure_threshold,
-                    Duration::from_millis(spec.circuit_breaker.open_ms),
-                ),
-                last_probe_ok: AtomicBool::new(true),
-                announced_idle_ms: AtomicU64::new(u64::MAX),
-                affinity_token: match &spec.affinity {
-                    Some(_) => affinity::token(&spec.id, &url.authority()).into(),
-                    None => "".into(),
-                },
-            });
+            let state = target_state(spec, &url).map_err(err)?;
             backend.ext.insert(state.clone());
             set.insert(backend.clone());
             targets.push((backend, state));
         }
+        let targets: Targets = Arc::new(arc_swap::ArcSwap::from_pointee(targets));
 
-        let probe = spec
-            .health_check
-            .as_ref()
-            .map(|hc| health::probe(&spec.id, hc, &spec.tls, &targets));
+        let (host, tls) = match &spec.discovery {
+            Some(d) => (
+                d.name.clone().or_else(|| d.srv.clone()).unwrap_or_default(),
+                d.tls,
+            ),
+            None => targets
+                .load()
+                .first()
+                .map(|(_, s)| (s.host.clone(), s.tls))
+                .unwrap_or_default(),
+        };
+        let probe = || {
+            spec.health_check
+                .as_ref()
+                .map(|hc| health::probe(&spec.id, hc, &spec.tls, &host, tls))
+        };
+        let mut rediscover_ms = None;
+        let backends = match &spec.discovery {
+            None => Backends::new(Static::new(set)),
+            Some(d) => {
+                let origin = spec.clone();
+                let make_state =
+                    Box::new(move |addr: std::net::SocketAddr| discovered_state(&origin, addr));
+                let found =
+                    discovery::DnsDiscovery::new(&spec.id, d, make_state, targets.clone(), probe());
+                rediscover_ms = Some(found.next_ms.clone());
+                Backends::new(Box::new(found))
+            }
+        };
         let selector = match spec.lb {
             LbAlgorithm::RoundRobin | LbAlgorithm::Weighted | LbAlgorithm::LeastConnections => {
-                Selector::RoundRobin(Arc::new(make_lb(set, probe).await))
+                Selector::RoundRobin(Arc::new(make_lb(backends, probe()).await))
             }
-            LbAlgorithm::Random => Selector::Random(Arc::new(make_lb(set, probe).await)),
+            LbAlgorithm::Random => Selector::Random(Arc::new(make_lb(backends, probe()).await)),
             LbAlgorithm::ConsistentHash => {
-                Selector::Consistent(Arc::new(make_lb(set, probe).await))
+                Selector::Consistent(Arc::new(make_lb(backends, probe()).await))
             }
         };
         let (stop, _) = watch::channel(false);
@@ -380,13 +387,14 @@ impl Pool {
             id: spec.id.as_str().into(),
             selector,
             targets,
+            rediscover_ms,
             least_connections: spec.lb == LbAlgorithm::LeastConnections,
             cursor: AtomicUsize::new(0),
             health_started: AtomicBool::new(false),
             stop,
             affinity: spec.affinity.as_ref().map(affinity::AffinityRt::compile),
         });
-        for (_, s) in &pool.targets {
+        for (_, s) in pool.targets.load().iter() {
             METRICS
                 .target_healthy
                 .with_label_values(&[&spec.id, &s.label])
@@ -401,7 +409,7 @@ impl Pool {
             // its last probe or has been marked down.
             for _ in 0..hc.unhealthy_threshold.max(1) {
                 pool.run_health_check().await;
-                let undecided = pool.targets.iter().any(|(b, s)| {
+                let undecided = pool.targets.load().iter().any(|(b, s)| {
                     !s.last_probe_ok.load(Ordering::Acquire) && pool.backends().ready(b)
                 });
                 if !undecided {
@@ -410,6 +418,15 @@ impl Pool {
             }
         }
         Ok(pool)
+    }
+
+    /// Ask DNS again (discovered pools): the targets follow the answer.
+    async fn rediscover(&self) {
+        let _ = match &self.selector {
+            Selector::RoundRobin(lb) => lb.update().await,
+            Selector::Random(lb) => lb.update().await,
+            Selector::Consistent(lb) => lb.update().await,
+        };
     }
 
     fn backends(&self) -> &Backends {
@@ -427,12 +444,27 @@ impl Pool {
     /// Start the periodic health check (once; a no-op without a health check). Must be
     /// called inside a tokio runtime. The loop ends when the pool is dropped.
     pub fn start_health_checks(self: &Arc<Self>) {
-        let Some(hc) = &self.spec.health_check else {
-            return;
-        };
         if self.health_started.swap(true, Ordering::AcqRel) {
             return;
         }
+        if let Some(next_ms) = self.rediscover_ms.clone() {
+            let mut stop = self.stop.subscribe();
+            let weak = Arc::downgrade(self);
+            tokio::spawn(async move {
+                loop {
+                    let wait = Duration::from_millis(next_ms.load(Ordering::Relaxed));
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = stop.changed() => return,
+                    }
+                    let Some(pool) = weak.upgrade() else { return };
+                    pool.rediscover().await;
+                }
+            });
+        }
+        let Some(hc) = &self.spec.health_check else {
+            return;
+        };
         let interval = Duration::from_millis(hc.interval_ms);
         let mut stop = self.stop.subscribe();
         let weak = Arc::downgrade(self);
@@ -454,8 +486,12 @@ impl Pool {
     }
 
     /// `host:port` of every target (metric labels).
-    pub fn target_labels(&self) -> impl Iterator<Item = &str> {
-        self.targets.iter().map(|(_, s)| s.label.as_str())
+    pub fn target_labels(&self) -> Vec<String> {
+        self.targets
+            .load()
+            .iter()
+            .map(|(_, s)| s.label.clone())
+            .collect()
     }
 
     /// Is the target up as far as the active health check knows?
@@ -466,12 +502,9 @@ impl Pool {
     /// Targets the active health check holds healthy (all of them without a health check),
     /// and the number of targets.
     pub fn health_counts(&self) -> (usize, usize) {
-        let healthy = self
-            .targets
-            .iter()
-            .filter(|(b, _)| self.is_healthy(b))
-            .count();
-        (healthy, self.targets.len())
+        let targets = self.targets.load();
+        let healthy = targets.iter().filter(|(b, _)| self.is_healthy(b)).count();
+        (healthy, targets.len())
     }
 
     /// Pick a target: healthy, breaker allows, not in `tried`.
@@ -484,7 +517,7 @@ impl Pool {
                     .get::<Arc<TargetState>>()
                     .is_some_and(|s| s.breaker.allow(now))
         };
-        let max = 16 + 4 * self.targets.len();
+        let max = 16 + 4 * self.len();
         let chosen = if self.least_connections {
             self.least_loaded(&accept)
         } else {
@@ -509,8 +542,8 @@ impl Pool {
     /// The target an affinity token names, when it is healthy, its breaker allows and this
     /// request has not tried it.
     pub fn select_pinned(&self, token: &[u8], tried: &[usize]) -> Option<Selection> {
-        let (b, s) = self
-            .targets
+        let targets = self.targets.load();
+        let (b, s) = targets
             .iter()
             .find(|(_, s)| !s.affinity_token.is_empty() && s.affinity_token.as_bytes() == token)?;
         let ok = self.is_healthy(b) && !tried.contains(&backend_id(b)) && s.breaker.allow(now_ms());
@@ -518,11 +551,11 @@ impl Pool {
     }
 
     fn least_loaded(&self, accept: &dyn Fn(&Backend, bool) -> bool) -> Option<Backend> {
-        let n = self.targets.len();
+        let targets = self.targets.load();
+        let n = targets.len();
         let start = self.cursor.fetch_add(1, Ordering::Relaxed) % n.max(1);
         // Fewest in flight per unit of weight first; a rotating start spreads ties.
-        let mut order: Vec<(u128, usize, usize)> = self
-            .targets
+        let mut order: Vec<(u128, usize, usize)> = targets
             .iter()
             .enumerate()
             .map(|(i, (b, s))| {
@@ -532,7 +565,7 @@ impl Pool {
             .collect();
         order.sort_unstable();
         order.into_iter().find_map(|(_, _, i)| {
-            let b = &self.targets[i].0;
+            let b = &targets[i].0;
             accept(b, self.is_healthy(b)).then(|| b.clone())
         })
     }
@@ -599,12 +632,12 @@ impl Pool {
 
     /// Number of targets.
     pub fn len(&self) -> usize {
-        self.targets.len()
+        self.targets.load().len()
     }
 
-    /// True when the pool has no target (never, for a validated origin).
+    /// True when the pool has no target (a discovered pool whose name has no address).
     pub fn is_empty(&self) -> bool {
-        self.targets.is_empty()
+        self.targets.load().is_empty()
     }
 }
 
@@ -621,18 +654,83 @@ pub fn backend_id(b: &Backend) -> usize {
         .map_or(0, |s| Arc::as_ptr(s) as usize)
 }
 
-async fn make_lb<S>(set: BTreeSet<Backend>, probe: Option<Box<health::Probe>>) -> LoadBalancer<S>
+async fn make_lb<S>(backends: Backends, probe: Option<Box<health::Probe>>) -> LoadBalancer<S>
 where
     S: pingora::lb::selection::BackendSelection + 'static,
     S::Iter: pingora::lb::selection::BackendIter,
 {
-    let mut lb = LoadBalancer::<S>::from_backends(Backends::new(Static::new(set)));
+    let mut lb = LoadBalancer::<S>::from_backends(backends);
     if let Some(p) = probe {
         lb.set_health_check(p);
     }
-    // Static discovery cannot fail.
+    // Static discovery cannot fail; a failed first DNS lookup leaves the pool empty until
+    // the next one.
     let _ = lb.update().await;
     lb
+}
+
+/// The runtime state of a configured target.
+fn target_state(spec: &Origin, url: &TargetUrl) -> Result<Arc<TargetState>, String> {
+    let host_header = match (
+        url.port == if url.tls { 443 } else { 80 },
+        url.host.contains(':'),
+    ) {
+        (true, false) => url.host.clone(),
+        (true, true) => format!("[{}]", url.host),
+        (false, _) => url.authority(),
+    };
+    Ok(Arc::new(TargetState {
+        label: url.authority(),
+        host: url.host.clone(),
+        tls: url.tls,
+        host_header: HeaderValue::from_str(&host_header).map_err(|e| e.to_string())?,
+        inflight: AtomicUsize::new(0),
+        breaker: Breaker::new(
+            spec.circuit_breaker.enabled,
+            spec.circuit_breaker.failure_threshold,
+            Duration::from_millis(spec.circuit_breaker.open_ms),
+        ),
+        last_probe_ok: AtomicBool::new(true),
+        announced_idle_ms: AtomicU64::new(u64::MAX),
+        affinity_token: match &spec.affinity {
+            Some(_) => affinity::token(&spec.id, &url.authority()).into(),
+            None => "".into(),
+        },
+    }))
+}
+
+/// The runtime state of an address DNS discovery found: named by its address, with the
+/// discovered name as its host (SNI and Host).
+fn discovered_state(spec: &Origin, addr: std::net::SocketAddr) -> Arc<TargetState> {
+    let d = spec.discovery.as_ref();
+    let name = d
+        .and_then(|d| d.name.clone().or_else(|| d.srv.clone()))
+        .unwrap_or_default();
+    let url = TargetUrl {
+        tls: d.is_some_and(|d| d.tls),
+        host: addr.ip().to_string(),
+        port: addr.port(),
+    };
+    let label = url.authority();
+    let host = HeaderValue::from_str(&name).unwrap_or_else(|_| HeaderValue::from_static(""));
+    Arc::new(TargetState {
+        host: name,
+        tls: url.tls,
+        host_header: host,
+        inflight: AtomicUsize::new(0),
+        breaker: Breaker::new(
+            spec.circuit_breaker.enabled,
+            spec.circuit_breaker.failure_threshold,
+            Duration::from_millis(spec.circuit_breaker.open_ms),
+        ),
+        last_probe_ok: AtomicBool::new(true),
+        announced_idle_ms: AtomicU64::new(u64::MAX),
+        affinity_token: match &spec.affinity {
+            Some(_) => affinity::token(&spec.id, &label).into(),
+            None => "".into(),
+        },
+        label,
+    })
 }
 
 #[cfg(test)]
@@ -646,7 +744,8 @@ mod tests {
         )
         .unwrap();
         let pool = Pool::build(&spec, false).await.unwrap();
-        let (backend, state) = &pool.targets[0];
+        let targets = pool.targets.load();
+        let (backend, state) = &targets[0];
         let idle = |p: &Pool| p.peer(backend, state).options.idle_timeout;
         assert_eq!(idle(&pool), Some(Duration::from_millis(4000)));
         state.note_keep_alive(b"timeout=2, max=100");
