@@ -188,7 +188,7 @@ pub struct AcceptParam {
 }
 
 /// The answer when no target of the chosen origin is healthy or every breaker is open,
-/// instead of the generic 503. It is marked `X-Vantage-Fallback: static`.
+/// instead of the generic 503. It is marked `X-Vantage-Fallback: static` (or `stale`).
 /// Example: `{status: 200, content_type: application/json, body: '{"items": []}'}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -203,6 +203,11 @@ pub struct Fallback {
     /// At most 65536 bytes. Example: `'{"items": [], "degraded": true}'`.
     #[serde(default)]
     pub body: String,
+    /// On a caching route, first answer with the stored response when one is within its
+    /// stale-if-error window (the route's `stale_if_error_seconds` or the origin's
+    /// `stale-if-error`), marked `X-Vantage-Fallback: stale`. Example: `true`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub stale: bool,
 }
 
 fn fallback_status() -> u16 {

@@ -466,3 +466,33 @@ routes:
         assert_eq!((r.origin(), r.header("set-cookie")), (there.clone(), None));
     }
 }
+
+#[test]
+fn a_fallback_serves_a_stored_response_before_its_static_answer() {
+    let (stable, canary) = (Origin::start("stable"), Origin::start("canary"));
+    let mut cached = Origin::start("cached");
+    let origin = format!(
+        "  - {{id: cached, tenant_id: t, retries: 0, targets: [{{url: \"{}\"}}], health_check: {{path: /healthz, interval_ms: 200, timeout_ms: 200, unhealthy_threshold: 1}}}}",
+        cached.url()
+    );
+    let route = "  - {id: c, tenant_id: t, path_pattern: \"/*\", origin_id: cached, cache: {enabled: true, default_ttl_seconds: 1, stale_if_error_seconds: 300}, traffic: {fallback: {status: 200, body: 'static', content_type: text/plain, stale: true}}}\n";
+    let p = Proxy::start(&config(&stable, &canary, &origin, route));
+    let first = p.get("t.test.local", "/doc");
+    assert_eq!(first.header("x-cache"), Some("MISS"));
+    cached.stop();
+    // Once the entry is stale and the target is marked down: the stored body, marked.
+    let stale = wait_for("the stored response as the fallback", 20, || {
+        let r = p.get("t.test.local", "/doc");
+        (r.header("x-vantage-fallback") == Some("stale")).then_some(r)
+    });
+    assert_eq!(
+        (stale.status, stale.header("x-cache")),
+        (200, Some("STALE"))
+    );
+    assert_eq!(stale.text(), first.text());
+    // Nothing stored for this one: the static answer.
+    let r = p.get("t.test.local", "/never-stored");
+    assert_eq!((r.status, r.text().as_str()), (200, "static"));
+    assert_eq!(r.header("x-vantage-fallback"), Some("static"));
+    assert!(p.metric(r#"vantage_fallback_responses_total{kind="stale",tenant="t"}"#) >= 1.0);
+}

@@ -611,7 +611,7 @@ fn traffic_management_is_checked_with_field_paths() {
          rules: [{header: X-Canary, cookie: c, value: '1', origin_id: acme-api}]}, \
          mirror: {origin_id: acme-api, percent: 150, timeout_ms: 0}, \
          version: {name: 'v 1', deprecated_at: 'tomorrow', sunset_at: '2020-01-01T00:00:00Z', successor: 'java script:'}, \
-         fallback: {status: 99, content_type: ''}}",
+         fallback: {status: 99, content_type: '', stale: true}}",
     );
     let errs = errors(&bad);
     for path in [
@@ -629,6 +629,7 @@ fn traffic_management_is_checked_with_field_paths() {
         "routes[0].traffic.version.successor: must be a path",
         "routes[0].traffic.fallback.status: must be between 200 and 599",
         "routes[0].traffic.fallback.content_type: must be a media type",
+        "routes[0].traffic.fallback.stale: needs the route's cache to be enabled",
     ] {
         assert!(
             errs.iter().any(|e| e.starts_with(path)),

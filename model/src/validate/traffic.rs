@@ -170,5 +170,11 @@ pub(super) fn check(c: &mut Collector, p: &str, r: &Route, origins: &OriginOwner
         }
         c.max_len(format!("{fp}.content_type"), &f.content_type, 256);
         c.max_len(format!("{fp}.body"), &f.body, t::FALLBACK_BODY_MAX);
+        if f.stale && !r.cache.enabled {
+            c.err(
+                format!("{fp}.stale"),
+                "needs the route's cache to be enabled",
+            );
+        }
     }
 }

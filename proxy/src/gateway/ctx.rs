@@ -207,6 +207,17 @@ impl Ctx {
         self.clock.spans = spans;
     }
 
+    /// No target could take the request and the route's fallback takes a stored response.
+    pub fn stale_fallback(&self) -> bool {
+        self.upstream.none_available()
+            && self
+                .routing
+                .route
+                .as_ref()
+                .and_then(|r| r.traffic.fallback.as_ref())
+                .is_some_and(|f| f.stale)
+    }
+
     pub fn request_id(&self) -> &str {
         self.request.id.to_str().unwrap_or("-")
     }

@@ -269,16 +269,17 @@ impl ProxyHttp for Gateway {
     }
 
     /// Stale entries are served while revalidating (within stale-while-revalidate) and when
-    /// the origin fails (within stale-if-error).
+    /// the origin fails (within stale-if-error), or has no target available when the
+    /// route's fallback takes stale entries.
     fn should_serve_stale(
         &self,
         session: &mut Session,
-        _ctx: &mut Ctx,
+        ctx: &mut Ctx,
         error: Option<&Error>,
     ) -> bool {
         match error {
             None => !RequestDirectives::parse(session.req_header()).no_cache,
-            Some(e) => e.esource() == &ErrorSource::Upstream,
+            Some(e) => e.esource() == &ErrorSource::Upstream || ctx.stale_fallback(),
         }
     }
 
@@ -413,6 +414,10 @@ impl ProxyHttp for Gateway {
         {
             let label = cache::label_response(session.cache.phase(), ctx.cache.missed, resp)?;
             ctx.cache.label = Some(label);
+            if label == "STALE" && ctx.stale_fallback() {
+                let tenant = ctx.routing.tenant.as_deref().unwrap_or_default();
+                upstream::fallback::FallbackRt::mark_stale(resp, tenant)?;
+            }
         }
         if let (true, Some(tenant)) = (ctx.routing.tenant_caches, &ctx.routing.tenant) {
             let purges = self.caches.purges;

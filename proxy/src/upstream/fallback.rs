@@ -5,6 +5,7 @@ use crate::errors::{self, Reply};
 use crate::telemetry::metrics::METRICS;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
+use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use vantage_model::Fallback;
 
@@ -13,6 +14,8 @@ pub static X_VANTAGE_FALLBACK: HeaderName = HeaderName::from_static("x-vantage-f
 
 /// A compiled fallback.
 pub struct FallbackRt {
+    /// A stored response within its stale-if-error window comes first.
+    pub stale: bool,
     status: u16,
     content_type: HeaderValue,
     body: Bytes,
@@ -21,10 +24,17 @@ pub struct FallbackRt {
 impl FallbackRt {
     pub fn compile(spec: &Fallback) -> Result<FallbackRt, String> {
         Ok(FallbackRt {
+            stale: spec.stale,
             status: spec.status,
             content_type: HeaderValue::from_str(&spec.content_type).map_err(|e| e.to_string())?,
             body: Bytes::from(spec.body.clone()),
         })
+    }
+
+    /// Mark a stored response served in place of the origin's.
+    pub fn mark_stale(resp: &mut ResponseHeader, tenant: &str) -> pingora::Result<()> {
+        METRICS.fallbacks.inc(&[tenant, "stale"]);
+        resp.insert_header(X_VANTAGE_FALLBACK.as_str(), "stale")
     }
 
     /// Answer with the fallback.

@@ -139,6 +139,14 @@ impl Attempts {
         retry
     }
 
+    /// No target of the pool could take the request (the reply is waiting for
+    /// `fail_to_proxy`, or a stored response was served instead).
+    pub fn none_available(&self) -> bool {
+        self.reply
+            .as_ref()
+            .is_some_and(|r| r.code == "no_healthy_upstream")
+    }
+
     /// Settle the request's last attempt with its target's breaker: a failure when the
     /// upstream failed or answered 5xx, a success otherwise, and nothing at all when the
     /// client was to blame (a client too slow to send its request says nothing about the
