@@ -16,6 +16,8 @@
 #   (l) pingap 0.13.1, one location (the nearest Pingora-based peer; its own release
 #       profile: Pingora 0.8, fat LTO, codegen-units 1, panic abort)
 #   (f') as (f) with `rate_limit_headers: draft` (no X-RateLimit-* fields)
+#   (m) as (d) with a weighted split of the route between two origins (90/10, at random;
+#       both origins are the same upstream)
 # Layout (see ../shared/reference/benchmarking.md): the proxy under test alone on CPU 0 with
 # one worker; upstream and load generator on CPU 1. Saturation with wrk (closed loop, 64
 # keep-alive connections); latency with oha at a fixed rate (open loop). Rounds interleave
@@ -48,7 +50,7 @@ start_work bench
 mkdir -p "$work/nginx-cache" "$work/nginx-temp"
 chmod 777 "$work/nginx-cache" "$work/nginx-temp"
 
-UP=18080 NGX=18081 BARE=18082 VP1=18083 VP1K=18084 VP1NF=18085 VPKEY=18086 VPJWT=18087 VPRED=18088 REDIS=18089 NGXC=18090 VPCACHE=18091 VPMET=18092 PINGAPP=18093 VPKEYD=18094
+UP=18080 NGX=18081 BARE=18082 VP1=18083 VP1K=18084 VP1NF=18085 VPKEY=18086 VPJWT=18087 VPRED=18088 REDIS=18089 NGXC=18090 VPCACHE=18091 VPMET=18092 PINGAPP=18093 VPKEYD=18094 VPSPLIT=18095
 
 # (k)'s database: the schema applied with psql, dropped when the run ends.
 DB=vantage_bench_$$
@@ -132,7 +134,9 @@ variant $VPCACHE 19089 ", cache: {enabled: true, default_ttl_seconds: 600}" "" >
 variant $VPMET 19090 "" \
   "  postgres: {url: \"postgres://postgres@127.0.0.1:5432/$DB\", request_logs: {enabled: false}, usage: {flush_interval_ms: 1000}}" >"$work/vpmet.yaml"
 sed -e "s/$VPKEY/$VPKEYD/g; s/19086/19091/; s|^  access_log: false|  access_log: false\n  rate_limit_headers: draft|" "$work/vpkey.yaml" >"$work/vpkeyd.yaml"
-for f in vpkey vpjwt vpred vpcache vpmet vpkeyd; do "$BIN/vantage-proxy" --config "$work/$f.yaml" --check >&2; done
+variant $VPSPLIT 19095 ", traffic: {split: {origins: [{origin_id: o5, weight: 90}, {origin_id: o5b, weight: 10}]}}" "" >"$work/vpsplit.yaml"
+sed -i 's|^origins: \[{id: o5, \(.*\)}\]$|origins: [{id: o5, \1}, {id: o5b, \1}]|' "$work/vpsplit.yaml"
+for f in vpkey vpjwt vpred vpcache vpmet vpkeyd vpsplit; do "$BIN/vantage-proxy" --config "$work/$f.yaml" --check >&2; done
 
 pingap_conf "$work/pingap.toml" "$PINGAPP" "$UP"
 
@@ -150,18 +154,19 @@ taskset -c "$PROXY_CPU" "$BIN/vantage-proxy" --config "$work/vpcache.yaml" >"$wo
 taskset -c "$PROXY_CPU" "$BIN/vantage-proxy" --config "$work/vpmet.yaml" >"$work/vpmet.log" 2>&1 & pids+=($!)
 taskset -c "$PROXY_CPU" "$PINGAP" -c "$work/pingap.toml" >"$work/pingap.log" 2>&1 & pids+=($!)
 taskset -c "$PROXY_CPU" "$BIN/vantage-proxy" --config "$work/vpkeyd.yaml" >"$work/vpkeyd.log" 2>&1 & pids+=($!)
-for p in $REDIS $UP $NGX $BARE $VP1 $VP1K $VP1NF $VPKEY $VPJWT $VPRED $NGXC $VPCACHE $VPMET $PINGAPP $VPKEYD; do wait_port "$p" 3000; done
+taskset -c "$PROXY_CPU" "$BIN/vantage-proxy" --config "$work/vpsplit.yaml" >"$work/vpsplit.log" 2>&1 & pids+=($!)
+for p in $REDIS $UP $NGX $BARE $VP1 $VP1K $VP1NF $VPKEY $VPJWT $VPRED $NGXC $VPCACHE $VPMET $PINGAPP $VPKEYD $VPSPLIT; do wait_port "$p" 3000; done
 for ops in 19088; do
   for _ in $(seq 1 100); do curl -s "http://127.0.0.1:$ops/readyz" | grep -q '"redis":"connected"' && break; sleep 0.1; done
 done
 
-names=(upstream nginx bare-pingora vantage-1route vantage-100k-routes-1m-keys vantage-1route-no-xff vantage-apikey-limit vantage-jwt vantage-redis-limit nginx-cache-hit vantage-cache-hit vantage-metering pingap vantage-apikey-limit-draft)
-labels=("(a) upstream directly" "(b) nginx reverse proxy" "(c) bare Pingora" "(d) vantage-proxy, 1 tenant / 1 route" "(e) vantage-proxy, 10,000 tenants / 100,000 routes / 1M keys" "(d′) as (d), \`forwarded_headers: false\`" "(f) as (d) + API key + local limit" "(g) as (d) + JWT (RS256)" "(h) as (d) + Redis limit" "(i) nginx proxy_cache hit" "(j) as (d), memory cache hit" "(k) as (d) + usage metering" "(l) pingap 0.13.1, one location" "(f′) as (f), \`rate_limit_headers: draft\`")
-ports=($UP $NGX $BARE $VP1 $VP1K $VP1NF $VPKEY $VPJWT $VPRED $NGXC $VPCACHE $VPMET $PINGAPP $VPKEYD)
-hosts=(up.bench.local up.bench.local up.bench.local t5.bench.local scale500.bench.local t5.bench.local t5.bench.local t5.bench.local t5.bench.local up.bench.local t5.bench.local t5.bench.local up.bench.local t5.bench.local)
-extra=("" "" "" "" "" "" "X-API-Key: $API_KEY" "Authorization: Bearer $JWT" "" "" "" "" "" "X-API-Key: $API_KEY")
+names=(upstream nginx bare-pingora vantage-1route vantage-100k-routes-1m-keys vantage-1route-no-xff vantage-apikey-limit vantage-jwt vantage-redis-limit nginx-cache-hit vantage-cache-hit vantage-metering pingap vantage-apikey-limit-draft vantage-split)
+labels=("(a) upstream directly" "(b) nginx reverse proxy" "(c) bare Pingora" "(d) vantage-proxy, 1 tenant / 1 route" "(e) vantage-proxy, 10,000 tenants / 100,000 routes / 1M keys" "(d′) as (d), \`forwarded_headers: false\`" "(f) as (d) + API key + local limit" "(g) as (d) + JWT (RS256)" "(h) as (d) + Redis limit" "(i) nginx proxy_cache hit" "(j) as (d), memory cache hit" "(k) as (d) + usage metering" "(l) pingap 0.13.1, one location" "(f′) as (f), \`rate_limit_headers: draft\`" "(m) as (d), split between two origins (90/10)")
+ports=($UP $NGX $BARE $VP1 $VP1K $VP1NF $VPKEY $VPJWT $VPRED $NGXC $VPCACHE $VPMET $PINGAPP $VPKEYD $VPSPLIT)
+hosts=(up.bench.local up.bench.local up.bench.local t5.bench.local scale500.bench.local t5.bench.local t5.bench.local t5.bench.local t5.bench.local up.bench.local t5.bench.local t5.bench.local up.bench.local t5.bench.local t5.bench.local)
+extra=("" "" "" "" "" "" "X-API-Key: $API_KEY" "Authorization: Bearer $JWT" "" "" "" "" "" "X-API-Key: $API_KEY" "")
 # pids[0] is redis-server; the nginx proxy process serves (b) and (i).
-pidof_target=("${pids[1]}" "${pids[2]}" "${pids[3]}" "${pids[4]}" "${pids[5]}" "${pids[6]}" "${pids[7]}" "${pids[8]}" "${pids[9]}" "${pids[2]}" "${pids[10]}" "${pids[11]}" "${pids[12]}" "${pids[13]}")
+pidof_target=("${pids[1]}" "${pids[2]}" "${pids[3]}" "${pids[4]}" "${pids[5]}" "${pids[6]}" "${pids[7]}" "${pids[8]}" "${pids[9]}" "${pids[2]}" "${pids[10]}" "${pids[11]}" "${pids[12]}" "${pids[13]}" "${pids[14]}")
 hdrs() { # the -H arguments for target $1
   H=(-H "Host: ${hosts[$1]}")
   if [ -n "${extra[$1]}" ]; then H+=(-H "${extra[$1]}"); fi
@@ -258,7 +263,7 @@ mkdir -p loadtest/results
   echo
   echo "| target | req/s ÷ (d) | CPU/req ÷ (d) | p50 − p50(d) ms |"
   echo "| --- | ---: | ---: | ---: |"
-  for i in 6 13 7 8 10 11; do
+  for i in 6 13 7 8 10 11 14; do
     awk -v n="${reqs[$i]}" -v nd="${reqs[3]}" -v c="$(cpu_us "$i")" -v cd="$(cpu_us 3)" -v p="${p50[$i]}" -v pd="${p50[3]}" -v l="${labels[$i]}" \
       'BEGIN { printf "| %s | %.2f | %.2f | %+.3f |\n", l, n / nd, c / cd, p - pd }'
   done
@@ -267,7 +272,7 @@ mkdir -p loadtest/results
   echo "(goal ≤ 1.05); (k) wrote $METERED requests into usage_minute during the run."
   echo
   ratio() { awk -v a="$(cpu_us "$1")" -v b="$(cpu_us "$2")" 'BEGIN { printf "%.2f", a / b }'; }
-  echo "The targets of issue 14, CPU per request in this run:"
+  echo "The targets of issues 14 and 15, CPU per request in this run:"
   echo
   echo "| ratio | value | target |"
   echo "| --- | ---: | ---: |"
@@ -277,6 +282,7 @@ mkdir -p loadtest/results
   echo "| (f) API key + local limit ÷ (d) | $(ratio 6 3) | ≤ 1.05 |"
   echo "| (f′) the same, \`rate_limit_headers: draft\`, ÷ (d) | $(ratio 13 3) | |"
   echo "| (l) pingap ÷ (c) bare Pingora | $(ratio 12 2) | |"
+  echo "| (m) two-origin split ÷ (d) (issue 15) | $(ratio 14 3) | ≤ 1.03 |"
   echo
   echo "Cache hits, same run: vantage's hit (j) against its own proxied miss path (d) and"
   echo "against nginx's proxy_cache hit (i) (below 1.00 = vantage uses less CPU per request):"

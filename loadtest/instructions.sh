@@ -10,6 +10,8 @@
 #              its own, dropped after)
 #   apikey     the same with an API key and a local rate limit that never refuses (the
 #              benchmark's (f)), with every rate-limit field and with `rate_limit_headers: draft`
+#   split      the same with the route split between two origins (90/10 at random; the
+#              benchmark's (m))
 #   pingap     pingap 0.13.1 proxying one location (the benchmark's (l)), when it is
 #              installed (loadtest/bench.sh installs it)
 # and prints instructions per request, their ratios, and the vantage phases' inclusive share.
@@ -57,6 +59,9 @@ KEY_HASH=$(echo "$KEY_LINES" | awk '/^key_hash:/ {print $2}')
 sed -e 's|origin_id: o5}]|origin_id: o5, auth: {mode: apikey_required}, rate_limits: [{name: high, algorithm: {type: token_bucket, rate: 1000000, burst: 1000000}, subject: {by: api_key}}]}]|' "$work/vp.yaml" >"$work/vp-apikey.yaml"
 echo "api_keys: [{id: bench, tenant_id: t5, name: bench, key_hash: \"$KEY_HASH\"}]" >>"$work/vp-apikey.yaml"
 sed -e "s|^  access_log: false|  access_log: false\n  rate_limit_headers: draft|" "$work/vp-apikey.yaml" >"$work/vp-apikey-draft.yaml"
+sed -e 's|origin_id: o5}]|origin_id: o5, traffic: {split: {origins: [{origin_id: o5, weight: 90}, {origin_id: o5b, weight: 10}]}}}]|' \
+  -e 's|^origins: \[{id: o5, \(.*\)}\]$|origins: [{id: o5, \1}, {id: o5b, \1}]|' "$work/vp.yaml" >"$work/vp-split.yaml"
+"$BIN/vantage-proxy" --config "$work/vp-split.yaml" --check >&2
 sed -e "s|^  access_log: false|  access_log: false\n  postgres: {url: \"postgres://postgres@127.0.0.1:5432/$DB\", request_logs: {enabled: false}, usage: {flush_interval_ms: 1000}}|" \
   "$work/vp.yaml" >"$work/vp-metering.yaml"
 
@@ -91,6 +96,8 @@ wait_port "$UP"
 bare=$(measure bare "$BARE" "$BIN/bare-pingora" "127.0.0.1:$BARE" "127.0.0.1:$UP" 1)
 vantage=$(measure vantage "$VP" "$BIN/vantage-proxy" --config "$work/vp.yaml")
 metering=$(measure metering "$VP" "$BIN/vantage-proxy" --config "$work/vp-metering.yaml")
+split=$(measure split "$VP" "$BIN/vantage-proxy" --config "$work/vp-split.yaml")
+split_ratio=$(awk -v a="$split" -v b="$vantage" 'BEGIN { printf "%.3f", a / b }')
 pingap_row=""
 if pingap_installed; then
   pingap_conf "$work/pingap.toml" "$VP" "$UP"
@@ -142,6 +149,7 @@ report="loadtest/results/instructions-latest.md"
   echo "| vantage-proxy + usage metering | $metering ($metering_ratio × vantage; $metered requests metered into Postgres) |"
   echo "| vantage-proxy + API key + local limit | $apikey ($apikey_ratio × vantage) |"
   echo "| the same, \`rate_limit_headers: draft\` | $draft ($draft_ratio × vantage) |"
+  echo "| vantage-proxy, route split between two origins (90/10) | $split ($split_ratio × vantage) |"
   [ -z "$pingap_row" ] || echo "$pingap_row"
   [ -z "$bare_base_row" ] || echo "$bare_base_row"
   [ -z "$base_row" ] || echo "$base_row"
