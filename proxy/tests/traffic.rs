@@ -496,3 +496,34 @@ fn a_fallback_serves_a_stored_response_before_its_static_answer() {
     assert_eq!(r.header("x-vantage-fallback"), Some("static"));
     assert!(p.metric(r#"vantage_fallback_responses_total{kind="stale",tenant="t"}"#) >= 1.0);
 }
+
+#[test]
+fn a_retried_request_is_copied_once_with_its_body() {
+    let (stable, canary) = (Origin::start("stable"), Origin::start("canary"));
+    let dead = Origin::dead("dead");
+    let mirror = Receiver::start();
+    let extra = format!(
+        "  - {{id: shadow, tenant_id: t, targets: [{{url: \"{}\"}}]}}\n  - {{id: flaky, tenant_id: t, lb: round_robin, retries: 1, circuit_breaker: {{enabled: false}}, targets: [{{url: \"{}\"}}, {{url: \"{}\"}}]}}",
+        mirror.url(""),
+        dead.url(),
+        stable.url()
+    );
+    let route = "  - {id: api, tenant_id: t, path_pattern: \"/*\", origin_id: flaky, traffic: {mirror: {origin_id: shadow}}}\n";
+    let p = Proxy::start(&config(&stable, &canary, &extra, route));
+    // Round robin: of two PUTs, one meets the dead target first and is retried.
+    for i in 0..2 {
+        let r = p.send(
+            "PUT",
+            "t.test.local",
+            &format!("/doc/{i}"),
+            &[],
+            b"body-once",
+        );
+        assert_eq!((r.status, r.origin()), (200, "stable".to_string()));
+    }
+    let copies = mirror.wait_for_requests(2, 10);
+    assert!(p.metric(r#"vantage_upstream_retries_total{origin="flaky"}"#) >= 1.0);
+    for c in &copies {
+        assert_eq!(c.body, b"body-once", "{c:?}");
+    }
+}

@@ -73,9 +73,12 @@ impl MirrorRt {
 }
 
 impl Copy {
-    /// The head as the origin is sent it.
+    /// The head as the origin is sent it. A retry sends it again and replays the body
+    /// through the body filter from its start, so the body taken so far is dropped.
     pub fn head(&mut self, upstream: &RequestHeader) {
         self.head = Some(upstream.clone());
+        self.body.clear();
+        self.too_large = false;
     }
 
     /// A piece of the request body.
