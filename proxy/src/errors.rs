@@ -160,7 +160,7 @@ pub async fn respond(
     request_id: &str,
 ) -> pingora::Result<()> {
     let body = body(reply.code, &reply.message, request_id);
-    respond_with(session, reply, body, request_id).await
+    respond_with(session, reply, body, request_id, None).await
 }
 
 /// Write a configured answer (a route's fallback): `body` of `content_type`, with the
@@ -172,16 +172,7 @@ pub async fn respond_as(
     body: Bytes,
     request_id: &str,
 ) -> pingora::Result<()> {
-    let mut resp = response_header(reply, body.len(), request_id)?;
-    resp.insert_header(http::header::CONTENT_TYPE, content_type.clone())?;
-    let head_only = session.req_header().method == http::Method::HEAD;
-    session
-        .write_response_header(Box::new(resp), head_only)
-        .await?;
-    if !head_only {
-        session.write_response_body(Some(body), true).await?;
-    }
-    Ok(())
+    respond_with(session, reply, body, request_id, Some(content_type)).await
 }
 
 /// Write a gateway answer that is not an error (the key holder's usage report): `value` as
@@ -193,16 +184,22 @@ pub async fn respond_json(
     request_id: &str,
 ) -> pingora::Result<()> {
     let reply = Reply::new(status, "", "");
-    respond_with(session, &reply, Bytes::from(value.to_string()), request_id).await
+    let body = Bytes::from(value.to_string());
+    respond_with(session, &reply, body, request_id, None).await
 }
 
+/// Write `reply`'s head and `body` (JSON unless `content_type` says otherwise).
 async fn respond_with(
     session: &mut Session,
     reply: &Reply,
     body: Bytes,
     request_id: &str,
+    content_type: Option<&HeaderValue>,
 ) -> pingora::Result<()> {
-    let resp = response_header(reply, body.len(), request_id)?;
+    let mut resp = response_header(reply, body.len(), request_id)?;
+    if let Some(t) = content_type {
+        resp.insert_header(http::header::CONTENT_TYPE, t.clone())?;
+    }
     if reply.close {
         // Pingora writes `Connection` from the session's keep-alive state.
         session.set_keepalive(None);

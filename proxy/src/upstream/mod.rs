@@ -687,24 +687,8 @@ fn target_state(spec: &Origin, url: &TargetUrl) -> Result<Arc<TargetState>, Stri
         (true, true) => format!("[{}]", url.host),
         (false, _) => url.authority(),
     };
-    Ok(Arc::new(TargetState {
-        label: url.authority(),
-        host: url.host.clone(),
-        tls: url.tls,
-        host_header: HeaderValue::from_str(&host_header).map_err(|e| e.to_string())?,
-        inflight: AtomicUsize::new(0),
-        breaker: Breaker::new(
-            spec.circuit_breaker.enabled,
-            spec.circuit_breaker.failure_threshold,
-            Duration::from_millis(spec.circuit_breaker.open_ms),
-        ),
-        last_probe_ok: AtomicBool::new(true),
-        announced_idle_ms: AtomicU64::new(u64::MAX),
-        affinity_token: match &spec.affinity {
-            Some(_) => affinity::token(&spec.id, &url.authority()).into(),
-            None => "".into(),
-        },
-    }))
+    let host_header = HeaderValue::from_str(&host_header).map_err(|e| e.to_string())?;
+    Ok(new_target(spec, url, url.host.clone(), host_header))
 }
 
 /// The runtime state of an address DNS discovery found: named by its address, with the
@@ -719,12 +703,27 @@ fn discovered_state(spec: &Origin, addr: std::net::SocketAddr) -> Arc<TargetStat
         host: addr.ip().to_string(),
         port: addr.port(),
     };
+    let host_header = HeaderValue::from_str(&name).unwrap_or_else(|_| HeaderValue::from_static(""));
+    new_target(spec, &url, name, host_header)
+}
+
+/// A target's state, fresh: closed breaker, nothing in flight.
+fn new_target(
+    spec: &Origin,
+    url: &TargetUrl,
+    host: String,
+    host_header: HeaderValue,
+) -> Arc<TargetState> {
     let label = url.authority();
-    let host = HeaderValue::from_str(&name).unwrap_or_else(|_| HeaderValue::from_static(""));
     Arc::new(TargetState {
-        host: name,
+        affinity_token: match &spec.affinity {
+            Some(_) => affinity::token(&spec.id, &label).into(),
+            None => "".into(),
+        },
+        label,
+        host,
         tls: url.tls,
-        host_header: host,
+        host_header,
         inflight: AtomicUsize::new(0),
         breaker: Breaker::new(
             spec.circuit_breaker.enabled,
@@ -733,11 +732,6 @@ fn discovered_state(spec: &Origin, addr: std::net::SocketAddr) -> Arc<TargetStat
         ),
         last_probe_ok: AtomicBool::new(true),
         announced_idle_ms: AtomicU64::new(u64::MAX),
-        affinity_token: match &spec.affinity {
-            Some(_) => affinity::token(&spec.id, &label).into(),
-            None => "".into(),
-        },
-        label,
     })
 }
 
