@@ -61,8 +61,9 @@ pub struct Routing {
     pub route: Option<Arc<RouteRt>>,
     /// The origin the request goes to: the route's, or the one its split chose.
     pub pool: Option<Arc<Pool>>,
-    /// The copy of the request a mirroring route sends after it.
-    pub mirror: Option<Copy>,
+    /// The copy of the request a mirroring route sends after it (boxed: most requests
+    /// have none, and the context travels in every phase's future).
+    pub mirror: Option<Box<Copy>>,
     /// The metric series of the route.
     pub series: Option<Arc<RouteSeries>>,
     /// A CORS preflight for this method.

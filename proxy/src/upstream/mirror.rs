@@ -57,13 +57,15 @@ impl MirrorRt {
     }
 
     /// Is this request copied? (drawn at random for its share)
-    pub fn take(self: &Arc<Self>) -> Option<Copy> {
+    pub fn take(self: &Arc<Self>) -> Option<Box<Copy>> {
         let copied = self.always || (self.threshold > 0 && fastrand::u64(..) < self.threshold);
-        copied.then(|| Copy {
-            mirror: self.clone(),
-            head: None,
-            body: BytesMut::new(),
-            too_large: false,
+        copied.then(|| {
+            Box::new(Copy {
+                mirror: self.clone(),
+                head: None,
+                body: BytesMut::new(),
+                too_large: false,
+            })
         })
     }
 
@@ -96,12 +98,17 @@ impl Copy {
 
     /// Send the copy from its own task (when the head was taken: the request reached the
     /// point of going upstream). `body_done`: the client's body was read to its end.
-    pub fn send(self, body_done: bool) {
-        let Some(mut head) = self.head else {
+    pub fn send(self: Box<Self>, body_done: bool) {
+        let Copy {
+            mirror: m,
+            head,
+            body,
+            too_large,
+        } = *self;
+        let Some(mut head) = head else {
             return;
         };
-        let m = self.mirror;
-        if self.too_large || !body_done {
+        if too_large || !body_done {
             m.count("dropped_body");
             return;
         }
@@ -118,7 +125,7 @@ impl Copy {
             let _ = head.insert_header(http::header::HOST, state.host_header.clone());
         }
         let _ = head.insert_header(X_VANTAGE_MIRROR.as_str(), "1");
-        let body = self.body.freeze();
+        let body = body.freeze();
         tokio::spawn(async move {
             let _permit = permit;
             let _inflight = Pool::track(&state);
