@@ -54,10 +54,11 @@ pub fn with_uuids(mut cfg: Config) -> Config {
     for r in &mut cfg.routes {
         r.id = demo_uuid("route", &r.id).to_string();
         r.tenant_id = tenant(&r.tenant_id);
-        r.origin_id = origins
-            .get(&r.origin_id)
-            .cloned()
-            .unwrap_or_else(|| r.origin_id.clone());
+        for id in r.origin_refs_mut() {
+            if let Some(new) = origins.get(id.as_str()) {
+                *id = new.clone();
+            }
+        }
     }
     for k in &mut cfg.api_keys {
         k.id = demo_uuid("api_key", &k.id).to_string();
@@ -160,10 +161,13 @@ mod tests {
         assert_ne!(demo_uuid("tenant", "acme"), demo_uuid("origin", "acme"));
         let cfg = with_uuids(Config::from_yaml_validated(DEMO_YAML).unwrap());
         cfg.validate().unwrap();
-        assert!(cfg
-            .routes
-            .iter()
-            .all(|r| uuid::Uuid::parse_str(&r.origin_id).is_ok()));
+        let mut routes = cfg.routes.clone();
+        // Every origin a route names follows, its split's and mirror's included.
+        assert!(routes
+            .iter_mut()
+            .flat_map(|r| r.origin_refs_mut())
+            .all(|id| uuid::Uuid::parse_str(id).is_ok()));
+        assert!(routes.iter().any(|r| r.traffic.split.is_some()));
     }
 
     #[test]

@@ -945,6 +945,22 @@ pub struct Route {
     pub traffic: Traffic,
 }
 
+impl Route {
+    /// Every origin id the route names: its own, and those of its split, its split's rules
+    /// and its mirror.
+    pub fn origin_refs_mut(&mut self) -> Vec<&mut String> {
+        let mut refs = vec![&mut self.origin_id];
+        if let Some(s) = &mut self.traffic.split {
+            refs.extend(s.origins.iter_mut().map(|o| &mut o.origin_id));
+            refs.extend(s.rules.iter_mut().map(|r| &mut r.origin_id));
+        }
+        if let Some(m) = &mut self.traffic.mirror {
+            refs.push(&mut m.origin_id);
+        }
+        refs
+    }
+}
+
 /// A header condition of a route.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
