@@ -423,7 +423,7 @@ fn check_flag_validates_like_nginx_t() {
         .unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout)
-        .contains("configuration OK (2 tenants, 2 origins, 6 routes)"));
+        .contains("configuration OK (2 tenants, 3 origins, 7 routes)"));
 
     let bad = dir.join("bad.yaml");
     let text = include_str!("../../conf/demo.yaml")
@@ -443,7 +443,7 @@ fn check_flag_validates_like_nginx_t() {
         "{err}"
     );
     assert!(
-        err.contains("routes[5].origin_id: no origin has id 'missing'"),
+        err.contains("routes[6].origin_id: no origin has id 'missing'"),
         "{err}"
     );
 
