@@ -1,7 +1,7 @@
 //! Reloads, shutdown, TLS and HTTP/2, through the real binary.
 
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use vantage_testkit::*;
 
@@ -27,33 +27,8 @@ fn reload_under_continuous_load_fails_no_request() {
     let a = Origin::start("a");
     let b = Origin::start("b");
     let p = Proxy::start(&body(&[&a], 1));
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicUsize::new(0));
-    let failed = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let port = p.port;
-    let workers: Vec<_> = (0..4)
-        .map(|_| {
-            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-            std::thread::spawn(move || {
-                // Bounded: stops when told, or after 20,000 requests.
-                for _ in 0..20_000 {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    match try_request(port, "GET", "t.test.local", "/load", &[], b"") {
-                        Ok(r) if r.status == 200 => {
-                            ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(r) => failed
-                            .lock()
-                            .unwrap()
-                            .push(format!("{} {}", r.status, r.text())),
-                        Err(e) => failed.lock().unwrap().push(e.to_string()),
-                    }
-                }
-            })
-        })
-        .collect();
+    // Bounded: stops when told, or after 20,000 requests per client.
+    let load = Load::start(p.port, "t.test.local", "/load", 4, 20_000);
 
     // Six reloads: by file watch and by SIGHUP, changing routes and the origin's targets.
     for generation in 2..=7 {
@@ -77,22 +52,14 @@ fn reload_under_continuous_load_fails_no_request() {
             Some(generation.to_string().as_str())
         );
     }
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.join().unwrap();
-    }
-    let failed = failed.lock().unwrap();
+    let (ok, failed) = load.stop();
     assert!(
         failed.is_empty(),
         "{} failed requests, e.g. {:?}",
         failed.len(),
         &failed[..failed.len().min(3)]
     );
-    assert!(
-        ok.load(Ordering::Relaxed) > 50,
-        "load ran: {}",
-        ok.load(Ordering::Relaxed)
-    );
+    assert!(ok > 50, "load ran: {ok}");
     // The last generation has only b.
     assert!((0..6).all(|_| p.get("t.test.local", "/").origin() == "b"));
     assert!(p

@@ -530,54 +530,24 @@ fn a_retried_request_is_copied_once_with_its_body() {
 
 #[test]
 fn weights_change_by_reload_under_load_without_a_failed_request() {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    use std::sync::{Arc, Mutex};
     let (stable, canary) = (Origin::start("stable"), Origin::start("canary"));
     let p = Proxy::start(&config(&stable, &canary, "", &split_route((100, 0), "")));
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicUsize::new(0));
-    let failed = Arc::new(Mutex::new(Vec::new()));
-    let workers: Vec<_> = (0..4)
-        .map(|_| {
-            let (stop, ok, failed, port) = (stop.clone(), ok.clone(), failed.clone(), p.port);
-            std::thread::spawn(move || {
-                // Bounded: at most 5,000 requests per worker.
-                for _ in 0..5000 {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    match try_request(port, "GET", "t.test.local", "/x", &[], b"") {
-                        Ok(r) if r.status == 200 => {
-                            ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(r) => failed
-                            .lock()
-                            .unwrap()
-                            .push(format!("{} {}", r.status, r.text())),
-                        Err(e) => failed.lock().unwrap().push(e.to_string()),
-                    }
-                }
-            })
-        })
-        .collect();
+    // Bounded: at most 5,000 requests per client.
+    let load = Load::start(p.port, "t.test.local", "/x", 4, 5000);
     // 100/0 → 75/25 → 50/50 → 0/100, each reload waited for.
     let v = p.version();
     for (n, weights) in [(75, 25), (50, 50), (0, 100)].into_iter().enumerate() {
         p.write_body(&config(&stable, &canary, "", &split_route(weights, "")));
         p.wait_version(v + 1 + n as u64);
     }
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.join().unwrap();
-    }
-    let failed = failed.lock().unwrap();
+    let (ok, failed) = load.stop();
     assert!(
         failed.is_empty(),
         "{} failed, e.g. {:?}",
         failed.len(),
         &failed[..failed.len().min(3)]
     );
-    assert!(ok.load(Ordering::Relaxed) > 0);
+    assert!(ok > 0);
     // The last weights hold: everything on the canary.
     assert_eq!(
         tally((0..20).map(|_| p.get("t.test.local", "/x")))["canary"],

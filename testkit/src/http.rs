@@ -199,3 +199,63 @@ pub fn tally(
     }
     m
 }
+
+/// Clients sending GETs in a loop until stopped (each at most `max_each` requests):
+/// the load under which a test changes something that must fail no request.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ok: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    failed: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    /// `workers` threads sending `GET path` with `Host: host` to `port`.
+    pub fn start(port: u16, host: &str, path: &str, workers: usize, max_each: usize) -> Load {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ok = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let failed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let workers = (0..workers)
+            .map(|_| {
+                let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+                let (host, path) = (host.to_string(), path.to_string());
+                std::thread::spawn(move || {
+                    for _ in 0..max_each {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        match try_request(port, "GET", &host, &path, &[], b"") {
+                            Ok(r) if r.status == 200 => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(r) => {
+                                failed
+                                    .lock()
+                                    .unwrap()
+                                    .push(format!("{} {}", r.status, r.text()))
+                            }
+                            Err(e) => failed.lock().unwrap().push(e.to_string()),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failed,
+            workers,
+        }
+    }
+
+    /// Stop the clients; the number of 200s and the failures (other statuses, errors).
+    pub fn stop(self) -> (usize, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for w in self.workers {
+            w.join().expect("a load worker panicked");
+        }
+        let failed = std::mem::take(&mut *self.failed.lock().unwrap());
+        (self.ok.load(std::sync::atomic::Ordering::Relaxed), failed)
+    }
+}

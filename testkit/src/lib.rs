@@ -42,7 +42,8 @@ pub use calendar::{steady_zone, unix_now};
 pub use collector::{contains, Collector};
 pub use dns::{Dns, Record as DnsRecord};
 pub use http::{
-    exchange_while_sending, parse_response, raw_exchange, request, tally, try_request, Response,
+    exchange_while_sending, parse_response, raw_exchange, request, tally, try_request, Load,
+    Response,
 };
 pub use origin::{upgrade, Origin, UpgradeOrigin};
 pub use ports::{connect_from, free_port, listener, port_open, PortHold};
