@@ -18,6 +18,7 @@ pub mod otel;
 pub mod publish;
 pub mod seed;
 pub mod store;
+pub mod sync;
 pub mod webhooks;
 pub mod worker;
 pub mod write;

@@ -1,4 +1,5 @@
-//! `vantage-admin`: migrate, seed, create-token, serve, worker, openapi.
+//! `vantage-admin`: migrate, seed, config (dump, diff, apply), create-token, serve, worker,
+//! openapi.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -6,7 +7,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use vantage_admin::{api, counters::Counters, db, publish::Publisher, seed, AdminConfig, AppState};
+use vantage_admin::{
+    api, counters::Counters, db, publish::Publisher, seed, sync, AdminConfig, AppState,
+};
 
 /// `filter`, with tokio-postgres held at `info` whatever it says: at `debug` it logs every
 /// statement's parameters, tenants' secrets among them.
@@ -38,6 +41,12 @@ enum Command {
         #[arg(long)]
         file: Option<PathBuf>,
     },
+    /// Declarative configuration: dump it as YAML, diff a file against the database, apply
+    /// a file (docs/sync.md).
+    Config {
+        #[command(subcommand)]
+        action: ConfigCommand,
+    },
     /// Print a new admin token once (only its SHA-256 is stored).
     CreateToken {
         /// superadmin or tenant_admin.
@@ -63,6 +72,51 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Write the stored configuration as the YAML the proxy reads (without `server:`),
+    /// lists sorted by id; JWT issuers' shared secrets are left out (noted on stderr).
+    Dump {
+        /// Only this tenant (id or subdomain) and its resources.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Write to this file instead of stdout.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+    },
+    /// Print what `apply` would change: + added, ~ changed (field by field), - removed.
+    Diff {
+        /// The YAML file (`-`: stdin).
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+        /// Only this tenant (id or subdomain): the file holds it and nothing of another.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Also show the stored resources the file does not list as removed.
+        #[arg(long)]
+        prune: bool,
+        /// Exit with 2 when there are changes (0 when none), for CI.
+        #[arg(long)]
+        exit_code: bool,
+    },
+    /// Apply the file in one transaction (refused whole on any problem), then announce the
+    /// new version.
+    Apply {
+        /// The YAML file (`-`: stdin).
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+        /// Only this tenant (id or subdomain): the file holds it and nothing of another.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Remove the stored resources (of the tenant, with --tenant) the file does not list.
+        #[arg(long)]
+        prune: bool,
+        /// Write everything, then roll back: checks what the database checks, keeps nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -84,7 +138,7 @@ fn main() -> ExitCode {
         }
     };
     match rt.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("vantage-admin: {e:#}");
             ExitCode::FAILURE
@@ -92,9 +146,10 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let mut cfg = AdminConfig::load(cli.config.as_deref())?;
-    match cli.command {
+    let done: anyhow::Result<()> = match cli.command {
+        Command::Config { action } => return config_command(action, &cfg).await,
         Command::Openapi => {
             println!("{}", vantage_admin::openapi::document().to_pretty_json()?);
             Ok(())
@@ -136,7 +191,146 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             serve(cfg).await
         }
         Command::Worker => vantage_admin::worker::run(cfg).await,
+    };
+    done.map(|()| ExitCode::SUCCESS)
+}
+
+/// `vantage-admin config dump|diff|apply` (docs/sync.md). Exit codes: 0 done, 1 error or
+/// refused (the caller prints it), 2 `diff --exit-code` found changes.
+async fn config_command(action: ConfigCommand, cfg: &AdminConfig) -> anyhow::Result<ExitCode> {
+    let context = || {
+        cfg.resource_context()
+            .map_err(|e| anyhow::anyhow!("base_domains / jwks_allowed_networks: {e}"))
+    };
+    match action {
+        ConfigCommand::Dump { tenant, output } => {
+            let mut client = db::connect(&cfg.database_url).await?;
+            let scope = find_scope(&client, tenant.as_deref()).await?;
+            let dump = sync::dump(&mut client, scope.as_ref()).await?;
+            match &output {
+                Some(p) => std::fs::write(p, &dump.yaml)
+                    .with_context(|| format!("cannot write {}", p.display()))?,
+                None => print!("{}", dump.yaml),
+            }
+            for n in &dump.notes {
+                eprintln!("note: {n}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ConfigCommand::Diff {
+            file,
+            tenant,
+            prune,
+            exit_code,
+        } => {
+            let (file, notes) = read_file(&file)?;
+            let mut client = db::connect(&cfg.database_url).await?;
+            let scope = find_scope(&client, tenant.as_deref()).await?;
+            let d = sync::diff(&mut client, file, &context()?, scope.as_ref(), prune).await?;
+            for n in notes.iter().chain(&d.planned.notes) {
+                eprintln!("note: {n}");
+            }
+            print!("{}", d.planned.diff.render());
+            Ok(if exit_code && !d.planned.diff.is_empty() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        ConfigCommand::Apply {
+            file,
+            tenant,
+            prune,
+            dry_run,
+        } => {
+            let (file, notes) = read_file(&file)?;
+            let mut client = db::connect(&cfg.database_url).await?;
+            let scope = find_scope(&client, tenant.as_deref()).await?;
+            let context = context()?;
+            let publisher = publisher_for_cli(cfg)?;
+            let options = sync::ApplyOptions {
+                context: &context,
+                publisher: publisher.as_ref().ok(),
+                scope: scope.as_ref(),
+                prune,
+                dry_run,
+            };
+            let applied = sync::apply(&mut client, file, &options).await?;
+            for n in notes.iter().chain(&applied.planned.notes) {
+                eprintln!("note: {n}");
+            }
+            let diff = &applied.planned.diff;
+            let (a, c, r) = diff.counts();
+            print!("{}", diff.changes());
+            if diff.is_empty() {
+                println!("no changes; config version stays {}", applied.version);
+            } else if !applied.committed {
+                println!(
+                    "dry run: {a} to add, {c} to change, {r} to remove; rolled back, config version stays {}",
+                    applied.version
+                );
+            } else {
+                println!(
+                    "applied: {a} added, {c} changed, {r} removed; config version {}",
+                    applied.version
+                );
+                match &publisher {
+                    Ok(_) => println!("announced on Redis channel {}", cfg.channel()),
+                    Err(why) => {
+                        println!("not announced ({why}): the proxies' version poll picks it up")
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// The tenant of `--tenant`, if given.
+async fn find_scope(
+    client: &tokio_postgres::Client,
+    tenant: Option<&str>,
+) -> anyhow::Result<Option<sync::Scope>> {
+    match tenant {
+        Some(t) => sync::Scope::find(client, t).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// A file's configuration (`-`: stdin) and notes about it.
+fn read_file(path: &std::path::Path) -> anyhow::Result<(vantage_model::Config, Vec<String>)> {
+    let (text, name) = if path.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+            .context("cannot read stdin")?;
+        (text, "stdin".to_string())
+    } else {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        (text, path.display().to_string())
+    };
+    sync::parse(&text, &name)
+}
+
+/// The publisher of `config apply`, or why there is none.
+fn publisher_for_cli(cfg: &AdminConfig) -> anyhow::Result<Result<Publisher, String>> {
+    if cfg.redis_url.is_empty() {
+        return Ok(Err("redis_url is empty".into()));
+    }
+    if let Some(problem) = vantage_model::redis_url_problem(&cfg.redis_url) {
+        anyhow::bail!("redis_url: {problem}");
+    }
+    if cfg.notify_secret.len() < 16 {
+        return Ok(Err(
+            "no notify_secret (VANTAGE_NOTIFY_SECRET) of at least 16 bytes".into(),
+        ));
+    }
+    Ok(Ok(Publisher::start(
+        &cfg.redis_url,
+        cfg.channel(),
+        cfg.notify_secret.clone(),
+        Duration::from_millis(cfg.publish_timeout_ms),
+    )?))
 }
 
 async fn serve(cfg: AdminConfig) -> anyhow::Result<()> {
