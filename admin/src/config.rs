@@ -71,6 +71,38 @@ pub struct AdminConfig {
     pub jwks_allowed_networks: Vec<String>,
     /// The `worker` subcommand: job queue, billing, alerts and webhooks.
     pub worker: WorkerSettings,
+    /// The fleet view (`GET /api/v1/fleet`) and `?wait=` on writes.
+    pub fleet: FleetSettings,
+}
+
+/// How the admin reads the proxies' heartbeats (the `fleet:` section).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetSettings {
+    /// A proxy without a heartbeat for this long is shown as gone (and no longer waited
+    /// for). Keep it a few times the proxies' `server.postgres.fleet.heartbeat_ms`.
+    /// Example: `10000`.
+    pub gone_after_ms: u64,
+    /// Longest `?wait=` a write may ask for, in milliseconds. Example: `30000`.
+    pub max_wait_ms: u64,
+}
+
+impl FleetSettings {
+    pub fn gone_after(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.gone_after_ms.max(100))
+    }
+    pub fn max_wait(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.max_wait_ms)
+    }
+}
+
+impl Default for FleetSettings {
+    fn default() -> Self {
+        FleetSettings {
+            gone_after_ms: 10_000,
+            max_wait_ms: 30_000,
+        }
+    }
 }
 
 /// Settings of `vantage-admin worker` (the `worker:` section).
@@ -217,6 +249,7 @@ impl Default for AdminConfig {
             base_domains: vantage_model::ServerSettings::default().base_domains,
             jwks_allowed_networks: vantage_model::ServerSettings::default().jwks_allowed_networks,
             worker: WorkerSettings::default(),
+            fleet: FleetSettings::default(),
         }
     }
 }
@@ -373,7 +406,7 @@ mod tests {
         let keys = serde_yaml::from_str::<serde_yaml::Mapping>(text)
             .unwrap()
             .len();
-        assert_eq!(keys, 20, "conf/admin.yaml shows every field");
+        assert_eq!(keys, 21, "conf/admin.yaml shows every field");
         cfg.check_for_worker().unwrap();
         let worker = serde_yaml::from_str::<serde_yaml::Mapping>(text).unwrap()["worker"]
             .as_mapping()

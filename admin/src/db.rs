@@ -127,6 +127,9 @@ pub struct Retention {
     /// usage_batches (the ids of applied batches, so that a retried batch is not counted
     /// twice) older than this many days are deleted.
     pub usage_batch_days: u32,
+    /// Fleet rows (`proxies`) of proxies silent for this many days are deleted (the fleet
+    /// view shows them as gone until then).
+    pub gone_proxy_days: u32,
 }
 
 /// Longer retentions are taken as this many days.
@@ -134,6 +137,9 @@ const MAX_RETENTION_DAYS: u32 = 100_000;
 
 /// How long the ids of applied usage batches are kept: far longer than any proxy retries.
 pub const USAGE_BATCH_RETENTION_DAYS: u32 = 30;
+
+/// How long the fleet view keeps showing a proxy that stopped reporting without leaving.
+pub const GONE_PROXY_RETENTION_DAYS: u32 = 7;
 
 impl Retention {
     /// What `serve` keeps, from its settings.
@@ -146,6 +152,7 @@ impl Retention {
             violation_days: cfg.violation_retention_days,
             usage_quarter_days: cfg.usage_quarter_retention_days,
             usage_batch_days: USAGE_BATCH_RETENTION_DAYS,
+            gone_proxy_days: GONE_PROXY_RETENTION_DAYS,
         }
     }
 
@@ -159,6 +166,7 @@ impl Retention {
             violation_days: 0,
             usage_quarter_days: 0,
             usage_batch_days: 0,
+            gone_proxy_days: 0,
         }
     }
 }
@@ -242,6 +250,10 @@ pub async fn maintain(
         (
             keep.usage_batch_days,
             "DELETE FROM usage_batches WHERE applied_at < now() - $1::int * interval '1 day'",
+        ),
+        (
+            keep.gone_proxy_days,
+            "DELETE FROM proxies WHERE last_seen < now() - $1::int * interval '1 day'",
         ),
     ] {
         if days_kept > 0 {

@@ -12,6 +12,7 @@ pub mod counters;
 pub mod db;
 pub mod error;
 pub mod events;
+pub mod fleet;
 pub mod metrics;
 pub mod openapi;
 pub mod otel;

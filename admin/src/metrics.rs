@@ -2,8 +2,9 @@
 //! endpoint but `/healthz`).
 
 use prometheus::{
-    register_gauge, register_histogram_vec, register_int_counter_vec, register_int_gauge,
-    register_int_gauge_vec, Gauge, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    register_gauge, register_gauge_vec, register_histogram_vec, register_int_counter_vec,
+    register_int_gauge, register_int_gauge_vec, Gauge, GaugeVec, HistogramVec, IntCounterVec,
+    IntGauge, IntGaugeVec,
 };
 use std::sync::LazyLock;
 
@@ -35,10 +36,18 @@ pub struct Metrics {
     pub alerts: IntCounterVec,
     /// `vantage_billing_records_total{kind}`: `original` and `correction` records written.
     pub billing_records: IntCounterVec,
+    /// `vantage_fleet_proxies{state}`: proxies `live` and `gone`, read at scrape (serve).
+    pub fleet_proxies: IntGaugeVec,
+    /// `vantage_fleet_config_lag_versions{proxy}`: versions each live proxy is behind.
+    pub fleet_lag_versions: IntGaugeVec,
+    /// `vantage_fleet_config_lag_seconds{proxy}`: how long each live proxy has lacked a
+    /// committed version (0 when up to date).
+    pub fleet_lag_seconds: GaugeVec,
 }
 
 /// The process-wide metrics.
-pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    Metrics {
     config_version: register_int_gauge!(
         "vantage_admin_config_version",
         "Config version committed last in Postgres"
@@ -110,6 +119,25 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         &["kind"]
     )
     .expect("register vantage_billing_records_total"),
+    fleet_proxies: register_int_gauge_vec!(
+        "vantage_fleet_proxies",
+        "Proxies reporting to the control plane, by state (live, gone), read at scrape",
+        &["state"]
+    )
+    .expect("register vantage_fleet_proxies"),
+    fleet_lag_versions: register_int_gauge_vec!(
+        "vantage_fleet_config_lag_versions",
+        "Config versions a live proxy is behind the latest, read at scrape",
+        &["proxy"]
+    )
+    .expect("register vantage_fleet_config_lag_versions"),
+    fleet_lag_seconds: register_gauge_vec!(
+        "vantage_fleet_config_lag_seconds",
+        "Seconds since the first config version a live proxy lacks was committed (0 when up to date)",
+        &["proxy"]
+    )
+    .expect("register vantage_fleet_config_lag_seconds"),
+}
 });
 
 /// Text exposition of every registered metric.

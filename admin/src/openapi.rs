@@ -73,6 +73,10 @@ const BEARER: &str = "bearer";
         api::users::patch,
         api::users::delete,
         api::analytics::requests,
+        api::analytics::timeseries,
+        api::fleet::fleet,
+        api::fleet::pool_health,
+        api::fleet::me,
         api::usage::usage,
         api::usage::violations,
         api::alerts::list_rules,
@@ -129,6 +133,7 @@ const BEARER: &str = "bearer";
         (name = "jobs", description = "The workers' durable job queue: dead letters and their replay"),
         (name = "webhooks", description = "Signed webhook endpoints of a tenant, their delivery log, test events and replays"),
         (name = "config", description = "The configuration as the proxies read it"),
+        (name = "fleet", description = "The proxies, the config version each serves, and what their health checks see"),
         (name = "meta", description = "Health, metrics and this document"),
     ),
 )]
@@ -231,6 +236,7 @@ impl Modify for CommonAnswers {
         }
         for (path, item) in doc.paths.paths.iter_mut() {
             for op in operations(item) {
+                add_wait(op);
                 for (status, name, _) in Self::of(path, op) {
                     op.responses
                         .responses
@@ -239,6 +245,57 @@ impl Modify for CommonAnswers {
                 }
             }
         }
+    }
+}
+
+/// A configuration write (its answer carries `X-Config-Version`) may wait for the fleet:
+/// document `?wait=` and the headers it adds (see [`crate::fleet::wait_layer`]).
+fn add_wait(op: &mut Operation) {
+    use utoipa::openapi::header::HeaderBuilder;
+    use utoipa::openapi::path::ParameterBuilder;
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let mut writes = false;
+    for answer in op.responses.responses.values_mut() {
+        let RefOr::T(r) = answer else { continue };
+        if !r.headers.contains_key(api::VERSION_HEADER) {
+            continue;
+        }
+        writes = true;
+        for (name, description) in [
+            (
+                crate::fleet::APPLIED_HEADER,
+                "With `?wait=`: live proxies serving this version when the wait ended,                  over all live proxies (`2/3`)",
+            ),
+            (
+                crate::fleet::APPLIED_BY_HEADER,
+                "With `?wait=`, superadmins only: the proxies that applied it in time",
+            ),
+            (
+                crate::fleet::LAGGING_HEADER,
+                "With `?wait=`, superadmins only: the live proxies that had not",
+            ),
+        ] {
+            r.headers.insert(
+                name.to_string(),
+                HeaderBuilder::new()
+                    .schema(ObjectBuilder::new().schema_type(Type::String))
+                    .description(Some(description))
+                    .build(),
+            );
+        }
+    }
+    if writes {
+        op.parameters.get_or_insert_with(Vec::new).push(
+            ParameterBuilder::new()
+                .name("wait")
+                .parameter_in(ParameterIn::Query)
+                .required(utoipa::openapi::Required::False)
+                .description(Some(
+                    "Wait up to this long (`5s`, `500ms`; at most `fleet.max_wait_ms`) until                      every live proxy serves the committed version; the answer then says                      which did (`X-Config-Applied`).",
+                ))
+                .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                .build(),
+        );
     }
 }
 
@@ -280,7 +337,8 @@ mod tests {
         let ops = operations_of(&doc);
         assert_eq!(
             ops.len(),
-            50 + 6 /* alerts */ + 10 /* webhooks */ + 4 /* billing */ + 3, /* jobs */
+            50 + 6 /* alerts */ + 10 /* webhooks */ + 4 /* billing */ + 3 /* jobs */
+                + 4, /* timeseries, fleet, pool health, me */
             "{ops:?}"
         );
         let mut ids: Vec<&str> = doc["paths"]

@@ -192,3 +192,69 @@ async fn a_new_partition_takes_its_days_rows_from_the_default_partition() {
         .get(0);
     assert_eq!(n, 105);
 }
+
+#[tokio::test]
+async fn the_timeseries_buckets_requests_errors_latency_cache_and_refusals_per_tenant() {
+    let (a, t, g, c) = logged().await;
+    // Acme, 40 minutes ago (another bucket than the 100 above): 2 cache hits, a miss and a
+    // 429; a row without a cache lookup.
+    c.execute(
+        "INSERT INTO request_logs (ts, request_id, tenant_id, method, path, status, latency_ms, cache_status)
+         VALUES (now() - interval '40 minutes', 'c1', $1, 'GET', '/c', 200, 1, 'HIT'),
+                (now() - interval '40 minutes', 'c2', $1, 'GET', '/c', 200, 1, 'HIT'),
+                (now() - interval '40 minutes', 'c3', $1, 'GET', '/c', 200, 5, 'MISS'),
+                (now() - interval '40 minutes', 'c4', $1, 'GET', '/c', 429, 1, NULL)",
+        &[&t],
+    )
+    .await
+    .unwrap();
+    let r = a.root(
+        "GET",
+        &format!("/api/v1/analytics/timeseries?tenant_id={t}&step_s=60"),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let points = r.body["points"].as_array().unwrap();
+    assert_eq!(points.len(), 2, "{}", r.body);
+    // Oldest first: the cache bucket, then the 100 requests.
+    let (cache, busy) = (&points[0], &points[1]);
+    assert_eq!(cache["requests"], 4);
+    assert_eq!(cache["limited"], 1);
+    assert_eq!(cache["client_errors"], 1);
+    close(&cache["cache_hit_ratio"], 2.0 / 3.0);
+    assert_eq!(busy["requests"], 100);
+    assert_eq!(busy["server_errors"], 5);
+    assert_eq!(busy["client_errors"], 10);
+    close(&busy["p95_ms"], 95.05);
+    assert!(busy["cache_hit_ratio"].is_null(), "no lookups: no ratio");
+    assert!(points[0]["t"].as_str() < points[1]["t"].as_str());
+
+    // A tenant admin gets its own tenant's series and nobody else's.
+    let token = a.token_for(&g);
+    let own = a.call(&token, "GET", "/api/v1/analytics/timeseries", None);
+    assert_eq!(own.status, 200, "{}", own.body);
+    assert_eq!(own.body["tenant_id"], g.as_str());
+    assert_eq!(own.body["points"][0]["requests"], 4);
+    let other = a.call(
+        &token,
+        "GET",
+        &format!("/api/v1/analytics/timeseries?tenant_id={t}"),
+        None,
+    );
+    assert_eq!(other.status, 404, "{}", other.body);
+
+    // Bad parameters are named.
+    for (q, field) in [
+        ("step_s=5", "step_s"),
+        (
+            "step_s=10&from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z",
+            "step_s",
+        ),
+        ("tenant_id=nope", "tenant_id"),
+        ("from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z", "from"),
+    ] {
+        let r = a.root("GET", &format!("/api/v1/analytics/timeseries?{q}"), None);
+        assert_eq!(r.status, 400, "{q}: {}", r.body);
+        assert_eq!(r.fields(), vec![field.to_string()], "{q}");
+    }
+}

@@ -768,7 +768,13 @@ async fn maintenance_keeps_usage_partitions_and_removes_old_usage_and_violations
             ARRAY['2001-01-01T10:00:00Z', now() - interval '1 hour']::timestamptz[],
             ARRAY['a', 'b']);
          INSERT INTO usage_batches (id, proxy, applied_at)
-              VALUES (gen_random_uuid(), 'old', '2001-01-01T00:00:00Z');",
+              VALUES (gen_random_uuid(), 'old', '2001-01-01T00:00:00Z');
+         INSERT INTO proxies (id, hostname, config_version, applied_at, ready, build_version,
+                              started_at, last_seen)
+              VALUES ('long-gone:1', 'long-gone', 1, '2001-01-01', true, '0', '2001-01-01',
+                      '2001-01-01'),
+                     ('just-gone:2', 'just-gone', 1, now(), true, '0', now(),
+                      now() - interval '1 hour');",
     )
     .await
     .unwrap();
@@ -804,7 +810,8 @@ async fn maintenance_keeps_usage_partitions_and_removes_old_usage_and_violations
                 AND NOT EXISTS (SELECT FROM usage_hour WHERE ts < '2002-01-01')
                 AND NOT EXISTS (SELECT FROM usage_quarter WHERE ts < '2002-01-01')
                 AND NOT EXISTS (SELECT FROM violations WHERE ts < '2002-01-01')
-                AND NOT EXISTS (SELECT FROM usage_batches WHERE applied_at < '2002-01-01')",
+                AND NOT EXISTS (SELECT FROM usage_batches WHERE applied_at < '2002-01-01')
+                AND NOT EXISTS (SELECT FROM proxies WHERE last_seen < '2002-01-01')",
         );
         (gone == "t").then_some(())
     });
@@ -818,5 +825,10 @@ async fn maintenance_keeps_usage_partitions_and_removes_old_usage_and_violations
     );
     assert_eq!(count(&db, "SELECT count(*) FROM violations"), 1);
     assert_eq!(count(&db, "SELECT count(*) FROM usage_batches"), 1);
+    // A proxy silent for an hour is still shown (as gone); one silent for years is not.
+    assert_eq!(
+        db.sql("SELECT string_agg(id, ',') FROM proxies"),
+        "just-gone:2"
+    );
     drop(w);
 }

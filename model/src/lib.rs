@@ -387,6 +387,32 @@ pub struct PostgresSettings {
     /// `usage_day`) and `violations`.
     #[serde(default)]
     pub usage: UsageSettings,
+    /// Heartbeat of this proxy into the `proxies` table (with `source: postgres`), for the
+    /// control plane's fleet view (`GET /api/v1/fleet`).
+    #[serde(default)]
+    pub fleet: FleetSettings,
+}
+
+/// How a proxy in `source: postgres` mode reports itself to the control plane: its id
+/// (`<hostname>:<pid>`), the config version it serves and when it applied it, its readiness
+/// and its build. Reported at once after each reload and every `heartbeat_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FleetSettings {
+    /// Example: `true`.
+    pub enabled: bool,
+    /// Time between two heartbeats. Keep it well below the admin's `fleet.gone_after_ms`.
+    /// Example: `2000`.
+    pub heartbeat_ms: u64,
+}
+
+impl Default for FleetSettings {
+    fn default() -> Self {
+        FleetSettings {
+            enabled: true,
+            heartbeat_ms: 2000,
+        }
+    }
 }
 
 /// Usage metering: every answered request is counted in memory per minute, tenant, subject,

@@ -378,6 +378,19 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    if let (ConfigSource::Postgres, Some(pgs)) = (settings.source, &settings.postgres) {
+        if pgs.fleet.enabled {
+            let pool = crate::source::pool(pgs).map_err(|e| anyhow::anyhow!(e))?;
+            let (beat, leave) = crate::telemetry::fleet::heartbeat(
+                state.clone(),
+                pool,
+                Duration::from_millis(pgs.fleet.heartbeat_ms),
+                Duration::from_millis(pgs.timeout_ms),
+            );
+            server.add_service(background_service("fleet", beat));
+            writers.push(leave);
+        }
+    }
     server.add_service(background_service(
         "lifecycle",
         Lifecycle {

@@ -226,6 +226,8 @@ pub enum BuildError {
 pub struct Snapshot {
     /// Increases with every successful load.
     pub version: u64,
+    /// When this snapshot was built (the proxy's fleet heartbeat reports it as applied then).
+    pub built_at: std::time::SystemTime,
     /// The proxy's own settings it was compiled with.
     pub server: ServerSettings,
     /// In configuration order (the order decides nothing a validated configuration can see).
@@ -637,6 +639,7 @@ impl Snapshot {
             .collect();
         Ok(Snapshot {
             version,
+            built_at: std::time::SystemTime::now(),
             server,
             tenants,
             by_id,

@@ -477,6 +477,7 @@ mod tests {
             min_reload_interval_ms: 250,
             request_logs: Default::default(),
             usage: Default::default(),
+            fleet: Default::default(),
         };
         let src = PgSource::new(&settings).unwrap();
         assert!(src.read_last_good().is_err());

@@ -377,6 +377,11 @@ api_keys:
         &format!("redis://127.0.0.1:{redis_port}"),
         "dashboards-secret-0123456789",
     );
+    // A proxy reporting to the fleet (its heartbeat row), so the fleet gauges have series.
+    db.sql(
+        "INSERT INTO proxies (id, hostname, config_version, applied_at, ready, build_version, started_at)
+         VALUES ('dash:1', 'dash', 1, now(), true, '0', now())",
+    );
     let admin_metrics = admin.root("GET", "/metrics", None);
     assert_eq!(admin_metrics.status, 200, "{}", admin_metrics.text());
     let admin_metrics = admin_metrics.text();

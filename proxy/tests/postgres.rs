@@ -9,18 +9,13 @@ const SECRET: &str = "notify-secret-for-tests-0123456789";
 
 /// The server lines of a proxy in postgres mode.
 fn pg_server(db_url: &str, redis: Option<&Redis>, dir_tag: &str, request_logs: bool) -> String {
-    let last_good = temp_dir(dir_tag).join("last-good.json");
-    let mut s = format!(
-        "  source: postgres\n  postgres: {{url: \"{db_url}\", poll_interval_ms: 300, timeout_ms: 1000, last_good_file: \"{}\", notify_secret: \"{SECRET}\", request_logs: {{enabled: {request_logs}, flush_interval_ms: 50}}}}\n",
-        last_good.display()
-    );
-    if let Some(r) = redis {
-        s.push_str(&format!(
-            "  redis: {{url: \"{}\", key_prefix: vantage, timeout_ms: 100}}\n",
-            r.url()
-        ));
-    }
-    s
+    postgres_source(
+        db_url,
+        redis,
+        SECRET,
+        dir_tag,
+        &format!("request_logs: {{enabled: {request_logs}, flush_interval_ms: 50}}"),
+    )
 }
 
 /// Create a tenant with an origin and a catch-all route; returns (tenant id, version).

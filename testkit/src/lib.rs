@@ -48,7 +48,7 @@ pub use http::{
 pub use origin::{upgrade, Origin, UpgradeOrigin};
 pub use ports::{connect_from, free_port, listener, port_open, PortHold};
 pub use postgres::{psql, Database, PgCluster, PG_PORT};
-pub use proxy::{server_section, validate_decision, Proxy};
+pub use proxy::{postgres_source, server_section, validate_decision, Proxy};
 pub use receiver::{Received, Receiver, Reply};
 pub use redis::{
     ClusterNodeInfo, Redis, RedisCluster, RedisSentinel, Subscriber, CLUSTER_NODE_TIMEOUT_MS,

@@ -26,6 +26,36 @@ pub fn server_section(dir: &Path, port: u16, ops_port: u16, extra: &str) -> Stri
     )
 }
 
+/// The `server:` lines of a proxy in `source: postgres` mode over `db_url`: a version poll
+/// of 300 ms, a private last-good file under a temp dir tagged `tag`, notices signed with
+/// `secret`, and `postgres_extra` inside the `postgres:` map (e.g. `request_logs: {enabled:
+/// false}`); with `redis`, its `server.redis` (key prefix `vantage`).
+pub fn postgres_source(
+    db_url: &str,
+    redis: Option<&crate::Redis>,
+    secret: &str,
+    tag: &str,
+    postgres_extra: &str,
+) -> String {
+    let last_good = temp_dir(tag).join("last-good.json");
+    let extra = if postgres_extra.is_empty() {
+        String::new()
+    } else {
+        format!(", {postgres_extra}")
+    };
+    let mut s = format!(
+        "  source: postgres\n  postgres: {{url: \"{db_url}\", poll_interval_ms: 300, timeout_ms: 1000, last_good_file: \"{}\", notify_secret: \"{secret}\"{extra}}}\n",
+        last_good.display()
+    );
+    if let Some(r) = redis {
+        s.push_str(&format!(
+            "  redis: {{url: \"{}\", key_prefix: vantage, timeout_ms: 100}}\n",
+            r.url()
+        ));
+    }
+    s
+}
+
 impl Proxy {
     /// Start with `body` (tenants, origins, routes) under a generated server section.
     pub fn start(body: &str) -> Proxy {

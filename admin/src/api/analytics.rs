@@ -1,7 +1,7 @@
 //! Request analytics from `request_logs`.
 
 use crate::auth::Principal;
-use crate::error::{ApiError, ApiQuery, ErrorBody};
+use crate::error::{uuid_param, ApiError, ApiQuery, ErrorBody};
 use crate::AppState;
 use axum::extract::State;
 use axum::Json;
@@ -223,4 +223,143 @@ pub async fn requests(
         "groups": groups,
         "totals": totals,
     })))
+}
+
+/// `?tenant_id=&from=&to=&step_s=`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SeriesQuery {
+    /// Only this tenant's requests (a tenant_admin sees only its own tenant anyway).
+    #[param(value_type = Option<uuid::Uuid>)]
+    tenant_id: Option<String>,
+    /// RFC 3339, inclusive; default `to` minus one hour.
+    #[param(value_type = Option<String>, format = DateTime)]
+    from: Option<String>,
+    /// RFC 3339, exclusive; default now.
+    #[param(value_type = Option<String>, format = DateTime)]
+    to: Option<String>,
+    /// Bucket width in seconds, 10 to 86400 (default 60); at most 1440 buckets.
+    step_s: Option<u32>,
+}
+
+/// The answer of `GET /analytics/timeseries`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Series {
+    #[schema(format = DateTime)]
+    pub from: String,
+    #[schema(format = DateTime)]
+    pub to: String,
+    pub step_s: u32,
+    pub tenant_id: Option<String>,
+    /// Buckets that had requests, oldest first (empty buckets are left out).
+    pub points: Vec<SeriesPoint>,
+}
+
+/// One bucket of requests.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SeriesPoint {
+    /// Start of the bucket.
+    #[schema(format = DateTime)]
+    pub t: String,
+    pub requests: i64,
+    /// Status >= 500.
+    pub server_errors: i64,
+    /// 400 <= status < 500.
+    pub client_errors: i64,
+    /// 95th percentile latency in milliseconds.
+    pub p95_ms: Option<f64>,
+    /// Answers from the cache (`X-Cache` HIT or STALE) over cache lookups (HIT, STALE,
+    /// MISS, EXPIRED, REVALIDATED); `null` when nothing was looked up.
+    pub cache_hit_ratio: Option<f64>,
+    /// Refused with 429 (rate limits and quotas).
+    pub limited: i64,
+}
+
+/// `GET /analytics/timeseries`: per time bucket, requests, errors, p95 latency, cache hit
+/// ratio and limit refusals, for the console's charts.
+#[utoipa::path(
+    get,
+    path = "/api/v1/analytics/timeseries",
+    tag = "analytics",
+    operation_id = "request_timeseries",
+    summary = "Request statistics over time",
+    description = "From the proxies' request logs, in buckets of `step_s` seconds.",
+    params(SeriesQuery),
+    responses(
+        (status = 200, description = "The buckets", body = Series),
+        (status = 400, description = "A parameter is invalid (named in `fields`)", body = ErrorBody),
+        (status = 404, description = "`tenant_id` names a tenant the caller may not see", body = ErrorBody),
+    )
+)]
+pub async fn timeseries(
+    State(st): State<Arc<AppState>>,
+    p: Principal,
+    ApiQuery(q): ApiQuery<SeriesQuery>,
+) -> Result<Json<Series>, ApiError> {
+    let tenant = p
+        .scope(uuid_param(&q.tenant_id, "tenant_id")?)?
+        .map(|t| t.to_string());
+    let to = time(&q.to, "to", SystemTime::now())?;
+    let from = time(&q.from, "from", to - Duration::from_secs(3600))?;
+    if from >= to {
+        return Err(ApiError::bad_parameter("from", "must be before to"));
+    }
+    let step = q.step_s.unwrap_or(60);
+    if !(10..=86_400).contains(&step) {
+        return Err(ApiError::bad_parameter(
+            "step_s",
+            "must be between 10 and 86400",
+        ));
+    }
+    let span = to.duration_since(from).unwrap_or_default().as_secs();
+    if span / u64::from(step) > 1440 {
+        return Err(ApiError::bad_parameter(
+            "step_s",
+            "gives more than 1440 buckets for from..to: take a wider step",
+        ));
+    }
+    let (from_s, to_s) = (rfc3339(from), rfc3339(to));
+    let c = st.pool.get().await?;
+    let rows = c
+        .query(
+            "SELECT date_bin(make_interval(secs => $4::int4), ts, $1::text::timestamptz) AS t,
+                    count(*),
+                    count(*) FILTER (WHERE status >= 500),
+                    count(*) FILTER (WHERE status >= 400 AND status < 500),
+                    percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms),
+                    count(*) FILTER (WHERE cache_status IN ('HIT', 'STALE')),
+                    count(*) FILTER (WHERE cache_status IN
+                        ('HIT', 'STALE', 'MISS', 'EXPIRED', 'REVALIDATED')),
+                    count(*) FILTER (WHERE status = 429)
+               FROM request_logs
+              WHERE ts >= $1::text::timestamptz AND ts < $2::text::timestamptz
+                AND ($3::text IS NULL OR tenant_id = $3)
+              GROUP BY 1 ORDER BY 1",
+            &[&from_s, &to_s, &tenant, &i32::try_from(step).unwrap_or(60)],
+        )
+        .await?;
+    let points = rows
+        .iter()
+        .map(|r| {
+            let hits: i64 = r.get(5);
+            let lookups: i64 = r.get(6);
+            SeriesPoint {
+                t: rfc3339(r.get(0)),
+                requests: r.get(1),
+                server_errors: r.get(2),
+                client_errors: r.get(3),
+                p95_ms: r.get(4),
+                cache_hit_ratio: (lookups > 0).then(|| hits as f64 / lookups as f64),
+                limited: r.get(7),
+            }
+        })
+        .collect();
+    Ok(Json(Series {
+        from: from_s,
+        to: to_s,
+        step_s: step,
+        tenant_id: tenant,
+        points,
+    }))
 }

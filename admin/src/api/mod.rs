@@ -5,6 +5,7 @@ pub(crate) mod alerts;
 pub(crate) mod analytics;
 pub(crate) mod api_keys;
 pub(crate) mod billing;
+pub(crate) mod fleet;
 pub(crate) mod jobs;
 pub(crate) mod resources;
 pub(crate) mod usage;
@@ -154,7 +155,15 @@ pub fn router(st: Arc<AppState>) -> Router {
         )
         .route("/alerts", get(alerts::list_alerts))
         .route("/analytics/requests", get(analytics::requests))
-        .route("/config", get(config_snapshot));
+        .route("/analytics/timeseries", get(analytics::timeseries))
+        .route("/fleet", get(fleet::fleet))
+        .route("/pool-health", get(fleet::pool_health))
+        .route("/me", get(fleet::me))
+        .route("/config", get(config_snapshot))
+        .route_layer(middleware::from_fn_with_state(
+            st.clone(),
+            crate::fleet::wait_layer,
+        ));
     let protected = Router::new()
         .route("/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
@@ -256,6 +265,7 @@ pub async fn metrics(State(st): State<Arc<AppState>>, _: Principal) -> Response 
     if let Some(v) = version {
         METRICS.config_version.set(v);
     }
+    crate::fleet::export_metrics(&st).await;
     (
         [(
             axum::http::header::CONTENT_TYPE,

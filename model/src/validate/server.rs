@@ -170,6 +170,12 @@ pub(super) fn check(c: &mut Collector, s: &ServerSettings) {
             1,
             100_000,
         );
+        c.range(
+            "server.postgres.fleet.heartbeat_ms",
+            pg.fleet.heartbeat_ms,
+            100,
+            60_000,
+        );
     }
     if let Some(t) = &s.tracing {
         if !(t.otlp_endpoint.starts_with("http://") || t.otlp_endpoint.starts_with("https://")) {

@@ -2,13 +2,15 @@
 //! families and each route's resolved [`series`]), W3C [`trace`] context
 //! and [`otel`] span export, [`request_log`] rows and [`usage`] metering in Postgres, and
 //! the JSON [`access_log`]; apart from requests, what the health checks see of each origin
-//! pool ([`pool_health`] reports in Postgres).
+//! pool ([`pool_health`] reports in Postgres) and what this proxy serves ([`fleet`]
+//! heartbeats in Postgres).
 //!
 //! The gateway builds one [`Summary`] when a request ends and hands it to every [`Sink`]
 //! the server settings enable. A new consumer of per-request facts is one more `Sink`
 //! registered in [`Telemetry::new`].
 
 pub mod access_log;
+pub mod fleet;
 pub mod metrics;
 pub mod otel;
 pub mod pool_health;
@@ -55,6 +57,44 @@ impl FinishSignal {
     /// The writer has written what it held.
     pub fn done(&self) {
         let _ = self.done.send(true);
+    }
+}
+
+/// This process's name in the reports it writes to Postgres (usage batches, pool health,
+/// fleet heartbeats): `<hostname>:<pid>`.
+pub fn proxy_name() -> String {
+    format!("{}:{}", hostname(), std::process::id())
+}
+
+/// The machine's host name (empty when unknown).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Run one statement of a background report over `pool`, bounded by `timeout`; the rows
+/// changed, or why not.
+pub async fn execute_bounded(
+    pool: &deadpool_postgres::Pool,
+    timeout: Duration,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<u64, String> {
+    let run = async {
+        let client = pool.get().await.map_err(|e| e.to_string())?;
+        let statement = client
+            .prepare_cached(sql)
+            .await
+            .map_err(|e| e.to_string())?;
+        client
+            .execute(&statement, params)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    match tokio::time::timeout(timeout, run).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no answer within {timeout:?}")),
     }
 }
 

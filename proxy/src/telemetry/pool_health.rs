@@ -106,21 +106,7 @@ impl PoolHealthReporter {
         sql: &str,
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<u64, String> {
-        let run = async {
-            let client = self.pool.get().await.map_err(|e| e.to_string())?;
-            let statement = client
-                .prepare_cached(sql)
-                .await
-                .map_err(|e| e.to_string())?;
-            client
-                .execute(&statement, params)
-                .await
-                .map_err(|e| e.to_string())
-        };
-        match tokio::time::timeout(self.timeout, run).await {
-            Ok(r) => r,
-            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
-        }
+        super::execute_bounded(&self.pool, self.timeout, sql, params).await
     }
 
     /// Write what the pools look like now.

@@ -516,13 +516,10 @@ pub fn channel(
     for reason in ["spool_full", "shutdown", "rejected", "unattributed"] {
         METRICS.usage_dropped.with_label_values(&[reason]);
     }
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default();
     let writer = UsageWriter {
         agg: agg.clone(),
         pool,
-        proxy: format!("{host}:{}", std::process::id()),
+        proxy: super::proxy_name(),
         interval: Duration::from_millis(settings.flush_interval_ms),
         timeout,
         spool_max: settings.spool_batches,
