@@ -4,8 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/deps.sh
-# dnsmasq (the executable only, no service) answers the DNS discovery tests.
-ensure_packages redis-server:redis-server dnsmasq:dnsmasq-base
+# dnsmasq (the executable only, no service) answers the DNS discovery tests; Debian's
+# chromium, driven by playwright-core from npm (admin/console/tests, no browser download),
+# runs the console's browser tests.
+ensure_packages redis-server:redis-server dnsmasq:dnsmasq-base chromium:chromium node:nodejs npm:npm
+(cd admin/console/tests && npm ci --no-audit --no-fund --silent)
 # The admin tests use the shared Postgres and Redis on loopback.
 ensure_postgres
 ensure_redis

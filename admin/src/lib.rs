@@ -8,6 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod billing;
 pub mod config;
+pub mod console;
 pub mod counters;
 pub mod db;
 pub mod error;

@@ -171,6 +171,7 @@ pub fn router(st: Arc<AppState>) -> Router {
         .route_layer(middleware::from_fn_with_state(st.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))
+        .merge(crate::console::router())
         .merge(protected)
         .fallback(|| async { ApiError::NoSuchEndpoint })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
