@@ -685,3 +685,49 @@ fn shared_secrets_are_never_returned_or_logged() {
     assert!(log.contains("DEBUG"), "the admin logged at debug: {log}");
     assert!(!log.contains(secret), "the secret is in the log:\n{log}");
 }
+
+#[test]
+fn pool_health_and_the_fleet_stay_with_their_owner() {
+    let t = two_tenants();
+    let my_origin = id(&t.a.create("/api/v1/origins", bodies::origin(&t.mine, 9003)));
+    // Two proxies report both tenants' pools.
+    t.a.db.sql(&format!(
+        "INSERT INTO pool_health (proxy, origin_id, tenant_id, healthy, total) VALUES
+           ('edge-a.internal:1', '{my_origin}', '{mine}', 1, 1),
+           ('edge-b.internal:2', '{my_origin}', '{mine}', 0, 1),
+           ('edge-a.internal:1', '{their}', '{theirs}', 2, 2)",
+        mine = t.mine,
+        their = t.their_origin,
+        theirs = t.theirs
+    ));
+    // The tenant admin sees its own origin's reports, with the proxies numbered, not named.
+    let r = t.a.call(&t.tok, "GET", "/api/v1/pool-health", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let items = r.body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{}", r.body);
+    assert!(items.iter().all(|i| i["origin_id"] == my_origin.as_str()));
+    let proxies: Vec<&str> = items.iter().map(|i| i["proxy"].as_str().unwrap()).collect();
+    assert_eq!(proxies, ["proxy-1", "proxy-2"]);
+    assert!(!r.body.to_string().contains("internal"), "{}", r.body);
+    // Asking for the other tenant's is 404; the fleet is the operator's.
+    let r = t.a.call(
+        &t.tok,
+        "GET",
+        &format!("/api/v1/pool-health?tenant_id={}", t.theirs),
+        None,
+    );
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert_eq!(t.a.call(&t.tok, "GET", "/api/v1/fleet", None).status, 403);
+    // The superadmin sees every report, named.
+    let all = t.a.root("GET", "/api/v1/pool-health", None);
+    assert_eq!(all.body["items"].as_array().unwrap().len(), 3);
+    assert!(all.body.to_string().contains("edge-b.internal:2"));
+    // `/me` tells each token what it is.
+    let me = t.a.call(&t.tok, "GET", "/api/v1/me", None);
+    assert_eq!(me.body["role"], "tenant_admin");
+    assert_eq!(me.body["tenant_id"], t.mine.as_str());
+    assert_eq!(
+        t.a.root("GET", "/api/v1/me", None).body["role"],
+        "superadmin"
+    );
+}
