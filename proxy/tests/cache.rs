@@ -305,36 +305,68 @@ fn purge_one_url_and_a_tenant() {
         .contains("vantage_cache_purges_total{kind=\"tenant\"} 1"));
 }
 
+/// `n` concurrent GETs of `path` on acme, and what came back: one origin `seq` per response.
+fn burst(p: &Proxy, path: &'static str, n: usize) -> Vec<Response> {
+    let port = p.port;
+    let handles: Vec<_> = (0..n)
+        .map(|_| {
+            std::thread::spawn(move || request(port, "GET", "acme.test.local", path, &[], b""))
+        })
+        .collect();
+    let responses: Vec<Response> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    for r in &responses {
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    responses
+}
+
+fn assert_one_origin_request(responses: &[Response]) {
+    let seqs: std::collections::HashSet<u64> = responses.iter().map(seq).collect();
+    let caches: Vec<_> = responses.iter().map(|r| r.header("x-cache")).collect();
+    assert_eq!(
+        seqs.len(),
+        1,
+        "one origin request for {} concurrent misses: seqs {seqs:?}, x-cache {caches:?}",
+        responses.len()
+    );
+    let misses = caches.iter().filter(|c| **c == Some("MISS")).count();
+    assert_eq!(misses, 1, "x-cache {caches:?}");
+}
+
 #[test]
-fn fifty_concurrent_misses_reach_the_origin_once() {
+fn fifty_concurrent_misses_of_a_slow_origin_reach_it_once() {
+    let o = Origin::start("o");
+    // /slow/delay/500 reaches the origin as /delay/500: it answers after half a second.
+    let slow = "  - {id: slow, tenant_id: acme, path_pattern: /slow/*, origin_id: o, strip_prefix: /slow, cache: {enabled: true, default_ttl_seconds: 60, lock_timeout_ms: 10000}}";
+    let p = Proxy::start(&body(
+        &o.url(),
+        "{enabled: true, default_ttl_seconds: 60}",
+        slow,
+    ));
+    let responses = burst(&p, "/slow/delay/500", 50);
+    assert_one_origin_request(&responses);
+    // The 49 others waited on the fill (counted as each request's log is written).
+    wait_for("49 lock waits", 10, || {
+        (p.metric("vantage_cache_lock_waits_total") >= 49.0).then_some(())
+    });
+}
+
+/// A fast origin: the fill completes while the burst is still arriving, so some requests
+/// miss in storage just before the entry is stored and take the lock just after it is
+/// released. They must look up again, not fetch a second time.
+#[test]
+fn misses_arriving_as_a_fast_fill_completes_reach_the_origin_once() {
     let o = Origin::start("o");
     let p = Proxy::start(&body(
         &o.url(),
         "{enabled: true, default_ttl_seconds: 60, lock_timeout_ms: 10000}",
         "",
     ));
-    let port = p.port;
-    let handles: Vec<_> = (0..50)
-        .map(|_| {
-            std::thread::spawn(move || {
-                request(port, "GET", "acme.test.local", "/c/delay/500", &[], b"")
-            })
-        })
-        .collect();
-    let responses: Vec<Response> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    let seqs: std::collections::HashSet<u64> = responses.iter().map(seq).collect();
-    assert!(responses.iter().all(|r| r.status == 200));
-    assert_eq!(
-        seqs.len(),
-        1,
-        "one origin request for 50 concurrent misses: {seqs:?}"
-    );
-    let misses = responses
-        .iter()
-        .filter(|r| r.header("x-cache") == Some("MISS"))
-        .count();
-    assert_eq!(misses, 1);
-    assert!(p.metrics().contains("vantage_cache_lock_waits_total"));
+    for (i, path) in ["/c/a", "/c/b", "/c/c"].into_iter().enumerate() {
+        let responses = burst(&p, path, 50);
+        assert_one_origin_request(&responses);
+        assert_eq!(seq(&responses[0]) as usize, i + 1, "one fetch per path");
+    }
 }
 
 #[test]

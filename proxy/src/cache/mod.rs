@@ -1,12 +1,13 @@
 //! Response caching on pingora-cache: per-route policy, the cache key (always tenant first),
 //! RFC 9111 freshness and age, `Vary`, request directives, purges and `X-Cache`.
 //!
-//! pingora-cache runs the lookup, the cache lock (request coalescing), revalidation and
-//! stale serving; this module decides what it may store and for how long, and the
-//! [`store`] module is the storage behind it.
+//! pingora-cache runs the lookup, the cache lock (request coalescing, with the gap between
+//! lookup and lock closed by [`lock`]), revalidation and stale serving; this module decides
+//! what it may store and for how long, and the [`store`] module is the storage behind it.
 
 pub mod directives;
 pub mod invalidate;
+pub mod lock;
 pub mod purge;
 pub mod store;
 
@@ -15,7 +16,7 @@ use directives::Directives;
 use http::header;
 use pingora::cache::cache_control::{CacheControl, InterpretCacheControl};
 use pingora::cache::key::HashBinary;
-use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
+use pingora::cache::lock::CacheKeyLockImpl;
 use pingora::cache::{
     CacheKey, CacheMeta, CacheOptionOverrides, CachePhase, ForcedFreshness, HttpCache,
     NoCacheReason, RespCacheable, VarianceBuilder,
@@ -577,7 +578,7 @@ impl Caches {
             memory,
             redis,
             tiered,
-            lock: Box::leak(CacheLock::new_boxed(LOCK_AGE_TIMEOUT)),
+            lock: Box::leak(Box::new(lock::CoalescingLock::new(LOCK_AGE_TIMEOUT))),
             purges,
         }
     }

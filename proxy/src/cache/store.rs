@@ -256,14 +256,9 @@ fn target_key(target: PurgeTarget<'_>) -> HashBinary {
     key.combined_bin()
 }
 
-#[async_trait]
-impl Storage for Store {
-    async fn lookup(
-        &'static self,
-        key: &CacheKey,
-        _trace: &SpanHandle,
-    ) -> Result<Option<(CacheMeta, HitHandler)>> {
-        let hash = key.combined_bin();
+impl Store {
+    /// The entry under `hash`: the memory tier, then Redis (a Redis hit is kept in memory).
+    async fn find(&self, hash: HashBinary) -> Result<Option<(CacheMeta, HitHandler)>> {
         let mut found = self.memory.and_then(|m| m.get(&hash));
         if found.is_none() {
             if let Some(redis) = self.redis {
@@ -300,6 +295,22 @@ impl Storage for Store {
                 done: false,
             }),
         )))
+    }
+}
+
+#[async_trait]
+impl Storage for Store {
+    async fn lookup(
+        &'static self,
+        key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let hash = key.combined_bin();
+        let started = std::time::Instant::now();
+        let found = self.find(hash).await;
+        // Noted on the thread that goes on to take the cache lock (after the awaits above).
+        super::lock::note_lookup(key, started);
+        found
     }
 
     async fn get_miss_handler(
