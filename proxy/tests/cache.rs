@@ -112,21 +112,21 @@ fn ttl_expiry_revalidation_and_origin_directives() {
         let headers: Vec<(&str, &str)> = set.iter().map(|s| ("X-Origin-Set", *s)).collect();
         p.send("GET", "acme.test.local", path, &headers, b"")
     };
-    // max-age=1: fresh, then expired and fetched again.
-    let r1 = get("/c/ttl", &["Cache-Control: max-age=1"]);
+    // max-age=2: fresh, then expired and fetched again.
+    let r1 = get("/c/ttl", &["Cache-Control: max-age=2"]);
     assert_eq!(r1.header("x-cache"), Some("MISS"));
     assert_eq!(
-        get("/c/ttl", &["Cache-Control: max-age=1"]).header("x-cache"),
+        get("/c/ttl", &["Cache-Control: max-age=2"]).header("x-cache"),
         Some("HIT")
     );
-    std::thread::sleep(Duration::from_millis(2100));
-    let r3 = get("/c/ttl", &["Cache-Control: max-age=1"]);
+    std::thread::sleep(Duration::from_millis(3100));
+    let r3 = get("/c/ttl", &["Cache-Control: max-age=2"]);
     assert_eq!(r3.header("x-cache"), Some("EXPIRED"));
     assert!(seq(&r3) > seq(&r1));
     // An expired entry with an ETag is revalidated with If-None-Match; the 304 refreshes it.
-    let v = ["Cache-Control: max-age=1", "ETag: \"v1\""];
+    let v = ["Cache-Control: max-age=2", "ETag: \"v1\""];
     let e1 = get("/c/etag", &v);
-    std::thread::sleep(Duration::from_millis(2100));
+    std::thread::sleep(Duration::from_millis(3100));
     let e2 = get("/c/etag", &v);
     assert_eq!(e2.header("x-cache"), Some("REVALIDATED"));
     assert_eq!(
@@ -305,13 +305,17 @@ fn purge_one_url_and_a_tenant() {
         .contains("vantage_cache_purges_total{kind=\"tenant\"} 1"));
 }
 
-/// `n` concurrent GETs of `path` on acme, and what came back: one origin `seq` per response.
+/// `n` concurrent GETs of `path` on acme, and what came back.
 fn burst(p: &Proxy, path: &'static str, n: usize) -> Vec<Response> {
+    burst_hosts(p, path, &vec!["acme.test.local"; n])
+}
+
+/// One concurrent GET of `path` per host in `hosts`, answers in the same order.
+fn burst_hosts(p: &Proxy, path: &'static str, hosts: &[&'static str]) -> Vec<Response> {
     let port = p.port;
-    let handles: Vec<_> = (0..n)
-        .map(|_| {
-            std::thread::spawn(move || request(port, "GET", "acme.test.local", path, &[], b""))
-        })
+    let handles: Vec<_> = hosts
+        .iter()
+        .map(|&host| std::thread::spawn(move || request(port, "GET", host, path, &[], b"")))
         .collect();
     let responses: Vec<Response> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     for r in &responses {
@@ -349,6 +353,40 @@ fn fifty_concurrent_misses_of_a_slow_origin_reach_it_once() {
     wait_for("49 lock waits", 10, || {
         (p.metric("vantage_cache_lock_waits_total") >= 49.0).then_some(())
     });
+}
+
+/// Attack: tenant B bursts the same path at the same moment as tenant A. Coalescing is per
+/// tenant's key: each tenant's origin is asked once, and nobody is served the other's answer.
+#[test]
+fn concurrent_misses_of_two_tenants_are_never_coalesced_together() {
+    let o = Origin::start("o");
+    let p = Proxy::start(&body(
+        &o.url(),
+        "{enabled: true, default_ttl_seconds: 60, lock_timeout_ms: 10000}",
+        "",
+    ));
+    let hosts: Vec<&str> = (0..40)
+        .map(|i| {
+            if i % 2 == 0 {
+                "acme.test.local"
+            } else {
+                "globex.test.local"
+            }
+        })
+        .collect();
+    let responses = burst_hosts(&p, "/c/same", &hosts);
+    let (acme, globex): (Vec<_>, Vec<_>) = responses
+        .into_iter()
+        .zip(&hosts)
+        .partition(|(_, h)| h.starts_with("acme"));
+    let acme: Vec<Response> = acme.into_iter().map(|(r, _)| r).collect();
+    let globex: Vec<Response> = globex.into_iter().map(|(r, _)| r).collect();
+    assert_one_origin_request(&acme);
+    assert_one_origin_request(&globex);
+    assert_ne!(seq(&acme[0]), seq(&globex[0]), "each tenant its own fetch");
+    // Afterwards each tenant still hits its own entry.
+    assert_eq!(seq(&p.get("acme.test.local", "/c/same")), seq(&acme[0]));
+    assert_eq!(seq(&p.get("globex.test.local", "/c/same")), seq(&globex[0]));
 }
 
 /// A fast origin: the fill completes while the burst is still arriving, so some requests
