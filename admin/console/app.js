@@ -777,6 +777,94 @@ function card(title, testid, ...children) {
   return h('div', { class: 'card', testid }, h('h3', {}, title), ...children);
 }
 
+/** Ask inside a row before `run` (a delete, a revoke): the question, Yes and Cancel. What the
+ *  API refuses (a 409 "still in use" names what still uses it) is shown in the row, and
+ *  `restore` redraws the row's usual buttons. Test ids: `<testid>-question`, `-confirm`,
+ *  `-cancel`, `-error`. */
+function confirmInRow(cell, { testid, question, yes, run, restore }) {
+  clear(cell);
+  const err = h('div', { class: 'field-error', hidden: true, testid: `${testid}-error`, attrs: { role: 'alert' } });
+  async function confirmed(ev) {
+    ev.target.disabled = true;
+    try {
+      await run();
+    } catch (e) {
+      if (e instanceof SessionEnded) return;
+      clear(err);
+      err.append(h('div', {}, e.message));
+      for (const f of e instanceof ApiError ? e.fields : []) err.append(h('div', {}, `${f.path}: ${f.message}`));
+      err.hidden = false;
+      ev.target.disabled = false;
+    }
+  }
+  cell.append(
+    h('span', { class: 'confirm-text', testid: `${testid}-question` }, question),
+    h('button', { type: 'button', class: 'danger', testid: `${testid}-confirm`, on: { click: confirmed } }, yes),
+    h('button', { type: 'button', class: 'secondary', testid: `${testid}-cancel`, on: { click: restore } }, 'Cancel'),
+    err,
+  );
+}
+
+/** The Edit and Delete buttons of a row (`<testid>-edit`, `<testid>-delete`); Delete asks
+ *  first (see confirmInRow, with test ids `<testid>-delete-…`). */
+function editDeleteCell(testid, { edit, question, remove }) {
+  const cell = h('td', { class: 'row-actions' });
+  function idle() {
+    clear(cell);
+    cell.append(
+      h('button', { type: 'button', class: 'secondary', testid: `${testid}-edit`, on: { click: edit } }, 'Edit'),
+      h(
+        'button',
+        {
+          type: 'button',
+          class: 'danger',
+          testid: `${testid}-delete`,
+          on: {
+            click: () => confirmInRow(cell, { testid: `${testid}-delete`, question, yes: 'Yes, delete', run: remove, restore: idle }),
+          },
+        },
+        'Delete',
+      ),
+    );
+  }
+  idle();
+  return cell;
+}
+
+/** A create form that can also edit one item. `start(item)` fills the form (`fill`) and turns
+ *  its card into "Edit …" with "Save changes" and Cancel (`<testid>-cancel-edit`); `stop()`
+ *  turns it back into the create form. `item` is the one being edited, or null. */
+function editableForm(cardEl, form, { noun, testid, label, fill }) {
+  const title = cardEl.querySelector('h3');
+  const submit = form.querySelector('button[type="submit"]');
+  const createTitle = title.textContent;
+  const createLabel = submit.textContent;
+  const ed = { item: null };
+  const cancel = h('button', { type: 'button', class: 'secondary', testid: `${testid}-cancel-edit`, hidden: true, on: { click: () => ed.stop() } }, 'Cancel');
+  submit.after(cancel);
+  ed.start = (item) => {
+    ed.item = item;
+    clearErrors(form);
+    form.reset();
+    fill(item);
+    title.textContent = `Edit ${noun} ${label(item)}`;
+    submit.textContent = 'Save changes';
+    cancel.hidden = false;
+    cardEl.dataset.editing = item.id;
+    cardEl.scrollIntoView({ block: 'nearest' });
+  };
+  ed.stop = () => {
+    ed.item = null;
+    clearErrors(form);
+    form.reset();
+    title.textContent = createTitle;
+    submit.textContent = createLabel;
+    cancel.hidden = true;
+    delete cardEl.dataset.editing;
+  };
+  return ed;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tenants
 
@@ -875,7 +963,7 @@ const LB = [
 
 async function viewOrigins(ctx) {
   const tenantId = state.tenantId;
-  const t = table('origins-table', ['Targets', 'Balancing', 'Health check', 'Target health (per proxy)', 'Id']);
+  const t = table('origins-table', ['Targets', 'Balancing', 'Health check', 'Target health (per proxy)', 'Id', '']);
   const targets = textarea({ name: 'targets', testid: 'origin-targets', rows: 3, required: true, placeholder: '127.0.0.1:9001' });
   const lb = select({ name: 'lb', testid: 'origin-lb' }, LB);
   const hc = input({ name: 'health_check', testid: 'origin-health-path', placeholder: '/healthz' });
@@ -892,22 +980,42 @@ async function viewOrigins(ctx) {
     formErrorBox(),
     h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary', testid: 'origin-submit' }, 'Create origin')),
   );
+  const formCard = card('New origin', 'origin-card', form);
+  const ed = editableForm(formCard, form, {
+    noun: 'origin',
+    testid: 'origin',
+    label: (o) => shortId(o.id),
+    fill: (o) => {
+      targets.value = (o.targets || []).map((x) => x.url).join('\n');
+      lb.value = o.lb || 'round_robin';
+      hc.value = o.health_check ? o.health_check.path || '' : '';
+    },
+  });
   onSubmit(form, async () => {
-    const body = {
-      tenant_id: tenantId,
-      targets: splitList(targets.value).map((x) => ({ url: /^https?:\/\//.test(x) ? x : `http://${x}` })),
-      lb: lb.value,
-    };
-    if (hc.value.trim()) body.health_check = { path: hc.value.trim() };
-    await write('POST', '/origins', body);
-    form.reset();
+    const urls = splitList(targets.value).map((x) => (/^https?:\/\//.test(x) ? x : `http://${x}`));
+    if (ed.item) {
+      // A merge patch of what the form shows: a target kept by URL keeps its other fields
+      // (weight, …), and the health check keeps its interval and thresholds.
+      const before = new Map((ed.item.targets || []).map((x) => [x.url, x]));
+      const path = hc.value.trim();
+      const patch = { lb: lb.value, health_check: path ? { path } : null };
+      // An origin found by DNS discovery has no target list to send.
+      if (urls.length || !ed.item.discovery) patch.targets = urls.map((url) => before.get(url) || { url });
+      await write('PATCH', `/origins/${encodeURIComponent(ed.item.id)}`, patch);
+      ed.stop();
+    } else {
+      const body = { tenant_id: tenantId, targets: urls.map((url) => ({ url })), lb: lb.value };
+      if (hc.value.trim()) body.health_check = { path: hc.value.trim() };
+      await write('POST', '/origins', body);
+      form.reset();
+    }
     await load();
   });
   ctx.section.append(
     heading('Origins', refreshButton('origins-refresh', () => route())),
     t,
     h('p', { class: 'hint' }, 'Target health is what each proxy’s active health checks see (healthy/total targets); it refreshes every few seconds.'),
-    card('New origin', 'origin-card', form),
+    formCard,
   );
 
   let origins = [];
@@ -973,6 +1081,15 @@ async function viewOrigins(ctx) {
           h('td', {}, o.health_check ? h('code', {}, o.health_check.path) : h('span', { class: 'muted' }, 'none')),
           cell,
           h('td', {}, h('code', { attrs: { title: o.id } }, shortId(o.id))),
+          editDeleteCell('origin', {
+            edit: () => ed.start(o),
+            question: `Delete origin ${originLabel(o)}? Routes must not use it any more.`,
+            remove: async () => {
+              await write('DELETE', `/origins/${encodeURIComponent(o.id)}`);
+              if (ed.item && ed.item.id === o.id) ed.stop();
+              await load();
+            },
+          }),
         );
       }),
       'No origins for this tenant yet.',
@@ -999,7 +1116,7 @@ const AUTH = [
 
 async function viewRoutes(ctx) {
   const tenantId = state.tenantId;
-  const t = table('routes-table', ['Path pattern', 'Methods', 'Origin', 'Auth', 'Priority', 'Id']);
+  const t = table('routes-table', ['Path pattern', 'Methods', 'Origin', 'Auth', 'Priority', 'Id', '']);
   const pattern = input({ name: 'path_pattern', testid: 'route-path', required: true, placeholder: '/api/*' });
   const methodBoxes = METHODS.map((m) =>
     h(
@@ -1025,19 +1142,37 @@ async function viewRoutes(ctx) {
     formErrorBox(),
     h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary', testid: 'route-submit' }, 'Create route')),
   );
+  const formCard = card('New route', 'route-card', form);
+  const ed = editableForm(formCard, form, {
+    noun: 'route',
+    testid: 'route',
+    label: (r) => r.path_pattern,
+    fill: (r) => {
+      pattern.value = r.path_pattern;
+      for (const box of methodBoxes.map((l) => l.querySelector('input'))) box.checked = (r.methods || []).includes(box.value);
+      origin.value = r.origin_id;
+      auth.value = (r.auth && r.auth.mode) || 'public';
+    },
+  });
   onSubmit(form, async () => {
-    const body = {
-      tenant_id: tenantId,
+    // A merge patch when editing: what the form does not show (rate limits, cache, rewrites,
+    // the rest of `auth`) stays as it is.
+    const fields = {
       path_pattern: pattern.value.trim(),
       methods: methodBoxes.map((l) => l.querySelector('input')).filter((i) => i.checked).map((i) => i.value),
       origin_id: origin.value,
       auth: { mode: auth.value },
     };
-    await write('POST', '/routes', body);
-    form.reset();
+    if (ed.item) {
+      await write('PATCH', `/routes/${encodeURIComponent(ed.item.id)}`, fields);
+      ed.stop();
+    } else {
+      await write('POST', '/routes', { tenant_id: tenantId, ...fields });
+      form.reset();
+    }
     await load();
   });
-  ctx.section.append(heading('Routes', refreshButton('routes-refresh', () => route())), t, card('New route', 'route-card', form));
+  ctx.section.append(heading('Routes', refreshButton('routes-refresh', () => route())), t, formCard);
 
   async function load() {
     const [routes, origins] = await Promise.all([
@@ -1065,6 +1200,15 @@ async function viewRoutes(ctx) {
           h('td', { testid: 'route-row-auth' }, (AUTH.find((a) => a.value === ((r.auth && r.auth.mode) || 'public')) || { label: r.auth.mode }).label),
           h('td', {}, String(r.priority || 0)),
           h('td', {}, h('code', { attrs: { title: r.id } }, shortId(r.id))),
+          editDeleteCell('route', {
+            edit: () => ed.start(r),
+            question: `Delete route ${r.path_pattern}? The proxies stop serving it.`,
+            remove: async () => {
+              await write('DELETE', `/routes/${encodeURIComponent(r.id)}`);
+              if (ed.item && ed.item.id === r.id) ed.stop();
+              await load();
+            },
+          }),
         ),
       ),
       'No routes for this tenant yet.',
@@ -1218,36 +1362,16 @@ async function viewKeys(ctx) {
       );
     }
     function confirm() {
-      clear(actions);
-      const err = h('div', { class: 'field-error', hidden: true, testid: 'key-revoke-error' });
-      actions.append(
-        h('span', { class: 'confirm-text', testid: 'key-revoke-question' }, `Revoke “${k.name}”? Requests with it are refused at once.`),
-        h(
-          'button',
-          {
-            type: 'button',
-            class: 'danger',
-            testid: 'key-revoke-confirm',
-            on: {
-              click: async (ev) => {
-                ev.target.disabled = true;
-                try {
-                  await write('POST', `/api-keys/${encodeURIComponent(k.id)}/revoke`);
-                  await load();
-                } catch (e) {
-                  if (e instanceof SessionEnded) return;
-                  err.textContent = e.message;
-                  err.hidden = false;
-                  ev.target.disabled = false;
-                }
-              },
-            },
-          },
-          'Yes, revoke',
-        ),
-        h('button', { type: 'button', class: 'secondary', testid: 'key-revoke-cancel', on: { click: idle } }, 'Cancel'),
-        err,
-      );
+      confirmInRow(actions, {
+        testid: 'key-revoke',
+        question: `Revoke “${k.name}”? Requests with it are refused at once.`,
+        yes: 'Yes, revoke',
+        run: async () => {
+          await write('POST', `/api-keys/${encodeURIComponent(k.id)}/revoke`);
+          await load();
+        },
+        restore: idle,
+      });
     }
     idle();
     return row;

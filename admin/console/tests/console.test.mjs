@@ -434,6 +434,68 @@ const scenarios = [
     },
   },
   {
+    name: 'edit the route: another path, no key',
+    needs: ['routeId', 'tenantId'],
+    async run() {
+      await nav('routes');
+      await tableReady('routes-table');
+      const row = () => page.locator(`[data-testid="route-row"][data-route-id="${ctx.routeId}"]`);
+      await row().getByTestId('route-edit').click();
+      const cardEl = byTestId('route-card');
+      await until(async () => (await cardEl.getAttribute('data-editing')) === ctx.routeId, WAIT_MS, 'the route form in edit mode');
+      const form = byTestId('route-form');
+      assert((await form.getByTestId('route-path').inputValue()) === '/hello/*', 'the form was not filled with the route');
+      assert(await form.getByTestId('route-method-GET').isChecked(), 'the route’s GET is not checked in the form');
+      assert((await form.getByTestId('route-origin').inputValue()) === ctx.originId, 'the form shows another origin');
+      await form.getByTestId('route-path').fill('/hi/*');
+      await form.getByTestId('route-auth').selectOption('public');
+      await form.getByTestId('route-submit').click();
+      await until(async () => (await cardEl.getAttribute('data-editing')) === null, WAIT_MS, 'the route form back to create mode');
+      await until(async () => (await textOf(row().getByTestId('route-row-pattern'))) === '/hi/*', WAIT_MS, 'the row to show /hi/*');
+      assert((await page.locator('[data-testid="route-row"]').count()) === 1, 'editing added a route instead of changing it');
+      await until(async () => (await proxyGet('/hi/there', host())).status === 200, WAIT_MS, 'the proxy to serve /hi/there without a key');
+      const old = await proxyGet('/hello/world', host());
+      assert(old.status === 404, `the old path answered ${old.status}, not 404`);
+    },
+  },
+  {
+    name: 'edit the origin: its balancing',
+    needs: ['originId'],
+    async run() {
+      await nav('origins');
+      await tableReady('origins-table');
+      const row = () => page.locator(`[data-testid="origin-row"][data-origin-id="${ctx.originId}"]`);
+      await row().getByTestId('origin-edit').click();
+      const form = byTestId('origin-form');
+      const targets = await form.getByTestId('origin-targets').inputValue();
+      assert(targets.includes(`127.0.0.1:${env.ORIGIN_PORT}`), `the form's targets are ${JSON.stringify(targets)}`);
+      await form.getByTestId('origin-lb').selectOption('random');
+      await form.getByTestId('origin-submit').click();
+      await until(async () => (await row().innerText()).includes('random'), WAIT_MS, 'the origin row to show random balancing');
+      assert((await page.locator('[data-testid="origin-row"]').count()) === 1, 'editing added an origin instead of changing it');
+      await until(async () => (await proxyGet('/hi/again', host())).status === 200, WAIT_MS, 'the route served through the edited origin');
+    },
+  },
+  {
+    name: 'an origin in use cannot be deleted',
+    needs: ['originId'],
+    async run() {
+      const row = () => page.locator(`[data-testid="origin-row"][data-origin-id="${ctx.originId}"]`);
+      await row().getByTestId('origin-delete').click();
+      const question = await textOf(row().getByTestId('origin-delete-question'));
+      assert(/delete origin/i.test(question), `the question says ${question}`);
+      await row().getByTestId('origin-delete-confirm').click();
+      const err = row().getByTestId('origin-delete-error');
+      await err.waitFor({ state: 'visible', timeout: WAIT_MS });
+      const text = await textOf(err);
+      assert(/still in use/i.test(text), `the refusal says ${JSON.stringify(text)}`);
+      await row().getByTestId('origin-delete-cancel').click();
+      await row().getByTestId('origin-delete').waitFor({ state: 'visible', timeout: WAIT_MS });
+      const r = await proxyGet('/hi/still', host());
+      assert(r.status === 200, `after the refused delete the route answered ${r.status}`);
+    },
+  },
+  {
     name: 'a tenant admin sees only its own tenant',
     async run() {
       if ((await byTestId('signout').count()) > 0) await byTestId('signout').click();
@@ -495,6 +557,30 @@ const scenarios = [
       );
       assert((await page.locator('[data-testid="keys-table"] img').count()) === 0, 'an <img> element made it into the table');
       assert((await page.evaluate(() => window.__pwned)) === undefined, 'the hostile name ran');
+    },
+  },
+  {
+    name: 'delete the route, then its origin',
+    needs: ['routeId', 'originId', 'tenantId'],
+    async run() {
+      if ((await byTestId('signout').count()) > 0) await byTestId('signout').click();
+      await signInOk(env.ROOT_TOKEN);
+      await pickTenant(ctx.tenantId);
+      await nav('routes');
+      await tableReady('routes-table');
+      const routeRow = page.locator(`[data-testid="route-row"][data-route-id="${ctx.routeId}"]`);
+      await routeRow.getByTestId('route-delete').click();
+      await routeRow.getByTestId('route-delete-confirm').click();
+      await until(async () => (await routeRow.count()) === 0, WAIT_MS, 'the route row to go');
+      await until(async () => (await proxyGet('/hi/there', host())).status === 404, WAIT_MS, 'the proxy to answer 404 for the deleted route');
+      await nav('origins');
+      await tableReady('origins-table');
+      const originRow = page.locator(`[data-testid="origin-row"][data-origin-id="${ctx.originId}"]`);
+      await originRow.getByTestId('origin-delete').click();
+      await originRow.getByTestId('origin-delete-confirm').click();
+      await until(async () => (await originRow.count()) === 0, WAIT_MS, 'the origin row to go');
+      const r = await fetch(new URL(`origins/${ctx.originId}`, API), { headers: { Authorization: `Bearer ${env.ROOT_TOKEN}` } });
+      assert(r.status === 404, `GET of the deleted origin answered ${r.status}`);
     },
   },
   {
